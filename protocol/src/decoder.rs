@@ -1,0 +1,294 @@
+//! The streaming message decoder: bytes in, events out, any split of the input alike.
+//!
+//! The decoder borrows the caller's bytes mutably so it can unmask payloads in place, and
+//! hands data payloads out as they arrive: a 16 MiB message never needs a 16 MiB
+//! contiguous buffer unless the caller chooses to assemble one. It owns no buffer itself;
+//! its state is 20 bytes, small enough to live in every connection's slab entry.
+//!
+//! Control frames (at most 125 bytes) are delivered whole: while one is incomplete the
+//! decoder consumes nothing of it, so the caller keeps at most 139 bytes of it aside.
+
+use crate::close::{CloseCode, parse_close_payload};
+use crate::error::ProtocolError;
+use crate::frame::{FrameHead, OpCode, RSV1};
+use crate::mask::apply_mask;
+use crate::utf8::Utf8Stream;
+
+/// Which side of the connection the decoder reads for; it decides the masking rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads a client's frames, which must be masked.
+    Server,
+    /// Reads a server's frames, which must not be masked.
+    Client,
+}
+
+/// Decoder limits and role. Shared by all connections of a worker, passed to each
+/// [`Decoder::decode`] call, so it costs nothing per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecoderConfig {
+    /// Whose frames are read. Default: [`Role::Server`].
+    pub role: Role,
+    /// Largest frame payload accepted; larger fails with 1009. Default 16 MiB.
+    /// Values above `u32::MAX` are treated as `u32::MAX`.
+    pub max_frame_size: u64,
+    /// Largest message (sum of its frames' payloads) accepted; larger fails with 1009
+    /// as soon as a frame header announces it. Default 16 MiB. Capped like the frame limit.
+    pub max_message_size: u64,
+    /// RSV bits an extension negotiated for this connection's messages ([`crate::frame::RSV1`]
+    /// for permessage-deflate). Default 0: any RSV bit fails with 1002.
+    pub allowed_rsv: u8,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            role: Role::Server,
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            allowed_rsv: 0,
+        }
+    }
+}
+
+impl DecoderConfig {
+    /// A server-side config with the given frame and message limits.
+    pub fn server(max_frame_size: u64, max_message_size: u64) -> Self {
+        DecoderConfig { max_frame_size, max_message_size, ..Default::default() }
+    }
+    /// A client-side config (unmasked frames expected) with default limits.
+    pub fn client() -> Self {
+        DecoderConfig { role: Role::Client, ..Default::default() }
+    }
+}
+
+/// Text or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// UTF-8 text (validated, unless the message is compressed).
+    Text,
+    /// Arbitrary bytes.
+    Binary,
+}
+
+/// What the decoder found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A piece of a data message's payload, unmasked. `first && last` means the message
+    /// arrived whole in this call and `payload` is all of it.
+    Data {
+        /// Text or binary, from the message's first frame.
+        kind: DataKind,
+        /// The bytes, in order; may be empty (an empty message, or an empty first fragment).
+        payload: &'a [u8],
+        /// First piece of its message.
+        first: bool,
+        /// Last piece of its message.
+        last: bool,
+        /// The first frame had RSV1 set (permessage-deflate); text is then not validated here.
+        compressed: bool,
+    },
+    /// A ping with its payload (answer with a pong carrying the same bytes).
+    Ping(&'a [u8]),
+    /// A pong with its payload.
+    Pong(&'a [u8]),
+    /// A valid close frame: `None` when it carried no code.
+    Close(Option<(CloseCode, &'a str)>),
+}
+
+/// The result of one [`Decoder::decode`] call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// Bytes of the input used; the caller drops them and passes the rest next time.
+    pub consumed: usize,
+    /// The event found, or `None` when more input is needed.
+    pub event: Option<Event<'a>>,
+}
+
+const IN_FRAME: u8 = 1; // a data frame's header was read; its payload is being delivered
+const FRAME_FIN: u8 = 1 << 1; // that frame has FIN
+const IN_MESSAGE: u8 = 1 << 2; // a data message started and has not ended
+const TEXT: u8 = 1 << 3; // the message is text
+const COMPRESSED: u8 = 1 << 4; // the message's first frame had RSV1
+const FIRST: u8 = 1 << 5; // the next piece delivered is the message's first
+
+/// Per-connection decoding state. Feed it the connection's bytes with [`Decoder::decode`];
+/// after an error the connection must be failed and the decoder dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decoder {
+    mask: [u8; 4],
+    /// Payload bytes of the current data frame not delivered yet.
+    remaining: u32,
+    /// Payload bytes of the current message announced so far (for the message limit).
+    message_len: u32,
+    /// Position of the next payload byte within the current frame, mod 4.
+    phase: u8,
+    flags: u8,
+    utf8: Utf8Stream,
+}
+
+const _: () = assert!(size_of::<Decoder>() <= 20, "the decoder lives in every connection");
+
+impl Decoder {
+    /// A decoder at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a data message is in progress (some of it delivered, not its end).
+    pub fn in_message(&self) -> bool {
+        self.flags & IN_MESSAGE != 0
+    }
+
+    /// Decodes the next event from the start of `buf`.
+    ///
+    /// Returns how many bytes were used and the event, if one is complete. Data payloads
+    /// are unmasked in place in `buf` and returned as a borrow of it. Call again with the
+    /// rest of the input until `event` is `None`; keep the unused bytes (at most a header,
+    /// or a control frame, 139 bytes) and prepend them to the next input.
+    pub fn decode<'a>(
+        &mut self,
+        config: &DecoderConfig,
+        buf: &'a mut [u8],
+    ) -> Result<Decoded<'a>, ProtocolError> {
+        let mut consumed = 0;
+        loop {
+            if self.flags & IN_FRAME != 0 {
+                let available = (buf.len() - consumed).min(self.remaining as usize);
+                let frame_done = available == self.remaining as usize;
+                let last = frame_done && self.flags & FRAME_FIN != 0;
+                let first = self.flags & FIRST != 0;
+                if available == 0 && !frame_done {
+                    return Ok(Decoded { consumed, event: None });
+                }
+                if available == 0 && !last && !first {
+                    // An empty middle fragment: nothing to report.
+                    self.flags &= !IN_FRAME;
+                    continue;
+                }
+                let piece = &mut buf[consumed..consumed + available];
+                apply_mask(piece, self.mask, self.phase as usize);
+                self.phase = ((self.phase as usize + available) & 3) as u8;
+                self.remaining -= available as u32;
+                consumed += available;
+                let compressed = self.flags & COMPRESSED != 0;
+                let text = self.flags & TEXT != 0;
+                if text && !compressed {
+                    self.utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if last {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                self.flags &= !FIRST;
+                if frame_done {
+                    self.flags &= !IN_FRAME;
+                }
+                if last {
+                    self.flags &= !(IN_MESSAGE | TEXT | COMPRESSED);
+                }
+                let kind = if text { DataKind::Text } else { DataKind::Binary };
+                let event = Event::Data { kind, payload: piece, first, last, compressed };
+                return Ok(Decoded { consumed, event: Some(event) });
+            }
+
+            let Some((head, head_len)) = FrameHead::parse(&buf[consumed..])? else {
+                return Ok(Decoded { consumed, event: None });
+            };
+            self.check_common(config, &head)?;
+            if head.opcode.is_control() {
+                return self.control(head, head_len, consumed, buf);
+            }
+            self.start_data_frame(config, &head)?;
+            consumed += head_len;
+        }
+    }
+
+    /// Rules every frame obeys: RSV bits and the masking role.
+    fn check_common(&self, config: &DecoderConfig, head: &FrameHead) -> Result<(), ProtocolError> {
+        if head.rsv & !config.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        // RSV1 (compression) marks a message, so only its first frame may carry it.
+        if head.rsv & RSV1 != 0 && !matches!(head.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let masked = head.mask.is_some();
+        if masked != (config.role == Role::Server) {
+            return Err(ProtocolError::MaskMismatch);
+        }
+        Ok(())
+    }
+
+    /// A control frame: delivered whole, or nothing of it consumed.
+    fn control<'a>(
+        &mut self,
+        head: FrameHead,
+        head_len: usize,
+        consumed: usize,
+        buf: &'a mut [u8],
+    ) -> Result<Decoded<'a>, ProtocolError> {
+        let start = consumed + head_len;
+        let end = start + head.len as usize; // len <= 125, checked by FrameHead::parse
+        if buf.len() < end {
+            return Ok(Decoded { consumed, event: None });
+        }
+        let payload = &mut buf[start..end];
+        if let Some(key) = head.mask {
+            apply_mask(payload, key, 0);
+        }
+        let payload = &*payload;
+        let event = match head.opcode {
+            OpCode::Ping => Event::Ping(payload),
+            OpCode::Pong => Event::Pong(payload),
+            _ => Event::Close(parse_close_payload(payload)?),
+        };
+        Ok(Decoded { consumed: end, event: Some(event) })
+    }
+
+    /// A text, binary or continuation header: check ordering and limits, start its payload.
+    fn start_data_frame(
+        &mut self,
+        config: &DecoderConfig,
+        head: &FrameHead,
+    ) -> Result<(), ProtocolError> {
+        let max_frame = config.max_frame_size.min(u32::MAX as u64);
+        let max_message = config.max_message_size.min(u32::MAX as u64);
+        match head.opcode {
+            OpCode::Continuation if !self.in_message() => {
+                return Err(ProtocolError::UnexpectedContinuation);
+            }
+            OpCode::Continuation => {}
+            _ if self.in_message() => return Err(ProtocolError::ExpectedContinuation),
+            opcode => {
+                self.flags = IN_MESSAGE | FIRST;
+                if opcode == OpCode::Text {
+                    self.flags |= TEXT;
+                }
+                if head.rsv & RSV1 != 0 {
+                    self.flags |= COMPRESSED;
+                }
+                self.message_len = 0;
+                self.utf8 = Utf8Stream::default();
+            }
+        }
+        if head.len > max_frame {
+            return Err(ProtocolError::FrameTooBig);
+        }
+        let message_len = self.message_len as u64 + head.len;
+        if message_len > max_message {
+            return Err(ProtocolError::MessageTooBig);
+        }
+        self.message_len = message_len as u32;
+        self.remaining = head.len as u32;
+        self.mask = head.mask.unwrap_or([0; 4]);
+        self.phase = 0;
+        self.flags |= IN_FRAME;
+        if head.fin {
+            self.flags |= FRAME_FIN;
+        } else {
+            self.flags &= !FRAME_FIN;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! throng: a thread-per-core WebSocket server engine for Linux.
+//!
+//! This umbrella crate re-exports the two building blocks:
+//! [`protocol`] (sans-I/O RFC 6455) and [`engine`] (run loops, backends, the callback API).
+pub use throng_engine as engine;
+pub use throng_protocol as protocol;
