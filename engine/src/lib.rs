@@ -1,1 +1,52 @@
+//! throng-engine: thread-per-core WebSocket run loops for Linux.
+//!
+//! One worker per CPU, pinned, each with its own `SO_REUSEPORT` listener, I/O backend,
+//! connection slab, spill pool and timer wheel; nothing is shared on the message path.
+//! Other threads reach a worker through its mailbox ([`ServerHandle`]). The application
+//! implements [`Handler`]; connections appear in callbacks as [`WebSocket`] handles that
+//! cannot leave their worker's thread.
+//!
+//! ```no_run
+//! use throng_engine::{Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     type State = ();
+//!     fn on_upgrade<'r>(&mut self, _req: &UpgradeRequest<'r>) -> Decision<'r, ()> {
+//!         Decision::accept(())
+//!     }
+//!     fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+//!         let _ = ws.send(msg);
+//!     }
+//! }
+//!
+//! let server = Server::start(Config::default(), |_worker| Echo).unwrap();
+//! println!("listening on {} ({})", server.local_addr(), server.backend().name());
+//! server.shutdown().unwrap();
+//! ```
 
+mod config;
+mod conn;
+mod core;
+mod handler;
+mod mailbox;
+mod pool;
+mod server;
+mod signal;
+mod sys;
+mod timer;
+mod worker;
+mod ws;
+
+pub use config::{BackendChoice, BackendKind, Backpressure, Config};
+pub use core::WorkerStats;
+pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
+pub use mailbox::{Connections, Job};
+pub use pool::PoolStats;
+pub use server::{Server, ServerHandle, ShutdownReport};
+pub use signal::ShutdownSignals;
+pub use throng_protocol::CloseCode;
+pub use ws::{ConnId, SendError, Sent, WebSocket};
+
+/// Per-connection record size without user state (bytes), as asserted at compile time.
+pub const CONN_RECORD_BYTES: usize = conn::CONN_BYTES;

@@ -1,0 +1,90 @@
+//! The per-connection record, stored inline in the worker's slab.
+
+use std::os::fd::RawFd;
+
+use throng_protocol::Decoder;
+
+use crate::pool::Spill;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// Waiting for the upgrade request.
+    Handshake,
+    /// Answering a plain HTTP request or a refused upgrade; closes once the answer is out.
+    Http,
+    /// WebSocket open.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Done: output flushes, then the write side is shut and we wait for the peer's FIN.
+    Draining,
+}
+
+/// We sent a close frame: nothing more may be sent.
+pub(crate) const CLOSE_SENT: u8 = 1;
+/// The peer's close frame arrived.
+pub(crate) const CLOSE_RECEIVED: u8 = 1 << 1;
+/// A ping went out and nothing has arrived since.
+pub(crate) const PING_SENT: u8 = 1 << 2;
+/// Reading is paused until output drains.
+pub(crate) const READ_PAUSED: u8 = 1 << 3;
+/// Output rose above the low-water mark: `on_drain` fires when it falls back.
+pub(crate) const DRAIN_WANTED: u8 = 1 << 4;
+/// `on_open` ran, so `on_close` is owed.
+pub(crate) const OPENED: u8 = 1 << 5;
+/// The close handshake completed (for the shutdown report).
+pub(crate) const CLEAN: u8 = 1 << 6;
+/// The socket failed; the connection is being torn down.
+pub(crate) const BROKEN: u8 = 1 << 7;
+
+/// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
+/// plus the handler's state. Everything that varies in size (partial input, a message
+/// being assembled, queued output) lives in a pooled [`Spill`] lent only while needed.
+pub(crate) struct Conn<S> {
+    pub fd: RawFd,
+    /// Distinguishes this connection from earlier ones in the same slab slot.
+    pub generation: u32,
+    /// Tick the current timer clock started: accept (handshake), last input (open),
+    /// close sent (closing, draining).
+    pub since: u32,
+    /// Tick of the wheel bucket this connection is filed under; 0 when not filed.
+    pub wheel_at: u32,
+    pub phase: Phase,
+    pub flags: u8,
+    pub decoder: Decoder,
+    pub spill: Option<Box<Spill>>,
+    /// The handler's per-connection state, set when the upgrade is accepted.
+    pub state: Option<S>,
+}
+
+/// The record's size without user state: fd, generation, two ticks, phase, flags, the
+/// 20-byte decoder and the spill pointer. Checked so that growth is a deliberate choice.
+pub(crate) const CONN_BYTES: usize = 48;
+const _: () = assert!(size_of::<Conn<()>>() <= CONN_BYTES);
+
+impl<S> Conn<S> {
+    pub fn new(fd: RawFd, generation: u32, now: u32) -> Self {
+        Conn {
+            fd,
+            generation,
+            since: now,
+            wheel_at: 0,
+            phase: Phase::Handshake,
+            flags: 0,
+            decoder: Decoder::new(),
+            spill: None,
+            state: None,
+        }
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Bytes of output waiting for the kernel.
+    pub fn buffered(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.out_bytes)
+    }
+}

@@ -1,0 +1,871 @@
+//! A worker's connections and everything that happens to one: handshake, frames, sends,
+//! the close handshake, timers. Backend-neutral: the backend reports events, the core
+//! reacts and leaves descriptor operations in [`Core::ops`] for the run loop to apply.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+
+use bytes::Bytes;
+use slab::Slab;
+use throng_protocol::close::write_close_payload;
+use throng_protocol::decoder::{DataKind, Decoded, Event};
+use throng_protocol::frame::{FrameHead, HeaderBuf};
+use throng_protocol::handshake::{self, HandshakeConfig};
+use throng_protocol::{CloseCode, DecoderConfig, ProtocolError};
+
+use crate::config::{Backpressure, Config};
+use crate::conn::*;
+use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
+use crate::pool::{Pool, Spill};
+use crate::sys::{self, Token};
+use crate::timer::Wheel;
+use crate::ws::{ConnId, SendError, Sent, WebSocket};
+
+/// The longest run of bytes the decoder may leave unconsumed: a full frame header plus a
+/// control frame's 125-byte payload.
+const MAX_STASH: usize = 14 + 125;
+/// Queued buffers written per `writev`.
+const IOV_BATCH: usize = 64;
+
+/// A descriptor operation for the backend, applied in order after the current poll.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Register(RawFd, Token),
+    /// Deregister, then close the descriptor.
+    Close(RawFd, Token),
+    WantWrite(RawFd, Token),
+    Resume(RawFd, Token),
+}
+
+/// A payload to send: borrowed (copied only if it must wait) or shared (never copied).
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Shared(b) => b,
+        }
+    }
+    /// The part from `offset` on, as an owned buffer for the queue.
+    fn tail(self, offset: usize) -> Bytes {
+        match self {
+            Payload::Borrowed(b) => Bytes::copy_from_slice(&b[offset..]),
+            Payload::Shared(b) => b.slice(offset..),
+        }
+    }
+}
+
+/// Timer settings in ticks.
+pub(crate) struct Ticks {
+    handshake: u32,
+    idle: Option<u32>,
+    ping: Option<u32>,
+    pong: u32,
+    close: u32,
+}
+
+/// Counters a worker keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused because the worker was full.
+    pub refused_full: u64,
+    /// WebSocket connections opened.
+    pub opened: u64,
+    /// Connections whose close handshake completed.
+    pub closed_cleanly: u64,
+    /// Connections that ended any other way.
+    pub closed_abnormally: u64,
+    /// Connections closed by a timer (handshake, idle, pong, close timeouts).
+    pub timed_out: u64,
+    /// Messages refused by the backpressure cap.
+    pub dropped: u64,
+}
+
+pub(crate) struct Core<S> {
+    pub conns: Slab<Conn<S>>,
+    pub pool: Pool,
+    pub wheel: Wheel,
+    /// Current tick (starts at 1; 0 means "not filed").
+    pub now: u32,
+    pub worker: u16,
+    pub ops: Vec<Op>,
+    pub stats: WorkerStats,
+    pub shutting_down: bool,
+    /// Connections whose socket failed during a send, torn down by [`Core::reap`] once the
+    /// callback that was sending has returned.
+    broken: Vec<Token>,
+    generation: u32,
+    ticks: Ticks,
+    decoder: DecoderConfig,
+    handshake: HandshakeConfig,
+    max_connections: usize,
+    high_water: usize,
+    low_water: usize,
+    max_buffered: usize,
+    backpressure: Backpressure,
+    /// Scratch for response heads and close payloads.
+    scratch: Vec<u8>,
+}
+
+fn ticks(d: std::time::Duration, tick: std::time::Duration) -> u32 {
+    let t = d.as_nanos().div_ceil(tick.as_nanos().max(1));
+    t.clamp(1, u32::MAX as u128 / 4) as u32
+}
+
+impl<S> Core<S> {
+    pub fn new(config: &Config, worker: u16) -> Self {
+        let tick = config.timer_tick;
+        let mut handshake = HandshakeConfig::default();
+        handshake.max_header_bytes = config.max_header_bytes;
+        handshake.max_headers = config.max_headers;
+        Core {
+            conns: Slab::new(),
+            pool: Pool::default(),
+            wheel: Wheel::default(),
+            now: 1,
+            worker,
+            ops: Vec::new(),
+            stats: WorkerStats::default(),
+            shutting_down: false,
+            broken: Vec::new(),
+            generation: 0,
+            ticks: Ticks {
+                handshake: ticks(config.handshake_timeout, tick),
+                idle: config.idle_timeout.map(|d| ticks(d, tick)),
+                ping: config.ping_interval.map(|d| ticks(d, tick)),
+                pong: ticks(config.pong_timeout, tick),
+                close: ticks(config.close_timeout, tick),
+            },
+            decoder: DecoderConfig::server(config.max_frame_size as u64, config.max_message_size as u64),
+            handshake,
+            max_connections: config.max_connections,
+            high_water: config.write_high_water,
+            low_water: config.write_low_water.min(config.write_high_water),
+            max_buffered: config.max_buffered,
+            backpressure: config.backpressure,
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    pub fn conn_id(&self, key: usize) -> ConnId {
+        ConnId { worker: self.worker, key: key as u32, generation: self.conns[key].generation }
+    }
+
+    fn token(&self, key: usize) -> Token {
+        Token { key: key as u32, generation: self.conns[key].generation }
+    }
+
+    /// The slab key of the live connection `token` names.
+    pub fn lookup(&self, token: Token) -> Option<usize> {
+        let key = token.key as usize;
+        match self.conns.get(key) {
+            Some(c) if c.generation == token.generation => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The slab key of the live connection `id` names.
+    pub fn lookup_id(&self, id: ConnId) -> Option<usize> {
+        self.lookup(Token { key: id.key, generation: id.generation })
+    }
+
+    pub fn is_open(&self, key: usize) -> bool {
+        let c = &self.conns[key];
+        c.phase == Phase::Open && !c.has(CLOSE_SENT)
+    }
+
+    // ---- accept and teardown -------------------------------------------------------
+
+    pub fn accept(&mut self, fd: RawFd) {
+        if self.conns.len() >= self.max_connections || self.shutting_down {
+            self.stats.refused_full += 1;
+            sys::close(fd);
+            return;
+        }
+        self.stats.accepted += 1;
+        self.generation = self.generation.wrapping_add(1);
+        let key = self.conns.insert(Conn::new(fd, self.generation, self.now));
+        let token = self.token(key);
+        self.ops.push(Op::Register(fd, token));
+        self.schedule(key);
+    }
+
+    /// Reports the close to the handler if it is owed one.
+    fn report_close<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, code: CloseCode, reason: &str) {
+        let c = &mut self.conns[key];
+        if c.has(OPENED) {
+            c.flags &= !OPENED;
+            h.on_close(&mut WebSocket::new(self, key), code, reason);
+        }
+    }
+
+    /// Removes the connection now; the descriptor is closed by the run loop.
+    pub fn remove<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, code: CloseCode, reason: &str) {
+        self.report_close(h, key, code, reason);
+        let token = self.token(key);
+        let conn = self.conns.remove(key);
+        if conn.has(CLEAN) {
+            self.stats.closed_cleanly += 1;
+        } else {
+            self.stats.closed_abnormally += 1;
+        }
+        if let Some(spill) = conn.spill {
+            self.pool.give(spill);
+        }
+        self.ops.push(Op::Close(conn.fd, token));
+    }
+
+    /// The peer closed its side or the socket failed.
+    pub fn input_closed<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+    }
+
+    /// Tears down connections whose socket failed during a send.
+    pub fn reap<H: Handler<State = S>>(&mut self, h: &mut H) {
+        while let Some(token) = self.broken.pop() {
+            if let Some(key) = self.lookup(token) {
+                self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+            }
+        }
+    }
+
+    /// The socket failed: stop using it; it is torn down at the next [`Core::reap`].
+    fn broke(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.has(BROKEN) {
+            c.flags |= BROKEN;
+            let token = self.token(key);
+            self.broken.push(token);
+        }
+    }
+
+    // ---- input ---------------------------------------------------------------------
+
+    /// Bytes arrived. Returns whether to keep reading this connection now.
+    pub fn input<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) -> bool {
+        let c = &mut self.conns[key];
+        match c.phase {
+            Phase::Handshake => self.handshake_input(h, key, bytes),
+            Phase::Open | Phase::Closing => {
+                if c.phase == Phase::Open {
+                    c.since = self.now;
+                    c.flags &= !PING_SENT;
+                }
+                self.frame_input(h, key, bytes)
+            }
+            // The answer is out or going out; input is read and discarded until EOF.
+            Phase::Http | Phase::Draining => {}
+        }
+        self.reap(h);
+        self.conns.get(key).is_some_and(|c| !c.has(READ_PAUSED))
+    }
+
+    fn spill(&mut self, key: usize) -> &mut Spill {
+        let pool = &mut self.pool;
+        self.conns[key].spill.get_or_insert_with(|| pool.take())
+    }
+
+    /// Gives the spill record back if nothing is in flight.
+    fn release_spill(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.spill.as_ref().is_some_and(|s| s.is_idle()) {
+            let s = c.spill.take().expect("checked");
+            self.pool.give(s);
+        }
+    }
+
+    fn handshake_input<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) {
+        let stashed = self.conns[key].spill.as_ref().is_some_and(|s| !s.input.is_empty());
+        if stashed {
+            let mut buf = std::mem::take(&mut self.spill(key).input);
+            buf.extend_from_slice(bytes);
+            let used = self.handshake_parse(h, key, &mut buf);
+            match used {
+                None => self.spill(key).input = buf,
+                Some(n) => {
+                    let mut rest = buf.split_off(n);
+                    buf.clear();
+                    if let Some(c) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
+                        c.input = buf; // keep the allocation
+                    }
+                    self.after_handshake(h, key, &mut rest);
+                }
+            }
+        } else {
+            match self.handshake_parse(h, key, bytes) {
+                None => self.spill(key).input.extend_from_slice(bytes),
+                Some(n) => self.after_handshake(h, key, &mut bytes[n..]),
+            }
+        }
+        if self.conns.contains(key) {
+            self.release_spill(key);
+        }
+    }
+
+    /// Bytes pipelined after the request head are the first frames.
+    fn after_handshake<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, rest: &mut [u8]) {
+        if !rest.is_empty() && self.conns[key].phase == Phase::Open {
+            self.frame_input(h, key, rest);
+        }
+    }
+
+    /// Parses the request head in `buf`. `None`: incomplete. `Some(n)`: answered, `n` bytes used.
+    fn handshake_parse<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, buf: &[u8]) -> Option<usize> {
+        let (req, used) = match handshake::parse_request(buf, &self.handshake) {
+            Ok(None) => return None,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                self.scratch.clear();
+                handshake::write_error(&mut self.scratch, e);
+                self.respond_and_close(key);
+                return Some(buf.len());
+            }
+        };
+        if !req.is_websocket_upgrade() {
+            let mut res = HttpResponse::default();
+            h.on_request(&req, &mut res);
+            let headers: Vec<(&str, &str)> = res.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            self.scratch.clear();
+            handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
+            self.respond_and_close(key);
+            return Some(buf.len());
+        }
+        let upgrade = match handshake::validate_upgrade(req) {
+            Ok(u) => u,
+            Err(e) => {
+                self.scratch.clear();
+                handshake::write_error(&mut self.scratch, e);
+                self.respond_and_close(key);
+                return Some(buf.len());
+            }
+        };
+        let fd = self.conns[key].fd;
+        match h.on_upgrade(&UpgradeRequest::new(&upgrade, fd)) {
+            Decision::Reject(status) => {
+                self.scratch.clear();
+                let body = format!("upgrade refused ({status})\n");
+                handshake::write_response(&mut self.scratch, status, &[("Content-Type", "text/plain")], body.as_bytes());
+                self.respond_and_close(key);
+                Some(buf.len())
+            }
+            Decision::Accept { state, protocol } => {
+                self.scratch.clear();
+                handshake::write_accept(&mut self.scratch, &upgrade, protocol, None);
+                let head = std::mem::take(&mut self.scratch);
+                let _ = self.send_raw(key, &head);
+                self.scratch = head;
+                let c = &mut self.conns[key];
+                c.state = Some(state);
+                c.phase = Phase::Open;
+                c.flags |= OPENED;
+                c.since = self.now;
+                self.stats.opened += 1;
+                self.schedule(key);
+                if !self.conns[key].has(BROKEN) {
+                    h.on_open(&mut WebSocket::new(self, key));
+                }
+                Some(used)
+            }
+        }
+    }
+
+    /// Sends the response in `scratch`, then closes once it is out.
+    fn respond_and_close(&mut self, key: usize) {
+        let head = std::mem::take(&mut self.scratch);
+        let _ = self.send_raw(key, &head);
+        self.scratch = head;
+        let c = &mut self.conns[key];
+        c.phase = Phase::Http;
+        c.since = self.now;
+        self.finish_if_flushed(key);
+        self.schedule(key);
+    }
+
+    fn frame_input<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) {
+        let mut rest = bytes;
+        let stash = match self.conns[key].spill.as_mut() {
+            Some(s) if !s.input.is_empty() => Some(std::mem::take(&mut s.input)),
+            _ => None,
+        };
+        if let Some(mut stash) = stash {
+            // Complete the stashed header or control frame with just enough new bytes.
+            let old = stash.len();
+            let moved = rest.len().min(MAX_STASH);
+            stash.extend_from_slice(&rest[..moved]);
+            let used = self.decode_all(h, key, &mut stash);
+            if !self.receiving(key) {
+                return;
+            }
+            if used >= old {
+                rest = &mut rest[used - old..];
+                stash.clear();
+                self.spill(key).input = stash;
+            } else {
+                // Only possible when all new bytes were moved and still do not complete it.
+                stash.drain(..used);
+                stash.extend_from_slice(&rest[moved..]);
+                self.spill(key).input = stash;
+                return;
+            }
+        }
+        let used = self.decode_all(h, key, rest);
+        if self.receiving(key) && used < rest.len() {
+            self.spill(key).input.extend_from_slice(&rest[used..]);
+        }
+        if self.conns.contains(key) {
+            self.release_spill(key);
+        }
+    }
+
+    /// Whether frames from this connection are still being read.
+    fn receiving(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN))
+    }
+
+    /// Decodes and handles events until the input runs out; returns bytes used.
+    fn decode_all<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, buf: &mut [u8]) -> usize {
+        let mut used = 0;
+        while self.receiving(key) {
+            let mut decoder = self.conns[key].decoder;
+            let result = decoder.decode(&self.decoder, &mut buf[used..]);
+            self.conns[key].decoder = decoder;
+            match result {
+                Err(e) => {
+                    self.fail(h, key, e);
+                    return buf.len();
+                }
+                Ok(Decoded { consumed, event: None }) => return used + consumed,
+                Ok(Decoded { consumed, event: Some(event) }) => {
+                    self.event(h, key, event);
+                    used += consumed;
+                }
+            }
+        }
+        buf.len()
+    }
+
+    fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
+        match event {
+            Event::Data { kind, payload, first, last, .. } => {
+                if self.conns[key].has(CLOSE_SENT) {
+                    return; // the peer has not seen our close yet; its data is moot
+                }
+                if first && last {
+                    return deliver(h, self, key, kind, payload);
+                }
+                self.spill(key).message.extend_from_slice(payload);
+                if last {
+                    let message = std::mem::take(&mut self.spill(key).message);
+                    deliver(h, self, key, kind, &message);
+                    if let Some(s) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
+                        s.message = message;
+                        s.message.clear();
+                    }
+                }
+            }
+            Event::Ping(payload) => {
+                if !self.conns[key].has(CLOSE_SENT) {
+                    let _ = self.send_frame(key, FrameHead::pong(payload.len() as u8), Payload::Borrowed(payload));
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(close) => self.peer_close(h, key, close),
+        }
+    }
+
+    /// The peer's close frame arrived.
+    fn peer_close<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, close: Option<(CloseCode, &str)>) {
+        let c = &mut self.conns[key];
+        c.flags |= CLOSE_RECEIVED | CLEAN;
+        let (code, reason) = close.unwrap_or((CloseCode::NO_STATUS, ""));
+        if !c.has(CLOSE_SENT) {
+            // Echo the peer's code (RFC 6455 5.5.1); an empty close is answered empty.
+            let echo = close.map(|(code, _)| code);
+            self.send_close(key, echo, "");
+        }
+        self.report_close(h, key, code, reason);
+        self.begin_drain(key);
+    }
+
+    /// Fails the connection: close frame with the violation's code, then close TCP.
+    fn fail<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, e: ProtocolError) {
+        if !self.conns[key].has(CLOSE_SENT) {
+            self.send_close(key, Some(e.close_code()), e.reason());
+        }
+        self.report_close(h, key, e.close_code(), e.reason());
+        self.begin_drain(key);
+    }
+
+    /// No more frames are read: flush, shut the write side, wait for the peer's FIN.
+    fn begin_drain(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.phase = Phase::Draining;
+        c.since = self.now;
+        self.finish_if_flushed(key);
+        self.schedule(key);
+    }
+
+    /// In the `Http` and `Draining` phases, shuts the write side once output is out.
+    fn finish_if_flushed(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if matches!(c.phase, Phase::Http | Phase::Draining) && c.buffered() == 0 && !c.has(BROKEN) {
+            sys::shutdown_write(c.fd);
+        }
+    }
+
+    /// Starts the close handshake (from the application, a timer or shutdown).
+    pub fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let c = &mut self.conns[key];
+        match c.phase {
+            Phase::Open if !c.has(CLOSE_SENT) => {
+                self.send_close(key, Some(code), reason);
+                let c = &mut self.conns[key];
+                c.phase = Phase::Closing;
+                c.since = self.now;
+                self.schedule(key);
+            }
+            Phase::Handshake => {
+                let c = &mut self.conns[key];
+                c.phase = Phase::Http;
+                c.since = self.now;
+                self.finish_if_flushed(key);
+                self.schedule(key);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- output --------------------------------------------------------------------
+
+    fn send_close(&mut self, key: usize, code: Option<CloseCode>, reason: &str) {
+        let mut payload = [0u8; 125];
+        let len = match code {
+            Some(code) => write_close_payload(code, reason, &mut payload),
+            None => 0,
+        };
+        let _ = self.send_frame(key, FrameHead::close(len as u8), Payload::Borrowed(&payload[..len]));
+        self.conns[key].flags |= CLOSE_SENT;
+    }
+
+    pub fn send_ping(&mut self, key: usize, payload: &[u8]) -> Result<Sent, SendError> {
+        if !self.is_open(key) {
+            return Err(SendError::Closed);
+        }
+        let payload = &payload[..payload.len().min(125)];
+        self.send_frame(key, FrameHead::ping(payload.len() as u8), Payload::Borrowed(payload))
+    }
+
+    /// Sends a data message as one frame, applying the backpressure cap.
+    pub fn send_message(&mut self, key: usize, text: bool, payload: Payload<'_>) -> Result<Sent, SendError> {
+        if !self.is_open(key) {
+            return Err(SendError::Closed);
+        }
+        let len = payload.as_slice().len() as u64;
+        let head = if text { FrameHead::text(len) } else { FrameHead::binary(len) };
+        let buffered = self.conns[key].buffered();
+        if buffered > 0 && buffered + head.encoded_len() + len as usize > self.max_buffered {
+            self.stats.dropped += 1;
+            if let Backpressure::Close(code) = self.backpressure {
+                self.close(key, code, "send buffer full");
+            }
+            return Err(SendError::Backpressure);
+        }
+        self.send_frame(key, head, payload)
+    }
+
+    /// Writes a frame straight to the socket when nothing is queued; queues what the
+    /// kernel does not take. Never reorders: with output queued, the frame joins the queue.
+    pub(crate) fn send_frame(&mut self, key: usize, head: FrameHead, payload: Payload<'_>) -> Result<Sent, SendError> {
+        let mut hb = HeaderBuf::default();
+        let header = head.encode(&mut hb);
+        let c = &self.conns[key];
+        if c.has(BROKEN) {
+            return Err(SendError::Closed);
+        }
+        let total = header.len() + payload.as_slice().len();
+        let written = if c.buffered() == 0 {
+            let iov = [IoSlice::new(header), IoSlice::new(payload.as_slice())];
+            match sys::write_vectored(c.fd, &iov) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.broke(key);
+                    return Err(SendError::Closed);
+                }
+            }
+        } else {
+            0
+        };
+        if written == total {
+            return Ok(Sent::Written);
+        }
+        let header_left = header.len().saturating_sub(written);
+        let payload_from = written.saturating_sub(header.len());
+        let mut small = None;
+        if header_left > 0 {
+            let mut h = Vec::with_capacity(header_left + if payload.as_slice().len() <= 256 { payload.as_slice().len() } else { 0 });
+            h.extend_from_slice(&header[header.len() - header_left..]);
+            small = Some(h);
+        }
+        let spill = self.spill(key);
+        match small {
+            // Small frames are queued as one buffer: one allocation, one iovec.
+            Some(mut h) if h.capacity() > h.len() || payload.as_slice().is_empty() => {
+                h.extend_from_slice(payload.as_slice());
+                spill.out_bytes += h.len();
+                spill.out.push_back(Bytes::from(h));
+            }
+            other => {
+                if let Some(h) = other {
+                    spill.out_bytes += h.len();
+                    spill.out.push_back(Bytes::from(h));
+                }
+                let tail = payload.tail(payload_from);
+                if !tail.is_empty() {
+                    spill.out_bytes += tail.len();
+                    spill.out.push_back(tail);
+                }
+            }
+        }
+        self.queued(key);
+        Ok(Sent::Queued)
+    }
+
+    /// Raw bytes (an HTTP response head) with the same ordering rules.
+    fn send_raw(&mut self, key: usize, bytes: &[u8]) -> Result<Sent, SendError> {
+        let c = &self.conns[key];
+        let written = if c.buffered() == 0 {
+            match sys::write_vectored(c.fd, &[IoSlice::new(bytes)]) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.broke(key);
+                    return Err(SendError::Closed);
+                }
+            }
+        } else {
+            0
+        };
+        if written == bytes.len() {
+            return Ok(Sent::Written);
+        }
+        let spill = self.spill(key);
+        spill.out_bytes += bytes.len() - written;
+        spill.out.push_back(Bytes::copy_from_slice(&bytes[written..]));
+        self.queued(key);
+        Ok(Sent::Queued)
+    }
+
+    /// Output was queued: watch for writability, pause reading above the high mark.
+    fn queued(&mut self, key: usize) {
+        let token = self.token(key);
+        let c = &mut self.conns[key];
+        let buffered = c.buffered();
+        self.ops.push(Op::WantWrite(c.fd, token));
+        if buffered > self.low_water {
+            c.flags |= DRAIN_WANTED;
+        }
+        if buffered > self.high_water {
+            c.flags |= READ_PAUSED;
+        }
+    }
+
+    /// The socket can take more: write the queue. Fires `on_drain` and resumes reading
+    /// when output falls to the low mark.
+    pub fn writable<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        self.flush(key);
+        let token = self.token(key);
+        let low = self.low_water;
+        let c = &mut self.conns[key];
+        if c.has(BROKEN) {
+            return self.reap(h);
+        }
+        let buffered = c.buffered();
+        if buffered <= low && c.has(READ_PAUSED) {
+            c.flags &= !READ_PAUSED;
+            self.ops.push(Op::Resume(c.fd, token));
+        }
+        if buffered <= low && c.has(DRAIN_WANTED) {
+            c.flags &= !DRAIN_WANTED;
+            if c.phase == Phase::Open && c.has(OPENED) {
+                h.on_drain(&mut WebSocket::new(self, key));
+            }
+        }
+        if self.conns.contains(key) {
+            self.finish_if_flushed(key);
+            self.release_spill(key);
+            self.reap(h);
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let fd = c.fd;
+        let Some(spill) = c.spill.as_mut() else { return };
+        while !spill.out.is_empty() {
+            let iov: Vec<IoSlice<'_>> = spill.out.iter().take(IOV_BATCH).map(|b| IoSlice::new(b)).collect();
+            let want: usize = iov.iter().map(|s| s.len()).sum();
+            let n = match sys::write_vectored(fd, &iov) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.broke(key);
+                    return;
+                }
+            };
+            drop(iov);
+            advance(&mut spill.out, n);
+            spill.out_bytes -= n;
+            if n < want {
+                break;
+            }
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------
+
+    /// When the connection's current clock runs out, if it has one.
+    fn deadline(&self, c: &Conn<S>) -> Option<u32> {
+        let t = &self.ticks;
+        match c.phase {
+            Phase::Handshake => Some(c.since + t.handshake),
+            Phase::Http | Phase::Closing | Phase::Draining => Some(c.since + t.close),
+            Phase::Open => {
+                let idle = t.idle.map(|i| c.since + i);
+                let ping = t.ping.map(|p| c.since + p + if c.has(PING_SENT) { t.pong } else { 0 });
+                match (idle, ping) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    /// Files the connection at its deadline unless it is already filed at or before it
+    /// (a later deadline is found lazily when the earlier bucket comes round).
+    fn schedule(&mut self, key: usize) {
+        let Some(at) = self.deadline(&self.conns[key]) else { return };
+        let at = at.max(self.now + 1);
+        let c = &mut self.conns[key];
+        if c.wheel_at == 0 || at < c.wheel_at {
+            c.wheel_at = at;
+            self.wheel.insert(at, key as u32, c.generation);
+        }
+    }
+
+    /// Advances the clock to `now` and fires what is due.
+    pub fn advance<H: Handler<State = S>>(&mut self, h: &mut H, now: u32) {
+        let from = self.now;
+        if now <= from {
+            return;
+        }
+        self.now = now;
+        let laps = (now - from).min(crate::timer::BUCKETS as u32);
+        for t in now - laps + 1..=now {
+            let entries = self.wheel.take(t);
+            for &(key, generation) in &entries {
+                self.visit(h, t, key as usize, generation);
+            }
+            self.wheel.restore(t, entries);
+        }
+    }
+
+    fn visit<H: Handler<State = S>>(&mut self, h: &mut H, t: u32, key: usize, generation: u32) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.generation != generation || c.wheel_at == 0 {
+            return;
+        }
+        let same_bucket = c.wheel_at as usize % crate::timer::BUCKETS == t as usize % crate::timer::BUCKETS;
+        if !same_bucket {
+            return; // a stale entry: the connection was re-filed elsewhere
+        }
+        if c.wheel_at > t {
+            // Filed a lap or more ahead.
+            self.wheel.insert(c.wheel_at, key as u32, generation);
+            return;
+        }
+        c.wheel_at = 0;
+        match self.deadline(&self.conns[key]) {
+            Some(due) if due > self.now => self.schedule(key),
+            Some(_) => self.expire(h, key),
+            None => {}
+        }
+    }
+
+    fn expire<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        let c = &mut self.conns[key];
+        match c.phase {
+            Phase::Handshake | Phase::Http | Phase::Draining => {
+                self.stats.timed_out += 1;
+                self.remove(h, key, CloseCode::ABNORMAL, "timeout");
+            }
+            Phase::Closing => {
+                self.stats.timed_out += 1;
+                self.remove(h, key, CloseCode::ABNORMAL, "close timeout");
+            }
+            Phase::Open => {
+                let silence = self.now - c.since;
+                let t = &self.ticks;
+                if t.idle.is_some_and(|i| silence >= i) {
+                    self.stats.timed_out += 1;
+                    self.close(key, CloseCode::GOING_AWAY, "idle timeout");
+                } else if c.has(PING_SENT) {
+                    // Half-open: the peer cannot hear a close frame either.
+                    self.stats.timed_out += 1;
+                    self.remove(h, key, CloseCode::ABNORMAL, "pong timeout");
+                    return;
+                } else if t.ping.is_some() {
+                    c.flags |= PING_SENT;
+                    let _ = self.send_frame(key, FrameHead::ping(0), Payload::Borrowed(&[]));
+                    self.schedule(key);
+                }
+                self.reap(h);
+            }
+        }
+    }
+
+    /// Graceful shutdown: close every connection with 1001.
+    pub fn shutdown_all(&mut self) {
+        self.shutting_down = true;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Removes every connection at once (end of the shutdown deadline).
+    pub fn abort_all<H: Handler<State = S>>(&mut self, h: &mut H) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(h, key, CloseCode::ABNORMAL, "server shut down");
+        }
+    }
+}
+
+/// Drops `n` written bytes from the front of the queue.
+fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = out.front_mut().expect("wrote no more than was queued");
+        if front.len() <= n {
+            n -= front.len();
+            out.pop_front();
+        } else {
+            let _ = front.split_to(n);
+            n = 0;
+        }
+    }
+}
+
+fn deliver<H: Handler>(h: &mut H, core: &mut Core<H::State>, key: usize, kind: DataKind, payload: &[u8]) {
+    let message = match kind {
+        // SAFETY: the decoder validated this text message as UTF-8 (streaming across its
+        // pieces) before reporting its last piece; revalidating would cost a second pass.
+        DataKind::Text => Message::Text(unsafe { std::str::from_utf8_unchecked(payload) }),
+        DataKind::Binary => Message::Binary(payload),
+    };
+    h.on_message(&mut WebSocket::new(core, key), message);
+}

@@ -1,0 +1,84 @@
+//! The per-worker pool of spill records: the heap state a connection borrows only while
+//! it has something in flight (an incomplete frame or request, a message being assembled,
+//! output the kernel did not take). An idle connection holds none; the counters prove it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// Heap state a connection holds only while it needs it.
+#[derive(Debug, Default)]
+pub(crate) struct Spill {
+    /// Unconsumed input: a partial request head, frame header or control frame.
+    pub input: Vec<u8>,
+    /// A message arriving in pieces, assembled for `on_message`.
+    pub message: Vec<u8>,
+    /// Output the kernel has not taken yet, in order.
+    pub out: VecDeque<Bytes>,
+    /// Bytes in `out`.
+    pub out_bytes: usize,
+}
+
+impl Spill {
+    /// Nothing in flight: the record can go back to the pool.
+    pub fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.message.is_empty() && self.out.is_empty()
+    }
+}
+
+/// Buffers larger than this are freed instead of kept when a record comes back, so a
+/// burst of large messages does not pin memory in the pool.
+const KEEP_CAPACITY: usize = 64 << 10;
+/// Records kept for reuse; more are freed.
+const KEEP_RECORDS: usize = 1024;
+
+/// Counters of the pool, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Records lent to connections right now.
+    pub in_use: usize,
+    /// Records waiting in the pool.
+    pub free: usize,
+    /// Records ever allocated (reuse keeps this low).
+    pub allocated: usize,
+}
+
+/// A free list of spill records.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    free: Vec<Box<Spill>>,
+    in_use: usize,
+    allocated: usize,
+}
+
+impl Pool {
+    /// Lends a record, empty.
+    pub fn take(&mut self) -> Box<Spill> {
+        self.in_use += 1;
+        self.free.pop().unwrap_or_else(|| {
+            self.allocated += 1;
+            Box::default()
+        })
+    }
+
+    /// Takes a record back (its contents are dropped).
+    pub fn give(&mut self, mut spill: Box<Spill>) {
+        self.in_use -= 1;
+        if self.free.len() >= KEEP_RECORDS {
+            return;
+        }
+        for buf in [&mut spill.input, &mut spill.message] {
+            buf.clear();
+            if buf.capacity() > KEEP_CAPACITY {
+                *buf = Vec::new();
+            }
+        }
+        spill.out.clear();
+        spill.out_bytes = 0;
+        self.free.push(spill);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats { in_use: self.in_use, free: self.free.len(), allocated: self.allocated }
+    }
+}

@@ -1,0 +1,261 @@
+//! Starting, reaching and stopping a server: one pinned worker thread per core, each with
+//! its own `SO_REUSEPORT` listener, backend, connections and mailbox.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use throng_protocol::CloseCode;
+
+use crate::config::{BackendChoice, BackendKind, Config};
+use crate::handler::Handler;
+use crate::mailbox::{Command, Connections, Inbox, Mailbox};
+use crate::sys::{self, Backend, Wake};
+use crate::worker::{self, WorkerReport};
+use crate::ws::ConnId;
+
+/// How a graceful shutdown went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections open when shutdown began (all workers).
+    pub connections: usize,
+    /// Of those, closed with a completed close handshake.
+    pub closed_cleanly: usize,
+    /// Of those, cut at the deadline.
+    pub forced: usize,
+    /// Counters summed over the workers.
+    pub stats: crate::WorkerStats,
+}
+
+/// A handle to a running server, usable from any thread (`Send + Sync`, cheap to clone).
+pub struct ServerHandle<H: Handler> {
+    mailboxes: Arc<Vec<Mailbox<H>>>,
+}
+
+impl<H: Handler> Clone for ServerHandle<H> {
+    fn clone(&self) -> Self {
+        ServerHandle { mailboxes: self.mailboxes.clone() }
+    }
+}
+
+impl<H: Handler> ServerHandle<H> {
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// Sends a message to a connection on any worker. False when the worker has exited;
+    /// whether the connection still exists is known only on its worker (use [`post`](Self::post)
+    /// to learn the outcome).
+    pub fn send(&self, id: ConnId, text: bool, payload: Bytes) -> bool {
+        self.mailbox(id.worker as usize).is_some_and(|m| m.post(Command::Send { id, text, payload }))
+    }
+
+    /// Starts the close handshake of a connection on any worker.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        let reason = reason.to_owned();
+        self.mailbox(id.worker as usize).is_some_and(|m| m.post(Command::Close { id, code, reason }))
+    }
+
+    /// Runs `job` on worker `worker`'s thread with its handler and connections.
+    pub fn post<F>(&self, worker: usize, job: F) -> bool
+    where
+        F: FnOnce(&mut H, &mut Connections<'_, H::State>) + Send + 'static,
+    {
+        self.mailbox(worker).is_some_and(|m| m.post(Command::Run(Box::new(job))))
+    }
+
+    /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
+    pub fn shutdown(&self) {
+        for m in self.mailboxes.iter() {
+            m.post(Command::Shutdown);
+        }
+    }
+
+    fn mailbox(&self, worker: usize) -> Option<&Mailbox<H>> {
+        self.mailboxes.get(worker)
+    }
+}
+
+/// A running server.
+pub struct Server<H: Handler> {
+    handle: ServerHandle<H>,
+    threads: Vec<JoinHandle<io::Result<WorkerReport>>>,
+    local_addr: SocketAddr,
+    backend: BackendKind,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listeners and starts the workers. `factory(i)` builds worker `i`'s
+    /// handler on that worker's thread.
+    pub fn start<F>(config: Config, factory: F) -> io::Result<Server<H>>
+    where
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let backend = choose_backend(&config)?;
+        match backend {
+            BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory),
+            BackendKind::Uring => Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring backend not available")),
+        }
+    }
+
+    /// The address the listeners are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend the workers run.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.handle.workers()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ServerHandle<H> {
+        self.handle.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, send close 1001 to every connection, wait for
+    /// the peers' answers up to the configured deadline, join the workers.
+    pub fn shutdown(mut self) -> io::Result<ShutdownReport> {
+        self.handle.shutdown();
+        self.join()
+    }
+
+    /// Waits until the workers exit (after someone calls [`ServerHandle::shutdown`]).
+    pub fn wait(mut self) -> io::Result<ShutdownReport> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<ShutdownReport> {
+        let mut report = ShutdownReport::default();
+        let mut first_error = None;
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(Ok(r)) => {
+                    report.connections += r.at_shutdown;
+                    report.closed_cleanly += r.closed_cleanly;
+                    report.forced += r.forced;
+                    add_stats(&mut report.stats, &r.stats);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(io::Error::other("worker panicked"));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.handle.shutdown();
+            let _ = self.join();
+        }
+    }
+}
+
+fn add_stats(sum: &mut crate::WorkerStats, s: &crate::WorkerStats) {
+    sum.accepted += s.accepted;
+    sum.refused_full += s.refused_full;
+    sum.opened += s.opened;
+    sum.closed_cleanly += s.closed_cleanly;
+    sum.closed_abnormally += s.closed_abnormally;
+    sum.timed_out += s.timed_out;
+    sum.dropped += s.dropped;
+}
+
+/// The configured backend, overridden by `THRONG_BACKEND`.
+fn choose_backend(config: &Config) -> io::Result<BackendKind> {
+    let choice = match std::env::var("THRONG_BACKEND") {
+        Ok(v) => v.parse::<BackendChoice>().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        Err(_) => config.backend,
+    };
+    match choice {
+        BackendChoice::Epoll | BackendChoice::Auto => Ok(BackendKind::Epoll),
+        BackendChoice::Uring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "THRONG_BACKEND/config asks for io_uring, which this build does not have yet",
+        )),
+    }
+}
+
+struct Boxed<W: Wake>(W);
+impl<W: Wake> Wake for Boxed<W> {
+    fn wake(&self) -> io::Result<()> {
+        self.0.wake()
+    }
+}
+
+fn start_with<H, B, F>(config: Config, factory: F) -> io::Result<Server<H>>
+where
+    H: Handler,
+    B: Backend,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let workers = config.workers.max(1);
+    let first = sys::socket::listener(config.addr, config.backlog)?;
+    let local_addr = sys::socket::local_addr(first)?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        match sys::socket::listener(local_addr, config.backlog) {
+            Ok(fd) => listeners.push(fd),
+            Err(e) => {
+                listeners.iter().for_each(|&fd| sys::close(fd));
+                return Err(e);
+            }
+        }
+    }
+    let cpus = sys::socket::allowed_cpus();
+    let config = Arc::new(config);
+    let factory = Arc::new(factory);
+    let mut mailboxes = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<Box<dyn Wake>>>(1);
+        let config = config.clone();
+        let factory = factory.clone();
+        let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+        let inbox = Inbox { rx, pending: pending.clone() };
+        let thread = std::thread::Builder::new().name(format!("throng-{i}")).spawn(move || {
+            if let Some(cpu) = cpu {
+                let _ = sys::socket::pin_current_thread(cpu);
+            }
+            let backend = match B::new(listener, config.recv_buffer).and_then(|b| b.waker().map(|w| (b, w))) {
+                Ok((b, w)) => {
+                    let _ = ready_tx.send(Ok(Box::new(Boxed(w))));
+                    b
+                }
+                Err(e) => {
+                    let kind = e.kind();
+                    let _ = ready_tx.send(Err(e));
+                    sys::close(listener);
+                    return Err(io::Error::new(kind, "backend setup failed"));
+                }
+            };
+            let handler = factory(i);
+            worker::run(backend, listener, handler, &config, inbox, i as u16)
+        })?;
+        threads.push(thread);
+        let waker = ready_rx.recv().map_err(|_| io::Error::other("worker exited during start"))??;
+        mailboxes.push(Mailbox::new(tx, waker, pending));
+    }
+    Ok(Server { handle: ServerHandle { mailboxes: Arc::new(mailboxes) }, threads, local_addr, backend: B::KIND })
+}

@@ -1,0 +1,130 @@
+//! The connection handle given to callbacks, and the names that cross threads.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use throng_protocol::CloseCode;
+
+use crate::core::Core;
+use crate::handler::Message;
+
+/// Names a connection anywhere in the server: its worker, slab slot and generation. It is
+/// `Send`, unlike [`WebSocket`]: another thread reaches the connection by posting to the
+/// worker's mailbox through [`crate::ServerHandle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// The worker that owns the connection.
+    pub worker: u16,
+    pub(crate) key: u32,
+    pub(crate) generation: u32,
+}
+
+/// How a send went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The kernel took the whole frame.
+    Written,
+    /// Part or all of the frame waits in the connection's buffer; it goes out in order.
+    Queued,
+}
+
+/// Why a message was not accepted for sending. Nothing is lost silently: a message is
+/// either sent (or queued) or reported here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection's buffer is over `max_buffered`; the message was dropped (and, with
+    /// [`crate::Backpressure::Close`], the connection is closing).
+    Backpressure,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Backpressure => "send buffer full",
+            SendError::Closed => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A WebSocket connection, inside a callback on its worker's thread.
+///
+/// Not `Send` and not `Sync`: the compiler stops a handle from leaving its worker. Use
+/// [`WebSocket::id`] and the server handle to reach a connection from elsewhere.
+pub struct WebSocket<'w, S> {
+    core: &'w mut Core<S>,
+    key: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'w, S> WebSocket<'w, S> {
+    pub(crate) fn new(core: &'w mut Core<S>, key: usize) -> Self {
+        WebSocket { core, key, _not_send: PhantomData }
+    }
+
+    /// The per-connection state returned by `on_upgrade`.
+    pub fn state(&mut self) -> &mut S {
+        self.core.conns[self.key].state.as_mut().expect("state is set before callbacks run")
+    }
+
+    /// This connection's name, usable from other threads.
+    pub fn id(&self) -> ConnId {
+        self.core.conn_id(self.key)
+    }
+
+    /// Sends a message (text or binary), copying the payload only if the kernel does not
+    /// take it at once.
+    pub fn send(&mut self, message: Message<'_>) -> Result<Sent, SendError> {
+        self.core.send_message(self.key, message.is_text(), crate::core::Payload::Borrowed(message.as_bytes()))
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<Sent, SendError> {
+        self.send(Message::Text(text))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        self.send(Message::Binary(data))
+    }
+
+    /// Sends a payload that is already shared (e.g. one message to many connections): it
+    /// is queued by reference, never copied.
+    pub fn send_shared(&mut self, text: bool, payload: Bytes) -> Result<Sent, SendError> {
+        self.core.send_message(self.key, text, crate::core::Payload::Shared(payload))
+    }
+
+    /// Sends a ping (payload cut to 125 bytes).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<Sent, SendError> {
+        self.core.send_ping(self.key, payload)
+    }
+
+    /// Starts the close handshake with `code` and `reason` (cut to 123 bytes). The
+    /// connection ends when the peer answers, or after the close timeout.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        self.core.close(self.key, code, reason)
+    }
+
+    /// Bytes of output waiting for the kernel.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.conns[self.key].buffered()
+    }
+
+    /// Whether messages can still be sent (no close frame sent yet).
+    pub fn is_open(&self) -> bool {
+        self.core.is_open(self.key)
+    }
+
+    /// The peer's address (one `getpeername` call).
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        crate::sys::socket::peer_addr(self.core.conns[self.key].fd)
+    }
+
+    /// The index of the worker this connection lives on.
+    pub fn worker(&self) -> usize {
+        self.core.worker as usize
+    }
+}
