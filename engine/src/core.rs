@@ -32,7 +32,7 @@ const IOV_BATCH: usize = 64;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
     Register(RawFd, Token),
-    /// Deregister, then close the descriptor.
+    /// Cancel what is in flight, then close the descriptor.
     Close(RawFd, Token),
     WantWrite(RawFd, Token),
     Resume(RawFd, Token),

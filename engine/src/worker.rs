@@ -74,10 +74,7 @@ fn apply<B: Backend>(backend: &mut B, ops: &mut Vec<Op>) {
                     sys::shutdown_write(fd);
                 }
             }
-            Op::Close(fd, token) => {
-                backend.deregister(fd, token);
-                sys::close(fd);
-            }
+            Op::Close(fd, token) => backend.close(fd, token),
             Op::WantWrite(fd, token) => backend.want_write(fd, token),
             Op::Resume(fd, token) => backend.resume_read(fd, token),
         }

@@ -115,9 +115,10 @@ impl Backend for Epoll {
         self.poll.registry().register(&mut SourceFd(&fd), encode(token), interest)
     }
 
-    fn deregister(&mut self, fd: RawFd, _token: Token) {
+    fn close(&mut self, fd: RawFd, _token: Token) {
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.again.retain(|&(f, _)| f != fd);
+        super::close(fd);
     }
 
     fn stop_accepting(&mut self) {

@@ -44,9 +44,10 @@ pub trait Sink {
     /// A connection was accepted on the worker's listener.
     fn accepted(&mut self, fd: RawFd);
     /// Bytes arrived for a connection. `bytes` is the backend's buffer, valid for this call
-    /// only; the sink may unmask in place. Returns false to stop reading this connection for
-    /// now (output backed up, or the connection is closing); the backend then waits for
-    /// [`Backend::resume_read`].
+    /// only; the sink may unmask in place. Returns false to ask the backend to stop reading
+    /// this connection for now (output backed up, or the connection is gone) until
+    /// [`Backend::resume_read`]. Bytes delivered after a false are still processed, never
+    /// lost, so a backend with reads already completed simply delivers them.
     fn input(&mut self, token: Token, bytes: &mut [u8]) -> bool;
     /// The peer closed its side (`None`) or the connection failed.
     fn input_closed(&mut self, token: Token, error: Option<io::Error>);
@@ -70,8 +71,10 @@ pub trait Backend: Sized {
     fn waker(&self) -> io::Result<Self::Waker>;
     /// Starts watching an accepted connection (already non-blocking).
     fn register(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
-    /// Stops watching a connection; the caller closes the descriptor afterwards.
-    fn deregister(&mut self, fd: RawFd, token: Token);
+    /// Stops watching a connection and closes its descriptor, after whatever the backend
+    /// has in flight for it is cancelled (so the peer sees the close now, not when a
+    /// pending operation happens to finish). Later events for `token` are not delivered.
+    fn close(&mut self, fd: RawFd, token: Token);
     /// Stops accepting (graceful shutdown); the caller closes the listener afterwards.
     fn stop_accepting(&mut self);
     /// Output is queued for the connection: tell the sink through `writable` when more can

@@ -141,6 +141,14 @@ impl<'b> Request<'b> {
             .map(|&(_, v)| v)
     }
 
+    /// Whether some header `name` lists `token` in its comma-separated value, both compared
+    /// ASCII case-insensitively: `header_has_token("connection", "upgrade")` holds for
+    /// `Connection: keep-alive, Upgrade`.
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.header_values(name)
+            .any(|v| has_token(v, token.as_bytes()))
+    }
+
     /// Every header as (name as sent, value), in order.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'b str, &'b [u8])> + '_ {
         self.headers.iter().copied()
@@ -153,9 +161,7 @@ impl<'b> Request<'b> {
     /// header is therefore an attempt, and fails validation with
     /// [`HandshakeError::NotUpgrade`].
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.header_values("upgrade")
-            .any(|v| has_token(v, b"websocket"))
-            || self.header("sec-websocket-key").is_some()
+        self.header_has_token("upgrade", "websocket") || self.header("sec-websocket-key").is_some()
     }
 }
 
@@ -169,7 +175,7 @@ fn comma_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Whether a comma-separated header value contains `token`, ASCII case-insensitive.
-pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
+fn has_token(value: &[u8], token: &[u8]) -> bool {
     comma_list(value).any(|e| e.eq_ignore_ascii_case(token))
 }
 

@@ -145,6 +145,8 @@ fn header_names_and_tokens_are_case_insensitive() {
     let (req, _) = parse_full(&buf);
     assert_eq!(req.header("Host"), Some(&b"a"[..]));
     assert_eq!(req.header_str("sec-WebSocket-key"), Some(RFC_KEY));
+    assert!(req.header_has_token("CONNECTION", "KEEP-ALIVE"));
+    assert!(!req.header_has_token("connection", "keep"));
     assert!(req.is_websocket_upgrade());
     assert_eq!(validate_upgrade(req).unwrap().accept(), RFC_ACCEPT);
 }

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
 
-use super::request::{Request, has_token};
+use super::request::Request;
 use crate::error::HandshakeError;
 
 /// The GUID RFC 6455 appends to the client's key before hashing.
@@ -53,16 +53,10 @@ pub fn validate_upgrade(req: Request<'_>) -> Result<Upgrade<'_>, HandshakeError>
         HandshakeError::MissingHost,
         HandshakeError::Malformed,
     )?;
-    if !req
-        .header_values("upgrade")
-        .any(|v| has_token(v, b"websocket"))
-    {
+    if !req.header_has_token("upgrade", "websocket") {
         return Err(HandshakeError::NotUpgrade);
     }
-    if !req
-        .header_values("connection")
-        .any(|v| has_token(v, b"upgrade"))
-    {
+    if !req.header_has_token("connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
     check_version(&req)?;
