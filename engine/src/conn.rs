@@ -23,21 +23,23 @@ pub(crate) enum Phase {
 }
 
 /// We sent a close frame: nothing more may be sent.
-pub(crate) const CLOSE_SENT: u8 = 1;
+pub(crate) const CLOSE_SENT: u16 = 1;
 /// The peer's close frame arrived.
-pub(crate) const CLOSE_RECEIVED: u8 = 1 << 1;
+pub(crate) const CLOSE_RECEIVED: u16 = 1 << 1;
 /// A ping went out and nothing has arrived since.
-pub(crate) const PING_SENT: u8 = 1 << 2;
+pub(crate) const PING_SENT: u16 = 1 << 2;
 /// Reading is paused until output drains.
-pub(crate) const READ_PAUSED: u8 = 1 << 3;
+pub(crate) const READ_PAUSED: u16 = 1 << 3;
 /// Output rose above the low-water mark: `on_drain` fires when it falls back.
-pub(crate) const DRAIN_WANTED: u8 = 1 << 4;
+pub(crate) const DRAIN_WANTED: u16 = 1 << 4;
 /// `on_open` ran, so `on_close` is owed.
-pub(crate) const OPENED: u8 = 1 << 5;
+pub(crate) const OPENED: u16 = 1 << 5;
 /// The close handshake completed (for the shutdown report).
-pub(crate) const CLEAN: u8 = 1 << 6;
+pub(crate) const CLEAN: u16 = 1 << 6;
 /// The socket failed; the connection is being torn down.
-pub(crate) const BROKEN: u8 = 1 << 7;
+pub(crate) const BROKEN: u16 = 1 << 7;
+/// Subscribed to at least one topic (so closing it must clean the topic table).
+pub(crate) const SUBSCRIBED: u16 = 1 << 8;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state. Everything that varies in size (partial input, a message
@@ -52,7 +54,7 @@ pub(crate) struct Conn<S> {
     /// Tick of the wheel bucket this connection is filed under; 0 when not filed.
     pub wheel_at: u32,
     pub phase: Phase,
-    pub flags: u8,
+    pub flags: u16,
     pub decoder: Decoder,
     pub spill: Option<Box<Spill>>,
     /// The handler's per-connection state, set when the upgrade is accepted.
@@ -79,7 +81,7 @@ impl<S> Conn<S> {
         }
     }
 
-    pub fn has(&self, flag: u8) -> bool {
+    pub fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use slab::Slab;
@@ -17,7 +18,9 @@ use throng_protocol::{CloseCode, DecoderConfig, ProtocolError};
 use crate::config::{Backpressure, Config};
 use crate::conn::*;
 use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
+use crate::mailbox::{Peer, Publish, Published};
 use crate::pool::{Pool, Spill};
+use crate::topics::Topics;
 use crate::sys::{self, Token};
 use crate::timer::Wheel;
 use crate::ws::{ConnId, SendError, Sent, WebSocket};
@@ -112,7 +115,13 @@ pub(crate) struct Core<S> {
     backpressure: Backpressure,
     /// Scratch for response heads and close payloads.
     scratch: Vec<u8>,
+    pub topics: Topics,
+    /// Every worker's publish mailbox (filled once all workers have started).
+    peers: Arc<OnceLock<Box<[Peer]>>>,
 }
+
+/// The peers of a server's workers, shared by all of them.
+pub(crate) type Peers = Arc<OnceLock<Box<[Peer]>>>;
 
 fn ticks(d: std::time::Duration, tick: std::time::Duration) -> u32 {
     let t = d.as_nanos().div_ceil(tick.as_nanos().max(1));
@@ -120,7 +129,7 @@ fn ticks(d: std::time::Duration, tick: std::time::Duration) -> u32 {
 }
 
 impl<S> Core<S> {
-    pub fn new(config: &Config, worker: u16) -> Self {
+    pub fn new(config: &Config, worker: u16, peers: Peers) -> Self {
         let tick = config.timer_tick;
         let mut handshake = HandshakeConfig::default();
         handshake.max_header_bytes = config.max_header_bytes;
@@ -151,6 +160,8 @@ impl<S> Core<S> {
             max_buffered: config.max_buffered,
             backpressure: config.backpressure,
             scratch: Vec::with_capacity(256),
+            topics: Topics::default(),
+            peers,
         }
     }
 
@@ -211,6 +222,9 @@ impl<S> Core<S> {
         self.report_close(h, key, code, reason);
         let token = self.token(key);
         let conn = self.conns.remove(key);
+        if conn.has(SUBSCRIBED) {
+            self.topics.remove_conn(key as u32);
+        }
         if conn.has(CLEAN) {
             self.stats.closed_cleanly += 1;
         } else {
@@ -331,7 +345,8 @@ impl<S> Core<S> {
         if !req.is_websocket_upgrade() {
             let mut res = HttpResponse::default();
             h.on_request(&req, &mut res);
-            let headers: Vec<(&str, &str)> = res.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut headers: Vec<(&str, &str)> = res.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            headers.push(("Connection", "close")); // one request per connection
             self.scratch.clear();
             handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
             self.respond_and_close(key);
@@ -351,7 +366,8 @@ impl<S> Core<S> {
             Decision::Reject(status) => {
                 self.scratch.clear();
                 let body = format!("upgrade refused ({status})\n");
-                handshake::write_response(&mut self.scratch, status, &[("Content-Type", "text/plain")], body.as_bytes());
+                let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
+                handshake::write_response(&mut self.scratch, status, &headers, body.as_bytes());
                 self.respond_and_close(key);
                 Some(buf.len())
             }
@@ -569,15 +585,109 @@ impl<S> Core<S> {
         }
         let len = payload.as_slice().len() as u64;
         let head = if text { FrameHead::text(len) } else { FrameHead::binary(len) };
+        self.admit(key, head.encoded_len() + len as usize)?;
+        self.send_frame(key, head, payload)
+    }
+
+    /// Applies the cap on buffered output to a message of `len` bytes.
+    fn admit(&mut self, key: usize, len: usize) -> Result<(), SendError> {
         let buffered = self.conns[key].buffered();
-        if buffered > 0 && buffered + head.encoded_len() + len as usize > self.max_buffered {
+        if buffered > 0 && buffered + len > self.max_buffered {
             self.stats.dropped += 1;
             if let Backpressure::Close(code) = self.backpressure {
                 self.close(key, code, "send buffer full");
             }
             return Err(SendError::Backpressure);
         }
-        self.send_frame(key, head, payload)
+        Ok(())
+    }
+
+    /// Sends a frame encoded once for many connections: written from the shared buffer,
+    /// queued by reference, never copied.
+    fn send_encoded(&mut self, key: usize, frame: &Bytes) -> Result<Sent, SendError> {
+        if !self.is_open(key) {
+            return Err(SendError::Closed);
+        }
+        self.admit(key, frame.len())?;
+        let c = &self.conns[key];
+        let written = if c.buffered() == 0 {
+            match sys::write_vectored(c.fd, &[IoSlice::new(frame)]) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.broke(key);
+                    return Err(SendError::Closed);
+                }
+            }
+        } else {
+            0
+        };
+        if written == frame.len() {
+            return Ok(Sent::Written);
+        }
+        let spill = self.spill(key);
+        spill.out_bytes += frame.len() - written;
+        spill.out.push_back(frame.slice(written..));
+        self.queued(key);
+        Ok(Sent::Queued)
+    }
+
+    // ---- topics --------------------------------------------------------------------
+
+    pub fn subscribe(&mut self, key: usize, topic: &str) -> bool {
+        let c = &mut self.conns[key];
+        c.flags |= SUBSCRIBED;
+        self.topics.subscribe(key as u32, c.generation, topic)
+    }
+
+    pub fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
+        self.topics.unsubscribe(key as u32, topic)
+    }
+
+    pub fn is_subscribed(&self, key: usize, topic: &str) -> bool {
+        self.conns[key].has(SUBSCRIBED) && self.topics.is_subscribed(key as u32, topic)
+    }
+
+    /// Publishes to `topic` here and on every other worker (once per worker, through
+    /// its mailbox). The frame is encoded once. Returns this worker's counts.
+    pub fn publish(&mut self, topic: &str, text: bool, payload: &[u8], except: Option<usize>) -> Published {
+        let frame = encode_frame(text, payload);
+        if let Some(peers) = self.peers.get() {
+            let mut shared: Option<Arc<str>> = None;
+            for (i, peer) in peers.iter().enumerate() {
+                if i != self.worker as usize {
+                    let topic = shared.get_or_insert_with(|| topic.into()).clone();
+                    peer.post(Publish { topic, frame: frame.clone(), reply: None });
+                }
+            }
+        }
+        self.publish_local(topic, &frame, except)
+    }
+
+    /// Delivers an encoded frame to this worker's subscribers of `topic`.
+    pub fn publish_local(&mut self, topic: &str, frame: &Bytes, except: Option<usize>) -> Published {
+        let mut result = Published::default();
+        let Some(members) = self.topics.take(topic) else { return result };
+        for (&key, &generation) in members.iter() {
+            let key = key as usize;
+            if Some(key) == except || self.conns.get(key).is_none_or(|c| c.generation != generation) {
+                continue;
+            }
+            match self.send_encoded(key, frame) {
+                Ok(_) => result.reached += 1,
+                Err(SendError::Backpressure) => result.dropped += 1,
+                Err(SendError::Closed) => {}
+            }
+        }
+        self.topics.restore(topic, members);
+        result
+    }
+
+    /// Handles a publish from another worker or thread.
+    pub fn remote_publish(&mut self, p: Publish) {
+        let result = self.publish_local(&p.topic, &p.frame, None);
+        if let Some(reply) = p.reply {
+            let _ = reply.send(result);
+        }
     }
 
     /// Writes a frame straight to the socket when nothing is queued; queues what the
@@ -844,6 +954,18 @@ impl<S> Core<S> {
             self.remove(h, key, CloseCode::ABNORMAL, "server shut down");
         }
     }
+}
+
+/// Encodes a whole unmasked data frame (header and payload) into one shared buffer.
+pub(crate) fn encode_frame(text: bool, payload: &[u8]) -> Bytes {
+    let len = payload.len() as u64;
+    let head = if text { FrameHead::text(len) } else { FrameHead::binary(len) };
+    let mut hb = HeaderBuf::default();
+    let header = head.encode(&mut hb);
+    let mut v = Vec::with_capacity(header.len() + payload.len());
+    v.extend_from_slice(header);
+    v.extend_from_slice(payload);
+    Bytes::from(v)
 }
 
 /// Drops `n` written bytes from the front of the queue.

@@ -35,15 +35,16 @@ mod server;
 mod signal;
 mod sys;
 mod timer;
+mod topics;
 mod worker;
 mod ws;
 
 pub use config::{BackendChoice, BackendKind, Backpressure, Config};
 pub use core::WorkerStats;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
-pub use mailbox::{Connections, Job};
+pub use mailbox::{Connections, Job, Published};
 pub use pool::PoolStats;
-pub use server::{Server, ServerHandle, ShutdownReport};
+pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};
 pub use signal::ShutdownSignals;
 pub use throng_protocol::CloseCode;
 pub use ws::{ConnId, SendError, Sent, WebSocket};

@@ -1,6 +1,6 @@
 //! Per-worker mailboxes: how other threads (and other workers) reach a worker's
-//! connections. A channel plus the backend's wakeup, with a flag so a burst of posts
-//! costs one wakeup.
+//! connections. Channels plus the backend's wakeup, with a flag so a burst of posts costs
+//! one wakeup.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,44 +24,94 @@ pub(crate) enum Command<H: Handler> {
     Shutdown,
 }
 
-/// The sending side of one worker's mailbox.
-pub(crate) struct Mailbox<H: Handler> {
-    tx: Sender<Command<H>>,
+/// How many subscribers a publish reached, and how many refused it (backpressure).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Subscribers the frame was written or queued to.
+    pub reached: usize,
+    /// Subscribers whose buffer was over the cap (the message was dropped for them, or
+    /// they are closing, per the backpressure policy).
+    pub dropped: usize,
+}
+
+impl std::ops::AddAssign for Published {
+    fn add_assign(&mut self, o: Published) {
+        self.reached += o.reached;
+        self.dropped += o.dropped;
+    }
+}
+
+/// A publish crossing to another worker: the frame is already encoded, and shared.
+pub(crate) struct Publish {
+    pub topic: Arc<str>,
+    pub frame: Bytes,
+    pub reply: Option<Sender<Published>>,
+}
+
+/// A worker's wakeup: the backend's waker and a flag that coalesces posts.
+pub(crate) struct Wakeup {
     waker: Box<dyn Wake>,
-    pending: Arc<AtomicBool>,
+    pending: AtomicBool,
+}
+
+impl Wakeup {
+    pub fn new(waker: Box<dyn Wake>) -> Self {
+        Wakeup { waker, pending: AtomicBool::new(false) }
+    }
+
+    fn nudge(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// The sending side of one worker's command mailbox (generic over the handler).
+pub(crate) struct Mailbox<H: Handler> {
+    pub tx: Sender<Command<H>>,
+    pub wakeup: Arc<Wakeup>,
 }
 
 impl<H: Handler> Mailbox<H> {
-    pub fn new(tx: Sender<Command<H>>, waker: Box<dyn Wake>, pending: Arc<AtomicBool>) -> Self {
-        Mailbox { tx, waker, pending }
-    }
-
     /// Posts a command; false when the worker has exited.
     pub fn post(&self, command: Command<H>) -> bool {
         if self.tx.send(command).is_err() {
             return false;
         }
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
+        self.wakeup.nudge();
+        true
+    }
+}
+
+/// The sending side of one worker's publish mailbox; not generic, so workers hold each
+/// other's.
+pub(crate) struct Peer {
+    pub tx: Sender<Publish>,
+    pub wakeup: Arc<Wakeup>,
+}
+
+impl Peer {
+    pub fn post(&self, publish: Publish) -> bool {
+        if self.tx.send(publish).is_err() {
+            return false;
         }
+        self.wakeup.nudge();
         true
     }
 }
 
 /// The receiving side, on the worker.
 pub(crate) struct Inbox<H: Handler> {
-    pub rx: Receiver<Command<H>>,
-    pub pending: Arc<AtomicBool>,
+    pub commands: Receiver<Command<H>>,
+    pub publishes: Receiver<Publish>,
+    pub wakeup: Arc<Wakeup>,
 }
 
 impl<H: Handler> Inbox<H> {
-    /// Takes what is waiting. The flag is cleared first, so a post racing with the drain
-    /// raises a new wakeup rather than being stranded.
-    pub fn drain(&self, mut each: impl FnMut(Command<H>)) {
-        self.pending.store(false, Ordering::Release);
-        while let Ok(c) = self.rx.try_recv() {
-            each(c);
-        }
+    /// Called before draining the channels: a post racing with the drain then raises a
+    /// new wakeup rather than being stranded.
+    pub fn clear_pending(&self) {
+        self.wakeup.pending.store(false, Ordering::Release);
     }
 }
 
@@ -93,6 +143,17 @@ impl<S> Connections<'_, S> {
     /// Whether the worker has no connection.
     pub fn is_empty(&self) -> bool {
         self.core.conns.is_empty()
+    }
+
+    /// Publishes to `topic` on every worker; returns this worker's counts (the others
+    /// deliver asynchronously).
+    pub fn publish(&mut self, topic: &str, text: bool, payload: &[u8]) -> Published {
+        self.core.publish(topic, text, payload, None)
+    }
+
+    /// Subscribers of `topic` on this worker.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.core.topics.count(topic)
     }
 
     /// The pool's counters (heap records lent to connections).

@@ -3,8 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -13,8 +12,9 @@ use throng_protocol::CloseCode;
 
 use crate::config::{BackendChoice, BackendKind, Config};
 use crate::handler::Handler;
-use crate::mailbox::{Command, Connections, Inbox, Mailbox};
-use crate::sys::{self, Backend, Wake};
+use crate::core::{Peers, encode_frame};
+use crate::mailbox::{Command, Connections, Inbox, Mailbox, Peer, Published, Wakeup};
+use crate::sys::{self, Backend};
 use crate::worker::{self, WorkerReport};
 use crate::ws::ConnId;
 
@@ -34,11 +34,39 @@ pub struct ShutdownReport {
 /// A handle to a running server, usable from any thread (`Send + Sync`, cheap to clone).
 pub struct ServerHandle<H: Handler> {
     mailboxes: Arc<Vec<Mailbox<H>>>,
+    peers: Peers,
 }
 
 impl<H: Handler> Clone for ServerHandle<H> {
     fn clone(&self) -> Self {
-        ServerHandle { mailboxes: self.mailboxes.clone() }
+        ServerHandle { mailboxes: self.mailboxes.clone(), peers: self.peers.clone() }
+    }
+}
+
+/// Waits for the counts of a publish made through [`ServerHandle::publish`].
+pub struct PublishTicket {
+    replies: mpsc::Receiver<Published>,
+    workers: usize,
+}
+
+impl PublishTicket {
+    /// Sums every worker's counts, waiting up to `timeout` in all; workers that did not
+    /// answer in time are left out (and `None` is returned if none did).
+    pub fn wait(self, timeout: std::time::Duration) -> Option<Published> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut total = Published::default();
+        let mut answered = 0;
+        while answered < self.workers {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.replies.recv_timeout(left) {
+                Ok(p) => {
+                    total += p;
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        (answered > 0).then_some(total)
     }
 }
 
@@ -67,6 +95,21 @@ impl<H: Handler> ServerHandle<H> {
         F: FnOnce(&mut H, &mut Connections<'_, H::State>) + Send + 'static,
     {
         self.mailbox(worker).is_some_and(|m| m.post(Command::Run(Box::new(job))))
+    }
+
+    /// Publishes a message to every subscriber of `topic` on every worker. The frame is
+    /// encoded once here and shared by all workers and subscribers. The ticket tells how
+    /// many subscribers it reached and how many refused it (backpressure).
+    pub fn publish(&self, topic: &str, text: bool, payload: &[u8]) -> PublishTicket {
+        let frame = encode_frame(text, payload);
+        let topic: Arc<str> = topic.into();
+        let (tx, replies) = mpsc::channel();
+        let mut workers = 0;
+        for peer in self.peers.get().map(|p| &p[..]).unwrap_or(&[]) {
+            let p = crate::mailbox::Publish { topic: topic.clone(), frame: frame.clone(), reply: Some(tx.clone()) };
+            workers += usize::from(peer.post(p));
+        }
+        PublishTicket { replies, workers }
     }
 
     /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
@@ -195,13 +238,6 @@ fn choose_backend(config: &Config) -> io::Result<BackendKind> {
     }
 }
 
-struct Boxed<W: Wake>(W);
-impl<W: Wake> Wake for Boxed<W> {
-    fn wake(&self) -> io::Result<()> {
-        self.0.wake()
-    }
-}
-
 fn start_with<H, B, F>(config: Config, factory: F) -> io::Result<Server<H>>
 where
     H: Handler,
@@ -224,38 +260,62 @@ where
     let cpus = sys::socket::allowed_cpus();
     let config = Arc::new(config);
     let factory = Arc::new(factory);
+    let peers: Peers = Arc::new(OnceLock::new());
     let mut mailboxes = Vec::with_capacity(workers);
+    let mut peer_list = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<Box<dyn Wake>>>(1);
+    let mut listeners = listeners.into_iter();
+    for i in 0..workers {
+        let listener = listeners.next().expect("one listener per worker");
+        let (command_tx, commands) = mpsc::channel();
+        let (publish_tx, publishes) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<Arc<Wakeup>>>(1);
         let config = config.clone();
         let factory = factory.clone();
+        let worker_peers = peers.clone();
         let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
-        let inbox = Inbox { rx, pending: pending.clone() };
-        let thread = std::thread::Builder::new().name(format!("throng-{i}")).spawn(move || {
+        let spawned = std::thread::Builder::new().name(format!("throng-{i}")).spawn(move || {
             if let Some(cpu) = cpu {
                 let _ = sys::socket::pin_current_thread(cpu);
             }
-            let backend = match B::new(listener, config.recv_buffer).and_then(|b| b.waker().map(|w| (b, w))) {
-                Ok((b, w)) => {
-                    let _ = ready_tx.send(Ok(Box::new(Boxed(w))));
-                    b
-                }
+            let (backend, wakeup) = match B::new(listener, config.recv_buffer).and_then(|b| b.waker().map(|w| (b, w))) {
+                Ok((b, w)) => (b, Arc::new(Wakeup::new(Box::new(w)))),
                 Err(e) => {
-                    let kind = e.kind();
+                    let err = io::Error::new(e.kind(), format!("{} backend setup failed: {e}", B::KIND.name()));
                     let _ = ready_tx.send(Err(e));
                     sys::close(listener);
-                    return Err(io::Error::new(kind, "backend setup failed"));
+                    return Err(err);
                 }
             };
+            let _ = ready_tx.send(Ok(wakeup.clone()));
+            let inbox = Inbox { commands, publishes, wakeup };
             let handler = factory(i);
-            worker::run(backend, listener, handler, &config, inbox, i as u16)
-        })?;
-        threads.push(thread);
-        let waker = ready_rx.recv().map_err(|_| io::Error::other("worker exited during start"))??;
-        mailboxes.push(Mailbox::new(tx, waker, pending));
+            worker::run(backend, listener, handler, &config, inbox, i as u16, worker_peers)
+        });
+        let ready = spawned.and_then(|thread| {
+            threads.push(thread);
+            ready_rx.recv().map_err(|_| io::Error::other("worker exited during start"))?
+        });
+        match ready {
+            Ok(wakeup) => {
+                mailboxes.push(Mailbox { tx: command_tx, wakeup: wakeup.clone() });
+                peer_list.push(Peer { tx: publish_tx, wakeup });
+            }
+            Err(e) => {
+                // Stop the workers already running, and release the unused listeners.
+                let mut partial = Server {
+                    handle: ServerHandle { mailboxes: Arc::new(mailboxes), peers },
+                    threads,
+                    local_addr,
+                    backend: B::KIND,
+                };
+                listeners.for_each(sys::close);
+                partial.handle.shutdown();
+                let _ = partial.join();
+                return Err(e);
+            }
+        }
     }
-    Ok(Server { handle: ServerHandle { mailboxes: Arc::new(mailboxes) }, threads, local_addr, backend: B::KIND })
+    let _ = peers.set(peer_list.into_boxed_slice());
+    Ok(Server { handle: ServerHandle { mailboxes: Arc::new(mailboxes), peers }, threads, local_addr, backend: B::KIND })
 }

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::core::{Core, Op, WorkerStats};
+use crate::core::{Core, Op, Peers, WorkerStats};
 use crate::handler::Handler;
 use crate::mailbox::{Command, Connections, Inbox};
 use crate::sys::{self, Backend, Sink, Token};
@@ -89,8 +89,9 @@ pub(crate) fn run<H: Handler, B: Backend>(
     config: &Config,
     inbox: Inbox<H>,
     worker: u16,
+    peers: Peers,
 ) -> io::Result<WorkerReport> {
-    let mut core = Core::<H::State>::new(config, worker);
+    let mut core = Core::<H::State>::new(config, worker, peers);
     let mut report = WorkerReport::default();
     let tick = config.timer_tick.max(Duration::from_millis(1));
     let start = Instant::now();
@@ -109,10 +110,17 @@ pub(crate) fn run<H: Handler, B: Backend>(
 
         if woken {
             let mut shutdown = false;
-            inbox.drain(|c| match c {
-                Command::Shutdown => shutdown = true,
-                c => command(&mut handler, &mut core, c),
-            });
+            inbox.clear_pending();
+            while let Ok(p) = inbox.publishes.try_recv() {
+                core.remote_publish(p);
+            }
+            while let Ok(c) = inbox.commands.try_recv() {
+                match c {
+                    Command::Shutdown => shutdown = true,
+                    c => command(&mut handler, &mut core, c),
+                }
+            }
+            core.reap(&mut handler);
             if shutdown && deadline.is_none() {
                 deadline = Some(Instant::now() + config.shutdown_timeout);
                 report.at_shutdown = core.conns.len();

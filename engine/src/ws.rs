@@ -108,6 +108,30 @@ impl<'w, S> WebSocket<'w, S> {
         self.core.close(self.key, code, reason)
     }
 
+    /// Subscribes this connection to `topic`; false if it already was. Subscriptions end
+    /// with the connection.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        self.core.subscribe(self.key, topic)
+    }
+
+    /// Ends a subscription; false if there was none.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.core.unsubscribe(self.key, topic)
+    }
+
+    /// Whether this connection subscribes to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.core.is_subscribed(self.key, topic)
+    }
+
+    /// Publishes a message to every subscriber of `topic` on every worker except this
+    /// connection (uWebSockets' semantics). The frame is encoded once and shared; other
+    /// workers get it once each through their mailboxes. Returns this worker's counts;
+    /// the other workers deliver asynchronously.
+    pub fn publish(&mut self, topic: &str, message: Message<'_>) -> crate::Published {
+        self.core.publish(topic, message.is_text(), message.as_bytes(), Some(self.key))
+    }
+
     /// Bytes of output waiting for the kernel.
     pub fn buffered_amount(&self) -> usize {
         self.core.conns[self.key].buffered()
