@@ -51,6 +51,8 @@ impl Handler for PubSub {
 fn start(backend: BackendChoice, tweak: impl FnOnce(&mut Config)) -> Server<PubSub> {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap()).with_workers(2).with_pinning(false);
     config.backend = backend;
+    // A subscriber that never reads never answers the shutdown close either.
+    config.shutdown_timeout = Duration::from_secs(1);
     tweak(&mut config);
     let server = Server::start(config, |_| PubSub).expect("server starts");
     assert_eq!(format!("{:?}", server.backend()), format!("{backend:?}"), "backend that ran");

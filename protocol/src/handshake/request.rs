@@ -55,6 +55,9 @@ pub struct Request<'b> {
 /// outgrows [`HandshakeConfig::max_header_bytes`], complete or not, or carries more than
 /// [`HandshakeConfig::max_headers`] fields fails with [`HandshakeError::HeadersTooLarge`].
 ///
+/// As RFC 9112 2.2 permits, empty lines before the request line are skipped (and counted
+/// in the length) and a bare LF is accepted as a line end; a bare CR is not.
+///
 /// Nothing is allocated until the head is complete. Each call parses from the start, so
 /// the work per call is bounded by `max_header_bytes`.
 pub fn parse_request<'b>(
