@@ -212,7 +212,8 @@ impl<S> Core<S> {
     fn report_close<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, code: CloseCode, reason: &str) {
         let c = &mut self.conns[key];
         if c.has(OPENED) {
-            c.flags &= !OPENED;
+            // Sends from on_close are refused: the close is decided.
+            c.flags = (c.flags & !OPENED) | CLOSE_SENT;
             h.on_close(&mut WebSocket::new(self, key), code, reason);
         }
     }

@@ -93,12 +93,17 @@ pub trait Wake: Send + Sync + 'static {
 }
 
 /// Writes as much of `bufs` as the socket takes now. `Ok(0)` with non-empty input means
-/// the socket is full (would block).
+/// the socket is full (would block). `sendmsg` with `MSG_NOSIGNAL` rather than `writev`: a
+/// write to a connection the peer reset must fail with EPIPE, not raise SIGPIPE in a host
+/// program that never ignored it.
 pub fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    let iovcnt = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-    // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call; the kernel only
-    // reads from these buffers.
-    match syscall!(writev(fd, bufs.as_ptr().cast::<libc::iovec>(), iovcnt)) {
+    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call and the kernel
+    // only reads from these buffers; no address or control data is passed.
+    match syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
