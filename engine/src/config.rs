@@ -43,7 +43,9 @@ impl std::str::FromStr for BackendChoice {
             "auto" | "" => Ok(BackendChoice::Auto),
             "uring" | "io_uring" | "io-uring" => Ok(BackendChoice::Uring),
             "epoll" | "mio" => Ok(BackendChoice::Epoll),
-            other => Err(format!("unknown backend {other:?} (expected auto, uring or epoll)")),
+            other => Err(format!(
+                "unknown backend {other:?} (expected auto, uring or epoll)"
+            )),
         }
     }
 }
@@ -149,7 +151,10 @@ impl Default for Config {
 impl Config {
     /// Defaults, listening on `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Config { addr, ..Config::default() }
+        Config {
+            addr,
+            ..Config::default()
+        }
     }
     /// Sets the worker count.
     pub fn with_workers(mut self, workers: usize) -> Self {

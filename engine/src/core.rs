@@ -20,9 +20,9 @@ use crate::conn::*;
 use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
 use crate::mailbox::{Peer, Publish, Published};
 use crate::pool::{Pool, Spill};
-use crate::topics::Topics;
 use crate::sys::{self, Token};
 use crate::timer::Wheel;
+use crate::topics::Topics;
 use crate::ws::{ConnId, SendError, Sent, WebSocket};
 
 /// The longest run of bytes the decoder may leave unconsumed: a full frame header plus a
@@ -152,7 +152,10 @@ impl<S> Core<S> {
                 pong: ticks(config.pong_timeout, tick),
                 close: ticks(config.close_timeout, tick),
             },
-            decoder: DecoderConfig::server(config.max_frame_size as u64, config.max_message_size as u64),
+            decoder: DecoderConfig::server(
+                config.max_frame_size as u64,
+                config.max_message_size as u64,
+            ),
             handshake,
             max_connections: config.max_connections,
             high_water: config.write_high_water,
@@ -166,11 +169,18 @@ impl<S> Core<S> {
     }
 
     pub fn conn_id(&self, key: usize) -> ConnId {
-        ConnId { worker: self.worker, key: key as u32, generation: self.conns[key].generation }
+        ConnId {
+            worker: self.worker,
+            key: key as u32,
+            generation: self.conns[key].generation,
+        }
     }
 
     fn token(&self, key: usize) -> Token {
-        Token { key: key as u32, generation: self.conns[key].generation }
+        Token {
+            key: key as u32,
+            generation: self.conns[key].generation,
+        }
     }
 
     /// The slab key of the live connection `token` names.
@@ -184,7 +194,10 @@ impl<S> Core<S> {
 
     /// The slab key of the live connection `id` names.
     pub fn lookup_id(&self, id: ConnId) -> Option<usize> {
-        self.lookup(Token { key: id.key, generation: id.generation })
+        self.lookup(Token {
+            key: id.key,
+            generation: id.generation,
+        })
     }
 
     pub fn is_open(&self, key: usize) -> bool {
@@ -209,7 +222,13 @@ impl<S> Core<S> {
     }
 
     /// Reports the close to the handler if it is owed one.
-    fn report_close<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, code: CloseCode, reason: &str) {
+    fn report_close<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        code: CloseCode,
+        reason: &str,
+    ) {
         let c = &mut self.conns[key];
         if c.has(OPENED) {
             // Sends from on_close are refused: the close is decided.
@@ -219,7 +238,13 @@ impl<S> Core<S> {
     }
 
     /// Removes the connection now; the descriptor is closed by the run loop.
-    pub fn remove<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, code: CloseCode, reason: &str) {
+    pub fn remove<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        code: CloseCode,
+        reason: &str,
+    ) {
         self.report_close(h, key, code, reason);
         let token = self.token(key);
         let conn = self.conns.remove(key);
@@ -264,7 +289,12 @@ impl<S> Core<S> {
     // ---- input ---------------------------------------------------------------------
 
     /// Bytes arrived. Returns whether to keep reading this connection now.
-    pub fn input<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) -> bool {
+    pub fn input<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        bytes: &mut [u8],
+    ) -> bool {
         let c = &mut self.conns[key];
         match c.phase {
             Phase::Handshake => self.handshake_input(h, key, bytes),
@@ -297,11 +327,14 @@ impl<S> Core<S> {
     }
 
     fn handshake_input<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) {
-        let stashed = self.conns[key].spill.as_ref().is_some_and(|s| !s.input.is_empty());
+        let stashed = self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.input.is_empty());
         if stashed {
             let mut buf = std::mem::take(&mut self.spill(key).input);
             buf.extend_from_slice(bytes);
-            let used = self.handshake_parse(h, key, &mut buf);
+            let used = self.handshake_parse(h, key, &buf);
             match used {
                 None => self.spill(key).input = buf,
                 Some(n) => {
@@ -332,7 +365,12 @@ impl<S> Core<S> {
     }
 
     /// Parses the request head in `buf`. `None`: incomplete. `Some(n)`: answered, `n` bytes used.
-    fn handshake_parse<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, buf: &[u8]) -> Option<usize> {
+    fn handshake_parse<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        buf: &[u8],
+    ) -> Option<usize> {
         let (req, used) = match handshake::parse_request(buf, &self.handshake) {
             Ok(None) => return None,
             Ok(Some(parsed)) => parsed,
@@ -346,7 +384,11 @@ impl<S> Core<S> {
         if !req.is_websocket_upgrade() {
             let mut res = HttpResponse::default();
             h.on_request(&req, &mut res);
-            let mut headers: Vec<(&str, &str)> = res.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut headers: Vec<(&str, &str)> = res
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             headers.push(("Connection", "close")); // one request per connection
             self.scratch.clear();
             handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
@@ -443,11 +485,18 @@ impl<S> Core<S> {
 
     /// Whether frames from this connection are still being read.
     fn receiving(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN))
+        self.conns
+            .get(key)
+            .is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN))
     }
 
     /// Decodes and handles events until the input runs out; returns bytes used.
-    fn decode_all<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, buf: &mut [u8]) -> usize {
+    fn decode_all<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        buf: &mut [u8],
+    ) -> usize {
         let mut used = 0;
         while self.receiving(key) {
             let mut decoder = self.conns[key].decoder;
@@ -458,8 +507,14 @@ impl<S> Core<S> {
                     self.fail(h, key, e);
                     return buf.len();
                 }
-                Ok(Decoded { consumed, event: None }) => return used + consumed,
-                Ok(Decoded { consumed, event: Some(event) }) => {
+                Ok(Decoded {
+                    consumed,
+                    event: None,
+                }) => return used + consumed,
+                Ok(Decoded {
+                    consumed,
+                    event: Some(event),
+                }) => {
                     self.event(h, key, event);
                     used += consumed;
                 }
@@ -470,7 +525,13 @@ impl<S> Core<S> {
 
     fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
         match event {
-            Event::Data { kind, payload, first, last, .. } => {
+            Event::Data {
+                kind,
+                payload,
+                first,
+                last,
+                ..
+            } => {
                 if self.conns[key].has(CLOSE_SENT) {
                     return; // the peer has not seen our close yet; its data is moot
                 }
@@ -489,7 +550,11 @@ impl<S> Core<S> {
             }
             Event::Ping(payload) => {
                 if !self.conns[key].has(CLOSE_SENT) {
-                    let _ = self.send_frame(key, FrameHead::pong(payload.len() as u8), Payload::Borrowed(payload));
+                    let _ = self.send_frame(
+                        key,
+                        FrameHead::pong(payload.len() as u8),
+                        Payload::Borrowed(payload),
+                    );
                 }
             }
             Event::Pong(_) => {}
@@ -498,7 +563,12 @@ impl<S> Core<S> {
     }
 
     /// The peer's close frame arrived.
-    fn peer_close<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, close: Option<(CloseCode, &str)>) {
+    fn peer_close<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        close: Option<(CloseCode, &str)>,
+    ) {
         let c = &mut self.conns[key];
         c.flags |= CLOSE_RECEIVED | CLEAN;
         let (code, reason) = close.unwrap_or((CloseCode::NO_STATUS, ""));
@@ -567,7 +637,11 @@ impl<S> Core<S> {
             Some(code) => write_close_payload(code, reason, &mut payload),
             None => 0,
         };
-        let _ = self.send_frame(key, FrameHead::close(len as u8), Payload::Borrowed(&payload[..len]));
+        let _ = self.send_frame(
+            key,
+            FrameHead::close(len as u8),
+            Payload::Borrowed(&payload[..len]),
+        );
         self.conns[key].flags |= CLOSE_SENT;
     }
 
@@ -576,16 +650,29 @@ impl<S> Core<S> {
             return Err(SendError::Closed);
         }
         let payload = &payload[..payload.len().min(125)];
-        self.send_frame(key, FrameHead::ping(payload.len() as u8), Payload::Borrowed(payload))
+        self.send_frame(
+            key,
+            FrameHead::ping(payload.len() as u8),
+            Payload::Borrowed(payload),
+        )
     }
 
     /// Sends a data message as one frame, applying the backpressure cap.
-    pub fn send_message(&mut self, key: usize, text: bool, payload: Payload<'_>) -> Result<Sent, SendError> {
+    pub fn send_message(
+        &mut self,
+        key: usize,
+        text: bool,
+        payload: Payload<'_>,
+    ) -> Result<Sent, SendError> {
         if !self.is_open(key) {
             return Err(SendError::Closed);
         }
         let len = payload.as_slice().len() as u64;
-        let head = if text { FrameHead::text(len) } else { FrameHead::binary(len) };
+        let head = if text {
+            FrameHead::text(len)
+        } else {
+            FrameHead::binary(len)
+        };
         self.admit(key, head.encoded_len() + len as usize)?;
         self.send_frame(key, head, payload)
     }
@@ -650,14 +737,24 @@ impl<S> Core<S> {
 
     /// Publishes to `topic` here and on every other worker (once per worker, through
     /// its mailbox). The frame is encoded once. Returns this worker's counts.
-    pub fn publish(&mut self, topic: &str, text: bool, payload: &[u8], except: Option<usize>) -> Published {
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        text: bool,
+        payload: &[u8],
+        except: Option<usize>,
+    ) -> Published {
         let frame = encode_frame(text, payload);
         if let Some(peers) = self.peers.get() {
             let mut shared: Option<Arc<str>> = None;
             for (i, peer) in peers.iter().enumerate() {
                 if i != self.worker as usize {
                     let topic = shared.get_or_insert_with(|| topic.into()).clone();
-                    peer.post(Publish { topic, frame: frame.clone(), reply: None });
+                    peer.post(Publish {
+                        topic,
+                        frame: frame.clone(),
+                        reply: None,
+                    });
                 }
             }
         }
@@ -665,12 +762,24 @@ impl<S> Core<S> {
     }
 
     /// Delivers an encoded frame to this worker's subscribers of `topic`.
-    pub fn publish_local(&mut self, topic: &str, frame: &Bytes, except: Option<usize>) -> Published {
+    pub fn publish_local(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        except: Option<usize>,
+    ) -> Published {
         let mut result = Published::default();
-        let Some(members) = self.topics.take(topic) else { return result };
+        let Some(members) = self.topics.take(topic) else {
+            return result;
+        };
         for (&key, &generation) in members.iter() {
             let key = key as usize;
-            if Some(key) == except || self.conns.get(key).is_none_or(|c| c.generation != generation) {
+            if Some(key) == except
+                || self
+                    .conns
+                    .get(key)
+                    .is_none_or(|c| c.generation != generation)
+            {
                 continue;
             }
             match self.send_encoded(key, frame) {
@@ -693,7 +802,12 @@ impl<S> Core<S> {
 
     /// Writes a frame straight to the socket when nothing is queued; queues what the
     /// kernel does not take. Never reorders: with output queued, the frame joins the queue.
-    pub(crate) fn send_frame(&mut self, key: usize, head: FrameHead, payload: Payload<'_>) -> Result<Sent, SendError> {
+    pub(crate) fn send_frame(
+        &mut self,
+        key: usize,
+        head: FrameHead,
+        payload: Payload<'_>,
+    ) -> Result<Sent, SendError> {
         let mut hb = HeaderBuf::default();
         let header = head.encode(&mut hb);
         let c = &self.conns[key];
@@ -720,7 +834,14 @@ impl<S> Core<S> {
         let payload_from = written.saturating_sub(header.len());
         let mut small = None;
         if header_left > 0 {
-            let mut h = Vec::with_capacity(header_left + if payload.as_slice().len() <= 256 { payload.as_slice().len() } else { 0 });
+            let mut h = Vec::with_capacity(
+                header_left
+                    + if payload.as_slice().len() <= 256 {
+                        payload.as_slice().len()
+                    } else {
+                        0
+                    },
+            );
             h.extend_from_slice(&header[header.len() - header_left..]);
             small = Some(h);
         }
@@ -767,7 +888,9 @@ impl<S> Core<S> {
         }
         let spill = self.spill(key);
         spill.out_bytes += bytes.len() - written;
-        spill.out.push_back(Bytes::copy_from_slice(&bytes[written..]));
+        spill
+            .out
+            .push_back(Bytes::copy_from_slice(&bytes[written..]));
         self.queued(key);
         Ok(Sent::Queued)
     }
@@ -817,9 +940,16 @@ impl<S> Core<S> {
     fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
         let fd = c.fd;
-        let Some(spill) = c.spill.as_mut() else { return };
+        let Some(spill) = c.spill.as_mut() else {
+            return;
+        };
         while !spill.out.is_empty() {
-            let iov: Vec<IoSlice<'_>> = spill.out.iter().take(IOV_BATCH).map(|b| IoSlice::new(b)).collect();
+            let iov: Vec<IoSlice<'_>> = spill
+                .out
+                .iter()
+                .take(IOV_BATCH)
+                .map(|b| IoSlice::new(b))
+                .collect();
             let want: usize = iov.iter().map(|s| s.len()).sum();
             let n = match sys::write_vectored(fd, &iov) {
                 Ok(n) => n,
@@ -847,7 +977,9 @@ impl<S> Core<S> {
             Phase::Http | Phase::Closing | Phase::Draining => Some(c.since + t.close),
             Phase::Open => {
                 let idle = t.idle.map(|i| c.since + i);
-                let ping = t.ping.map(|p| c.since + p + if c.has(PING_SENT) { t.pong } else { 0 });
+                let ping = t
+                    .ping
+                    .map(|p| c.since + p + if c.has(PING_SENT) { t.pong } else { 0 });
                 match (idle, ping) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -859,7 +991,9 @@ impl<S> Core<S> {
     /// Files the connection at its deadline unless it is already filed at or before it
     /// (a later deadline is found lazily when the earlier bucket comes round).
     fn schedule(&mut self, key: usize) {
-        let Some(at) = self.deadline(&self.conns[key]) else { return };
+        let Some(at) = self.deadline(&self.conns[key]) else {
+            return;
+        };
         let at = at.max(self.now + 1);
         let c = &mut self.conns[key];
         if c.wheel_at == 0 || at < c.wheel_at {
@@ -886,11 +1020,14 @@ impl<S> Core<S> {
     }
 
     fn visit<H: Handler<State = S>>(&mut self, h: &mut H, t: u32, key: usize, generation: u32) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.generation != generation || c.wheel_at == 0 {
             return;
         }
-        let same_bucket = c.wheel_at as usize % crate::timer::BUCKETS == t as usize % crate::timer::BUCKETS;
+        let same_bucket =
+            c.wheel_at as usize % crate::timer::BUCKETS == t as usize % crate::timer::BUCKETS;
         if !same_bucket {
             return; // a stale entry: the connection was re-filed elsewhere
         }
@@ -960,7 +1097,11 @@ impl<S> Core<S> {
 /// Encodes a whole unmasked data frame (header and payload) into one shared buffer.
 pub(crate) fn encode_frame(text: bool, payload: &[u8]) -> Bytes {
     let len = payload.len() as u64;
-    let head = if text { FrameHead::text(len) } else { FrameHead::binary(len) };
+    let head = if text {
+        FrameHead::text(len)
+    } else {
+        FrameHead::binary(len)
+    };
     let mut hb = HeaderBuf::default();
     let header = head.encode(&mut hb);
     let mut v = Vec::with_capacity(header.len() + payload.len());
@@ -983,7 +1124,13 @@ fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
     }
 }
 
-fn deliver<H: Handler>(h: &mut H, core: &mut Core<H::State>, key: usize, kind: DataKind, payload: &[u8]) {
+fn deliver<H: Handler>(
+    h: &mut H,
+    core: &mut Core<H::State>,
+    key: usize,
+    kind: DataKind,
+    payload: &[u8],
+) {
     let message = match kind {
         // SAFETY: the decoder validated this text message as UTF-8 (streaming across its
         // pieces) before reporting its last piece; revalidating would cost a second pass.

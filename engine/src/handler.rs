@@ -73,11 +73,17 @@ pub enum Decision<'r, S> {
 impl<'r, S> Decision<'r, S> {
     /// Accepts with `state` and no subprotocol.
     pub fn accept(state: S) -> Self {
-        Decision::Accept { state, protocol: None }
+        Decision::Accept {
+            state,
+            protocol: None,
+        }
     }
     /// Accepts with `state`, selecting `protocol`.
     pub fn accept_with_protocol(state: S, protocol: &'r str) -> Self {
-        Decision::Accept { state, protocol: Some(protocol) }
+        Decision::Accept {
+            state,
+            protocol: Some(protocol),
+        }
     }
     /// Refuses with `status`.
     pub fn reject(status: u16) -> Self {

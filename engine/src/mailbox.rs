@@ -18,8 +18,16 @@ use crate::ws::{ConnId, WebSocket};
 pub type Job<H> = Box<dyn FnOnce(&mut H, &mut Connections<'_, <H as Handler>::State>) + Send>;
 
 pub(crate) enum Command<H: Handler> {
-    Send { id: ConnId, text: bool, payload: Bytes },
-    Close { id: ConnId, code: CloseCode, reason: String },
+    Send {
+        id: ConnId,
+        text: bool,
+        payload: Bytes,
+    },
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
     Run(Job<H>),
     Shutdown,
 }
@@ -56,7 +64,10 @@ pub(crate) struct Wakeup {
 
 impl Wakeup {
     pub fn new(waker: Box<dyn Wake>) -> Self {
-        Wakeup { waker, pending: AtomicBool::new(false) }
+        Wakeup {
+            waker,
+            pending: AtomicBool::new(false),
+        }
     }
 
     fn nudge(&self) {
@@ -132,7 +143,12 @@ impl<S> Connections<'_, S> {
 
     /// Ids of the open WebSocket connections on this worker.
     pub fn ids(&self) -> Vec<ConnId> {
-        self.core.conns.iter().filter(|(k, _)| self.core.is_open(*k)).map(|(k, _)| self.core.conn_id(k)).collect()
+        self.core
+            .conns
+            .iter()
+            .filter(|(k, _)| self.core.is_open(*k))
+            .map(|(k, _)| self.core.conn_id(k))
+            .collect()
     }
 
     /// Connections of any phase on this worker.

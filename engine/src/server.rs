@@ -3,16 +3,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use throng_protocol::CloseCode;
 
 use crate::config::{BackendChoice, BackendKind, Config};
-use crate::handler::Handler;
 use crate::core::{Peers, encode_frame};
+use crate::handler::Handler;
 use crate::mailbox::{Command, Connections, Inbox, Mailbox, Peer, Published, Wakeup};
 use crate::sys::{self, Backend};
 use crate::worker::{self, WorkerReport};
@@ -39,7 +39,10 @@ pub struct ServerHandle<H: Handler> {
 
 impl<H: Handler> Clone for ServerHandle<H> {
     fn clone(&self) -> Self {
-        ServerHandle { mailboxes: self.mailboxes.clone(), peers: self.peers.clone() }
+        ServerHandle {
+            mailboxes: self.mailboxes.clone(),
+            peers: self.peers.clone(),
+        }
     }
 }
 
@@ -80,13 +83,15 @@ impl<H: Handler> ServerHandle<H> {
     /// whether the connection still exists is known only on its worker (use [`post`](Self::post)
     /// to learn the outcome).
     pub fn send(&self, id: ConnId, text: bool, payload: Bytes) -> bool {
-        self.mailbox(id.worker as usize).is_some_and(|m| m.post(Command::Send { id, text, payload }))
+        self.mailbox(id.worker as usize)
+            .is_some_and(|m| m.post(Command::Send { id, text, payload }))
     }
 
     /// Starts the close handshake of a connection on any worker.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
         let reason = reason.to_owned();
-        self.mailbox(id.worker as usize).is_some_and(|m| m.post(Command::Close { id, code, reason }))
+        self.mailbox(id.worker as usize)
+            .is_some_and(|m| m.post(Command::Close { id, code, reason }))
     }
 
     /// Runs `job` on worker `worker`'s thread with its handler and connections.
@@ -94,7 +99,8 @@ impl<H: Handler> ServerHandle<H> {
     where
         F: FnOnce(&mut H, &mut Connections<'_, H::State>) + Send + 'static,
     {
-        self.mailbox(worker).is_some_and(|m| m.post(Command::Run(Box::new(job))))
+        self.mailbox(worker)
+            .is_some_and(|m| m.post(Command::Run(Box::new(job))))
     }
 
     /// Publishes a message to every subscriber of `topic` on every worker. The frame is
@@ -106,7 +112,11 @@ impl<H: Handler> ServerHandle<H> {
         let (tx, replies) = mpsc::channel();
         let mut workers = 0;
         for peer in self.peers.get().map(|p| &p[..]).unwrap_or(&[]) {
-            let p = crate::mailbox::Publish { topic: topic.clone(), frame: frame.clone(), reply: Some(tx.clone()) };
+            let p = crate::mailbox::Publish {
+                topic: topic.clone(),
+                frame: frame.clone(),
+                reply: Some(tx.clone()),
+            };
             workers += usize::from(peer.post(p));
         }
         PublishTicket { replies, workers }
@@ -142,7 +152,10 @@ impl<H: Handler> Server<H> {
         let backend = choose_backend(&config)?;
         match backend {
             BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory),
-            BackendKind::Uring => Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring backend not available")),
+            BackendKind::Uring => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring backend not available",
+            )),
         }
     }
 
@@ -226,7 +239,9 @@ fn add_stats(sum: &mut crate::WorkerStats, s: &crate::WorkerStats) {
 /// The configured backend, overridden by `THRONG_BACKEND`.
 fn choose_backend(config: &Config) -> io::Result<BackendKind> {
     let choice = match std::env::var("THRONG_BACKEND") {
-        Ok(v) => v.parse::<BackendChoice>().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        Ok(v) => v
+            .parse::<BackendChoice>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         Err(_) => config.backend,
     };
     match choice {
@@ -274,37 +289,67 @@ where
         let factory = factory.clone();
         let worker_peers = peers.clone();
         let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
-        let spawned = std::thread::Builder::new().name(format!("throng-{i}")).spawn(move || {
-            if let Some(cpu) = cpu {
-                let _ = sys::socket::pin_current_thread(cpu);
-            }
-            let (backend, wakeup) = match B::new(listener, config.recv_buffer).and_then(|b| b.waker().map(|w| (b, w))) {
-                Ok((b, w)) => (b, Arc::new(Wakeup::new(Box::new(w)))),
-                Err(e) => {
-                    let err = io::Error::new(e.kind(), format!("{} backend setup failed: {e}", B::KIND.name()));
-                    let _ = ready_tx.send(Err(e));
-                    sys::close(listener);
-                    return Err(err);
+        let spawned = std::thread::Builder::new()
+            .name(format!("throng-{i}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = sys::socket::pin_current_thread(cpu);
                 }
-            };
-            let _ = ready_tx.send(Ok(wakeup.clone()));
-            let inbox = Inbox { commands, publishes, wakeup };
-            let handler = factory(i);
-            worker::run(backend, listener, handler, &config, inbox, i as u16, worker_peers)
-        });
+                let (backend, wakeup) = match B::new(listener, config.recv_buffer)
+                    .and_then(|b| b.waker().map(|w| (b, w)))
+                {
+                    Ok((b, w)) => (b, Arc::new(Wakeup::new(Box::new(w)))),
+                    Err(e) => {
+                        let err = io::Error::new(
+                            e.kind(),
+                            format!("{} backend setup failed: {e}", B::KIND.name()),
+                        );
+                        let _ = ready_tx.send(Err(e));
+                        sys::close(listener);
+                        return Err(err);
+                    }
+                };
+                let _ = ready_tx.send(Ok(wakeup.clone()));
+                let inbox = Inbox {
+                    commands,
+                    publishes,
+                    wakeup,
+                };
+                let handler = factory(i);
+                worker::run(
+                    backend,
+                    listener,
+                    handler,
+                    &config,
+                    inbox,
+                    i as u16,
+                    worker_peers,
+                )
+            });
         let ready = spawned.and_then(|thread| {
             threads.push(thread);
-            ready_rx.recv().map_err(|_| io::Error::other("worker exited during start"))?
+            ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("worker exited during start"))?
         });
         match ready {
             Ok(wakeup) => {
-                mailboxes.push(Mailbox { tx: command_tx, wakeup: wakeup.clone() });
-                peer_list.push(Peer { tx: publish_tx, wakeup });
+                mailboxes.push(Mailbox {
+                    tx: command_tx,
+                    wakeup: wakeup.clone(),
+                });
+                peer_list.push(Peer {
+                    tx: publish_tx,
+                    wakeup,
+                });
             }
             Err(e) => {
                 // Stop the workers already running, and release the unused listeners.
                 let mut partial = Server {
-                    handle: ServerHandle { mailboxes: Arc::new(mailboxes), peers },
+                    handle: ServerHandle {
+                        mailboxes: Arc::new(mailboxes),
+                        peers,
+                    },
                     threads,
                     local_addr,
                     backend: B::KIND,
@@ -317,5 +362,13 @@ where
         }
     }
     let _ = peers.set(peer_list.into_boxed_slice());
-    Ok(Server { handle: ServerHandle { mailboxes: Arc::new(mailboxes), peers }, threads, local_addr, backend: B::KIND })
+    Ok(Server {
+        handle: ServerHandle {
+            mailboxes: Arc::new(mailboxes),
+            peers,
+        },
+        threads,
+        local_addr,
+        backend: B::KIND,
+    })
 }

@@ -20,7 +20,10 @@ pub(crate) struct Wheel {
 
 impl Default for Wheel {
     fn default() -> Self {
-        Wheel { buckets: (0..BUCKETS).map(|_| Vec::new()).collect(), len: 0 }
+        Wheel {
+            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
     }
 }
 

@@ -54,8 +54,12 @@ impl Topics {
 
     /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, key: u32, topic: &str) -> bool {
-        let Some(list) = self.by_conn.get_mut(&key) else { return false };
-        let Some(i) = list.iter().position(|t| &**t == topic) else { return false };
+        let Some(list) = self.by_conn.get_mut(&key) else {
+            return false;
+        };
+        let Some(i) = list.iter().position(|t| &**t == topic) else {
+            return false;
+        };
         list.swap_remove(i);
         if list.is_empty() {
             self.by_conn.remove(&key);
@@ -74,7 +78,9 @@ impl Topics {
     }
 
     pub fn is_subscribed(&self, key: u32, topic: &str) -> bool {
-        self.by_conn.get(&key).is_some_and(|l| l.iter().any(|t| &**t == topic))
+        self.by_conn
+            .get(&key)
+            .is_some_and(|l| l.iter().any(|t| &**t == topic))
     }
 
     /// Ends every subscription of a connection (it closed).

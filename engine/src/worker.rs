@@ -99,7 +99,11 @@ pub(crate) fn run<H: Handler, B: Backend>(
     let mut clean_before = 0;
     loop {
         let timeout = next_timeout(&core, start, tick, deadline);
-        let mut dispatch = Dispatch { h: &mut handler, core: &mut core, woken: false };
+        let mut dispatch = Dispatch {
+            h: &mut handler,
+            core: &mut core,
+            woken: false,
+        };
         backend.poll(timeout, &mut dispatch)?;
         let woken = dispatch.woken;
         apply(&mut backend, &mut core.ops);
@@ -132,21 +136,26 @@ pub(crate) fn run<H: Handler, B: Backend>(
             apply(&mut backend, &mut core.ops);
         }
 
-        if let Some(d) = deadline {
-            if core.conns.is_empty() || Instant::now() >= d {
-                report.forced = core.conns.len();
-                core.abort_all(&mut handler);
-                apply(&mut backend, &mut core.ops);
-                report.closed_cleanly = (core.stats.closed_cleanly - clean_before) as usize;
-                report.stats = core.stats;
-                return Ok(report);
-            }
+        if let Some(d) = deadline
+            && (core.conns.is_empty() || Instant::now() >= d)
+        {
+            report.forced = core.conns.len();
+            core.abort_all(&mut handler);
+            apply(&mut backend, &mut core.ops);
+            report.closed_cleanly = (core.stats.closed_cleanly - clean_before) as usize;
+            report.stats = core.stats;
+            return Ok(report);
         }
     }
 }
 
 /// Sleep until the next tick when timers or a shutdown deadline are pending.
-fn next_timeout<S>(core: &Core<S>, start: Instant, tick: Duration, deadline: Option<Instant>) -> Option<Duration> {
+fn next_timeout<S>(
+    core: &Core<S>,
+    start: Instant,
+    tick: Duration,
+    deadline: Option<Instant>,
+) -> Option<Duration> {
     if core.wheel.is_empty() && deadline.is_none() {
         return None;
     }

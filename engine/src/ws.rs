@@ -62,12 +62,19 @@ pub struct WebSocket<'w, S> {
 
 impl<'w, S> WebSocket<'w, S> {
     pub(crate) fn new(core: &'w mut Core<S>, key: usize) -> Self {
-        WebSocket { core, key, _not_send: PhantomData }
+        WebSocket {
+            core,
+            key,
+            _not_send: PhantomData,
+        }
     }
 
     /// The per-connection state returned by `on_upgrade`.
     pub fn state(&mut self) -> &mut S {
-        self.core.conns[self.key].state.as_mut().expect("state is set before callbacks run")
+        self.core.conns[self.key]
+            .state
+            .as_mut()
+            .expect("state is set before callbacks run")
     }
 
     /// This connection's name, usable from other threads.
@@ -78,7 +85,11 @@ impl<'w, S> WebSocket<'w, S> {
     /// Sends a message (text or binary), copying the payload only if the kernel does not
     /// take it at once.
     pub fn send(&mut self, message: Message<'_>) -> Result<Sent, SendError> {
-        self.core.send_message(self.key, message.is_text(), crate::core::Payload::Borrowed(message.as_bytes()))
+        self.core.send_message(
+            self.key,
+            message.is_text(),
+            crate::core::Payload::Borrowed(message.as_bytes()),
+        )
     }
 
     /// Sends a text message.
@@ -94,7 +105,8 @@ impl<'w, S> WebSocket<'w, S> {
     /// Sends a payload that is already shared (e.g. one message to many connections): it
     /// is queued by reference, never copied.
     pub fn send_shared(&mut self, text: bool, payload: Bytes) -> Result<Sent, SendError> {
-        self.core.send_message(self.key, text, crate::core::Payload::Shared(payload))
+        self.core
+            .send_message(self.key, text, crate::core::Payload::Shared(payload))
     }
 
     /// Sends a ping (payload cut to 125 bytes).
@@ -129,7 +141,8 @@ impl<'w, S> WebSocket<'w, S> {
     /// workers get it once each through their mailboxes. Returns this worker's counts;
     /// the other workers deliver asynchronously.
     pub fn publish(&mut self, topic: &str, message: Message<'_>) -> crate::Published {
-        self.core.publish(topic, message.is_text(), message.as_bytes(), Some(self.key))
+        self.core
+            .publish(topic, message.is_text(), message.as_bytes(), Some(self.key))
     }
 
     /// Bytes of output waiting for the kernel.

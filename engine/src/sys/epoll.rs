@@ -45,12 +45,17 @@ fn encode(token: Token) -> mio::Token {
 }
 
 fn decode(token: mio::Token) -> Token {
-    Token { key: token.0 as u32, generation: (token.0 >> 32) as u32 }
+    Token {
+        key: token.0 as u32,
+        generation: (token.0 >> 32) as u32,
+    }
 }
 
 impl Epoll {
     fn accept(&mut self, sink: &mut impl Sink) {
-        let Some(listener) = self.listener else { return };
+        let Some(listener) = self.listener else {
+            return;
+        };
         self.accept_again = false;
         for _ in 0..ACCEPT_BATCH {
             match super::socket::accept(listener) {
@@ -94,7 +99,8 @@ impl Backend for Epoll {
 
     fn new(listener: RawFd, recv_buffer: usize) -> io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut SourceFd(&listener), LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&listener), LISTENER, Interest::READABLE)?;
         Ok(Epoll {
             poll,
             events: Events::with_capacity(1024),
@@ -106,13 +112,18 @@ impl Backend for Epoll {
     }
 
     fn waker(&self) -> io::Result<EpollWaker> {
-        Ok(EpollWaker(Arc::new(Waker::new(self.poll.registry(), WAKER)?)))
+        Ok(EpollWaker(Arc::new(Waker::new(
+            self.poll.registry(),
+            WAKER,
+        )?)))
     }
 
     fn register(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
         // Both interests once, edge-triggered: no epoll_ctl per write or per pause.
         let interest = Interest::READABLE | Interest::WRITABLE;
-        self.poll.registry().register(&mut SourceFd(&fd), encode(token), interest)
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), encode(token), interest)
     }
 
     fn close(&mut self, fd: RawFd, _token: Token) {
