@@ -5,8 +5,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use throng_engine::{
-    BackendChoice, Backpressure, CloseCode, Config, Decision, Handler, Message, Server, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Backpressure, CloseCode, Config, Decision, Handler, Message, Server,
+    UpgradeRequest, WebSocket,
 };
 use tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
 use tungstenite::{Message as TMessage, WebSocket as Client};
@@ -14,7 +14,10 @@ use tungstenite::{Message as TMessage, WebSocket as Client};
 /// Backends under test: `THRONG_TEST_BACKENDS` (comma list) or both.
 fn backends() -> Vec<BackendChoice> {
     match std::env::var("THRONG_TEST_BACKENDS") {
-        Ok(list) => list.split(',').map(|b| b.parse().expect("backend name")).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(|b| b.parse().expect("backend name"))
+            .collect(),
         Err(_) => vec![BackendChoice::Epoll, BackendChoice::Uring],
     }
 }
@@ -49,19 +52,27 @@ impl Handler for PubSub {
 }
 
 fn start(backend: BackendChoice, tweak: impl FnOnce(&mut Config)) -> Server<PubSub> {
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap()).with_workers(2).with_pinning(false);
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap())
+        .with_workers(2)
+        .with_pinning(false);
     config.backend = backend;
     // A subscriber that never reads never answers the shutdown close either.
     config.shutdown_timeout = Duration::from_secs(1);
     tweak(&mut config);
     let server = Server::start(config, |_| PubSub).expect("server starts");
-    assert_eq!(format!("{:?}", server.backend()), format!("{backend:?}"), "backend that ran");
+    assert_eq!(
+        format!("{:?}", server.backend()),
+        format!("{backend:?}"),
+        "backend that ran"
+    );
     server
 }
 
 fn connect(addr: SocketAddr) -> Client<TcpStream> {
     let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let (ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).expect("handshake");
     ws
 }
@@ -87,7 +98,9 @@ fn subscribers<H: Handler>(server: &Server<H>, topic: &'static str) -> Vec<usize
     (0..handle.workers())
         .map(|w| {
             let (tx, rx) = mpsc::channel();
-            handle.post(w, move |_, conns| tx.send(conns.subscribers(topic)).unwrap());
+            handle.post(w, move |_, conns| {
+                tx.send(conns.subscribers(topic)).unwrap()
+            });
             rx.recv_timeout(Duration::from_secs(5)).unwrap()
         })
         .collect()
@@ -104,11 +117,16 @@ fn every_subscriber_on_every_worker_gets_each_message_once_in_order() {
         }
         let per_worker = subscribers(&server, "news");
         assert_eq!(per_worker.iter().sum::<usize>(), 40);
-        assert!(per_worker.iter().all(|&n| n > 0), "both workers hold subscribers: {per_worker:?}");
+        assert!(
+            per_worker.iter().all(|&n| n > 0),
+            "both workers hold subscribers: {per_worker:?}"
+        );
 
         // From a thread that is not a worker.
         let handle = server.handle();
-        let tickets: Vec<_> = (0..100).map(|i| handle.publish("news", true, format!("m{i}").as_bytes())).collect();
+        let tickets: Vec<_> = (0..100)
+            .map(|i| handle.publish("news", true, format!("m{i}").as_bytes()))
+            .collect();
         for t in tickets {
             let p = t.wait(Duration::from_secs(5)).expect("workers answer");
             assert_eq!((p.reached, p.dropped), (40, 0));
@@ -162,10 +180,17 @@ fn unsubscribe_and_close_end_subscriptions() {
         // The server sees the close asynchronously; wait until the table shrinks.
         let deadline = Instant::now() + Duration::from_secs(5);
         while subscribers(&server, "t").iter().sum::<usize>() != 8 {
-            assert!(Instant::now() < deadline, "close must remove the subscription");
+            assert!(
+                Instant::now() < deadline,
+                "close must remove the subscription"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let p = server.handle().publish("t", true, b"after").wait(Duration::from_secs(5)).unwrap();
+        let p = server
+            .handle()
+            .publish("t", true, b"after")
+            .wait(Duration::from_secs(5))
+            .unwrap();
         assert_eq!(p.reached, 8);
         for c in &mut clients[1..] {
             assert_eq!(text(c), "after");
@@ -179,10 +204,16 @@ fn unsubscribe_and_close_end_subscriptions() {
 /// their own threads, never more than two messages ahead of the slowest fast reader (so
 /// only a subscriber that does not read at all can reach the cap); returns the summed
 /// counts and each fast reader's received count.
-fn flood(server: &Server<PubSub>, fast: Vec<Client<TcpStream>>, count: usize, size: usize) -> (usize, usize, Vec<usize>) {
+fn flood(
+    server: &Server<PubSub>,
+    fast: Vec<Client<TcpStream>>,
+    count: usize,
+    size: usize,
+) -> (usize, usize, Vec<usize>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let progress: Vec<Arc<AtomicUsize>> = fast.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let progress: Vec<Arc<AtomicUsize>> =
+        fast.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let readers: Vec<_> = fast
         .into_iter()
         .zip(progress.iter().cloned())
@@ -193,7 +224,11 @@ fn flood(server: &Server<PubSub>, fast: Vec<Client<TcpStream>>, count: usize, si
                     match c.read().expect("fast reader keeps up") {
                         TMessage::Binary(b) => {
                             assert_eq!(b.len(), size);
-                            assert_eq!(u32::from_le_bytes(b[..4].try_into().unwrap()) as usize, got, "in order");
+                            assert_eq!(
+                                u32::from_le_bytes(b[..4].try_into().unwrap()) as usize,
+                                got,
+                                "in order"
+                            );
                             got += 1;
                             progress.store(got, Ordering::Release);
                         }
@@ -210,7 +245,14 @@ fn flood(server: &Server<PubSub>, fast: Vec<Client<TcpStream>>, count: usize, si
     let mut tickets = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..count {
-        while progress.iter().map(|p| p.load(Ordering::Acquire)).min().unwrap_or(count) + 2 < i {
+        while progress
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(count)
+            + 2
+            < i
+        {
             assert!(Instant::now() < deadline, "fast readers stalled");
             std::thread::sleep(Duration::from_micros(50));
         }
@@ -243,18 +285,26 @@ fn a_slow_subscriber_is_dropped_for_and_does_not_slow_the_others() {
         }
         let (count, size) = (320, 64 << 10); // 21 MB: far beyond what the slow socket buffers (~10 MB)
         let (reached, dropped, got) = flood(&server, fast, count, size);
-        assert!(got.iter().all(|&g| g == count), "fast subscribers got everything: {got:?}");
+        assert!(
+            got.iter().all(|&g| g == count),
+            "fast subscribers got everything: {got:?}"
+        );
         assert!(dropped > 0, "the slow subscriber hit the cap");
         assert_eq!(reached + dropped, count * 5);
         // What the slow one did get is in order, with gaps only where it was dropped for.
-        slow.get_ref().set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        slow.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut last = None;
         while let Ok(TMessage::Binary(b)) = slow.read() {
             let i = u32::from_le_bytes(b[..4].try_into().unwrap());
             assert!(last.is_none_or(|l| i > l), "in order");
             last = Some(i);
         }
-        assert!(last.is_some(), "the slow subscriber got the messages that fit");
+        assert!(
+            last.is_some(),
+            "the slow subscriber got the messages that fit"
+        );
         server.shutdown().unwrap();
     }
 }
@@ -275,7 +325,10 @@ fn a_slow_subscriber_is_closed_with_the_close_policy() {
         }
         let (count, size) = (320, 64 << 10);
         let (_, dropped, got) = flood(&server, fast, count, size);
-        assert!(got.iter().all(|&g| g == count), "fast subscribers got everything: {got:?}");
+        assert!(
+            got.iter().all(|&g| g == count),
+            "fast subscribers got everything: {got:?}"
+        );
         assert!(dropped > 0);
         let code = loop {
             match slow.read() {
