@@ -6,13 +6,14 @@
 //! its state is 20 bytes, small enough to live in every connection's slab entry.
 //!
 //! Control frames (at most 125 bytes) are delivered whole: while one is incomplete the
-//! decoder consumes nothing of it, so the caller keeps at most 139 bytes of it aside.
+//! decoder consumes nothing of it, so the caller keeps at most 131 bytes of it aside (a
+//! 6-byte masked header and 125 bytes of payload).
 
 use crate::close::{CloseCode, parse_close_payload};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHead, OpCode, RSV1};
 use crate::mask::apply_mask;
-use crate::utf8::Utf8Stream;
+use crate::utf8::{Utf8Stream, validate};
 
 /// Which side of the connection the decoder reads for; it decides the masking rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +56,18 @@ impl Default for DecoderConfig {
 impl DecoderConfig {
     /// A server-side config with the given frame and message limits.
     pub fn server(max_frame_size: u64, max_message_size: u64) -> Self {
-        DecoderConfig { max_frame_size, max_message_size, ..Default::default() }
+        DecoderConfig {
+            max_frame_size,
+            max_message_size,
+            ..Default::default()
+        }
     }
     /// A client-side config (unmasked frames expected) with default limits.
     pub fn client() -> Self {
-        DecoderConfig { role: Role::Client, ..Default::default() }
+        DecoderConfig {
+            role: Role::Client,
+            ..Default::default()
+        }
     }
 }
 
@@ -128,7 +136,10 @@ pub struct Decoder {
     utf8: Utf8Stream,
 }
 
-const _: () = assert!(size_of::<Decoder>() <= 20, "the decoder lives in every connection");
+const _: () = assert!(
+    size_of::<Decoder>() <= 20,
+    "the decoder lives in every connection"
+);
 
 impl Decoder {
     /// A decoder at the start of a stream.
@@ -136,7 +147,8 @@ impl Decoder {
         Self::default()
     }
 
-    /// Whether a data message is in progress (some of it delivered, not its end).
+    /// Whether a data message is in progress: its first frame's header has been read (its
+    /// first piece may not have been delivered yet) and its last piece has not.
     pub fn in_message(&self) -> bool {
         self.flags & IN_MESSAGE != 0
     }
@@ -145,8 +157,8 @@ impl Decoder {
     ///
     /// Returns how many bytes were used and the event, if one is complete. Data payloads
     /// are unmasked in place in `buf` and returned as a borrow of it. Call again with the
-    /// rest of the input until `event` is `None`; keep the unused bytes (at most a header,
-    /// or a control frame, 139 bytes) and prepend them to the next input.
+    /// rest of the input until `event` is `None`; keep the unused bytes (at most a partial
+    /// header, or a partial control frame: 131 bytes) and prepend them to the next input.
     pub fn decode<'a>(
         &mut self,
         config: &DecoderConfig,
@@ -160,7 +172,10 @@ impl Decoder {
                 let last = frame_done && self.flags & FRAME_FIN != 0;
                 let first = self.flags & FIRST != 0;
                 if available == 0 && !frame_done {
-                    return Ok(Decoded { consumed, event: None });
+                    return Ok(Decoded {
+                        consumed,
+                        event: None,
+                    });
                 }
                 if available == 0 && !last && !first {
                     // An empty middle fragment: nothing to report.
@@ -175,9 +190,17 @@ impl Decoder {
                 let compressed = self.flags & COMPRESSED != 0;
                 let text = self.flags & TEXT != 0;
                 if text && !compressed {
-                    self.utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)?;
-                    if last {
-                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if first && last {
+                        // The piece is the whole message: nothing carries over to another
+                        // piece, so validate it in one go.
+                        validate(piece).ok_or(ProtocolError::InvalidUtf8)?;
+                    } else {
+                        self.utf8
+                            .feed(piece)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        if last {
+                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
                     }
                 }
                 self.flags &= !FIRST;
@@ -187,21 +210,64 @@ impl Decoder {
                 if last {
                     self.flags &= !(IN_MESSAGE | TEXT | COMPRESSED);
                 }
-                let kind = if text { DataKind::Text } else { DataKind::Binary };
-                let event = Event::Data { kind, payload: piece, first, last, compressed };
-                return Ok(Decoded { consumed, event: Some(event) });
+                let kind = if text {
+                    DataKind::Text
+                } else {
+                    DataKind::Binary
+                };
+                let event = Event::Data {
+                    kind,
+                    payload: piece,
+                    first,
+                    last,
+                    compressed,
+                };
+                return Ok(Decoded {
+                    consumed,
+                    event: Some(event),
+                });
             }
 
             let Some((head, head_len)) = FrameHead::parse(&buf[consumed..])? else {
-                return Ok(Decoded { consumed, event: None });
+                return Ok(Decoded {
+                    consumed,
+                    event: None,
+                });
             };
             self.check_common(config, &head)?;
             if head.opcode.is_control() {
                 return self.control(head, head_len, consumed, buf);
             }
+            let start = consumed + head_len;
+            if let Some(end) = self.single_frame_end(config, &head, start, buf.len()) {
+                return deliver_single_frame(head, start, end, buf);
+            }
             self.start_data_frame(config, &head)?;
             consumed += head_len;
         }
+    }
+
+    /// Where the payload of `head`, starting at `start`, ends, when the frame is a whole
+    /// message within the limits and `buf_len` bytes hold all of it.
+    ///
+    /// Most messages are a single frame that arrives in one read; those skip the state
+    /// machine and leave the decoder untouched. Anything else (fragments, partial payloads,
+    /// ordering or limit violations) goes through [`Decoder::start_data_frame`].
+    #[inline]
+    fn single_frame_end(
+        &self,
+        config: &DecoderConfig,
+        head: &FrameHead,
+        start: usize,
+        buf_len: usize,
+    ) -> Option<usize> {
+        let single = head.fin && head.opcode != OpCode::Continuation && !self.in_message();
+        let limit = config
+            .max_frame_size
+            .min(config.max_message_size)
+            .min(u32::MAX as u64);
+        let available = (buf_len - start) as u64;
+        (single && head.len <= limit && head.len <= available).then(|| start + head.len as usize)
     }
 
     /// Rules every frame obeys: RSV bits and the masking role.
@@ -231,7 +297,10 @@ impl Decoder {
         let start = consumed + head_len;
         let end = start + head.len as usize; // len <= 125, checked by FrameHead::parse
         if buf.len() < end {
-            return Ok(Decoded { consumed, event: None });
+            return Ok(Decoded {
+                consumed,
+                event: None,
+            });
         }
         let payload = &mut buf[start..end];
         if let Some(key) = head.mask {
@@ -243,7 +312,10 @@ impl Decoder {
             OpCode::Pong => Event::Pong(payload),
             _ => Event::Close(parse_close_payload(payload)?),
         };
-        Ok(Decoded { consumed: end, event: Some(event) })
+        Ok(Decoded {
+            consumed: end,
+            event: Some(event),
+        })
     }
 
     /// A text, binary or continuation header: check ordering and limits, start its payload.
@@ -291,4 +363,39 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// Delivers a single-frame message found whole in `buf[start..end]` (see
+/// [`Decoder::single_frame_end`]): unmasked, text validated, as its first and last piece.
+#[inline]
+fn deliver_single_frame<'a>(
+    head: FrameHead,
+    start: usize,
+    end: usize,
+    buf: &'a mut [u8],
+) -> Result<Decoded<'a>, ProtocolError> {
+    let payload = &mut buf[start..end];
+    if let Some(key) = head.mask {
+        apply_mask(payload, key, 0);
+    }
+    let compressed = head.rsv & RSV1 != 0;
+    let kind = if head.opcode == OpCode::Text {
+        if !compressed && validate(payload).is_none() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        DataKind::Text
+    } else {
+        DataKind::Binary
+    };
+    let event = Event::Data {
+        kind,
+        payload,
+        first: true,
+        last: true,
+        compressed,
+    };
+    Ok(Decoded {
+        consumed: end,
+        event: Some(event),
+    })
 }

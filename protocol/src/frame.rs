@@ -71,7 +71,18 @@ pub struct FrameHead {
 
 impl FrameHead {
     fn new(opcode: OpCode, len: u64) -> FrameHead {
-        FrameHead { fin: true, rsv: 0, opcode, mask: None, len }
+        FrameHead {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            len,
+        }
+    }
+    fn control(opcode: OpCode, len: u8) -> FrameHead {
+        // Longer would take an extended length form, which the peer must reject.
+        debug_assert!(len <= 125, "control frame payload over 125 bytes");
+        FrameHead::new(opcode, len as u64)
     }
     /// A final, unmasked text frame of `len` bytes.
     pub fn text(len: u64) -> FrameHead {
@@ -83,19 +94,22 @@ impl FrameHead {
     }
     /// A continuation frame of `len` bytes; set [`FrameHead::fin`] on the last one.
     pub fn continuation(len: u64, fin: bool) -> FrameHead {
-        FrameHead { fin, ..FrameHead::new(OpCode::Continuation, len) }
+        FrameHead {
+            fin,
+            ..FrameHead::new(OpCode::Continuation, len)
+        }
     }
     /// A ping frame (`len` <= 125).
     pub fn ping(len: u8) -> FrameHead {
-        FrameHead::new(OpCode::Ping, len as u64)
+        FrameHead::control(OpCode::Ping, len)
     }
     /// A pong frame (`len` <= 125).
     pub fn pong(len: u8) -> FrameHead {
-        FrameHead::new(OpCode::Pong, len as u64)
+        FrameHead::control(OpCode::Pong, len)
     }
     /// A close frame (`len` is 0, or 2 + reason bytes, <= 125).
     pub fn close(len: u8) -> FrameHead {
-        FrameHead::new(OpCode::Close, len as u64)
+        FrameHead::control(OpCode::Close, len)
     }
     /// The same header with FIN set to `fin` (clear it on all but the last fragment).
     pub fn with_fin(self, fin: bool) -> FrameHead {
@@ -103,11 +117,17 @@ impl FrameHead {
     }
     /// The same header with RSV bits `rsv` (for an extension that claimed them).
     pub fn with_rsv(self, rsv: u8) -> FrameHead {
-        FrameHead { rsv: rsv & 0b111, ..self }
+        FrameHead {
+            rsv: rsv & 0b111,
+            ..self
+        }
     }
     /// The same header masked with `key` (client role). The caller masks the payload.
     pub fn with_mask(self, key: [u8; 4]) -> FrameHead {
-        FrameHead { mask: Some(key), ..self }
+        FrameHead {
+            mask: Some(key),
+            ..self
+        }
     }
 
     /// Bytes [`FrameHead::encode`] writes: 2, 4 or 10, plus 4 when masked.
@@ -185,13 +205,21 @@ impl FrameHead {
             l => (l as u64, 2),
         };
         let mask = if b1 & 0x80 != 0 {
-            let Some(k) = buf.get(n..n + 4) else { return Ok(None) };
+            let Some(k) = buf.get(n..n + 4) else {
+                return Ok(None);
+            };
             n += 4;
             Some([k[0], k[1], k[2], k[3]])
         } else {
             None
         };
-        let head = FrameHead { fin, rsv: (b0 >> 4) & 0b111, opcode, mask, len };
+        let head = FrameHead {
+            fin,
+            rsv: (b0 >> 4) & 0b111,
+            opcode,
+            mask,
+            len,
+        };
         Ok(Some((head, n)))
     }
 }
@@ -202,10 +230,25 @@ mod tests {
 
     #[test]
     fn round_trip_every_length_form() {
-        for len in [0u64, 1, 125, 126, 127, 0xFFFF, 0x1_0000, u32::MAX as u64 + 7] {
+        for len in [
+            0u64,
+            1,
+            125,
+            126,
+            127,
+            0xFFFF,
+            0x1_0000,
+            u32::MAX as u64 + 7,
+        ] {
             for mask in [None, Some([1, 2, 3, 4])] {
                 for op in [OpCode::Text, OpCode::Binary, OpCode::Continuation] {
-                    let h = FrameHead { fin: len % 2 == 0, rsv: RSV1, opcode: op, mask, len };
+                    let h = FrameHead {
+                        fin: len % 2 == 0,
+                        rsv: RSV1,
+                        opcode: op,
+                        mask,
+                        len,
+                    };
                     let mut out = HeaderBuf::default();
                     let bytes = h.encode(&mut out).to_vec();
                     assert_eq!(bytes.len(), h.encoded_len());
@@ -222,19 +265,37 @@ mod tests {
     fn header_sizes() {
         let mut out = HeaderBuf::default();
         assert_eq!(FrameHead::text(125).encode(&mut out), &[0x81, 125]);
-        assert_eq!(FrameHead::binary(126).encode(&mut out), &[0x82, 126, 0, 126]);
-        assert_eq!(FrameHead::binary(65536).encode(&mut out), &[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0][..]);
+        assert_eq!(
+            FrameHead::binary(126).encode(&mut out),
+            &[0x82, 126, 0, 126]
+        );
+        assert_eq!(
+            FrameHead::binary(65536).encode(&mut out),
+            &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0][..]
+        );
         assert_eq!(FrameHead::ping(0).encode(&mut out), &[0x89, 0]);
-        assert_eq!(FrameHead::continuation(3, false).encode(&mut out), &[0x00, 3]);
+        assert_eq!(
+            FrameHead::continuation(3, false).encode(&mut out),
+            &[0x00, 3]
+        );
     }
 
     #[test]
     fn header_rules() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHead::parse(&[0x80 | op, 0x80]), Err(ProtocolError::ReservedOpcode));
+            assert_eq!(
+                FrameHead::parse(&[0x80 | op, 0x80]),
+                Err(ProtocolError::ReservedOpcode)
+            );
         }
-        assert_eq!(FrameHead::parse(&[0x09, 0x80]), Err(ProtocolError::FragmentedControl));
-        assert_eq!(FrameHead::parse(&[0x89, 0x80 | 126]), Err(ProtocolError::ControlTooLong));
+        assert_eq!(
+            FrameHead::parse(&[0x09, 0x80]),
+            Err(ProtocolError::FragmentedControl)
+        );
+        assert_eq!(
+            FrameHead::parse(&[0x89, 0x80 | 126]),
+            Err(ProtocolError::ControlTooLong)
+        );
         let big = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(FrameHead::parse(&big), Err(ProtocolError::LengthMsbSet));
     }
