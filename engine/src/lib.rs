@@ -25,6 +25,8 @@
 //! server.shutdown().unwrap();
 //! ```
 
+#[doc(hidden)]
+pub mod bench_api;
 mod config;
 mod conn;
 mod core;

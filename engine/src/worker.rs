@@ -36,6 +36,12 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         self.core.lookup(token).map(|k| self.core.conns[k].fd)
     }
 
+    fn reader(&self, token: Token) -> Option<RawFd> {
+        let key = self.core.lookup(token)?;
+        let c = &self.core.conns[key];
+        (!c.has(crate::conn::READ_PAUSED)).then_some(c.fd)
+    }
+
     fn accepted(&mut self, fd: RawFd) {
         self.core.accept(fd);
     }

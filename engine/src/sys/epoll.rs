@@ -156,7 +156,7 @@ impl Backend for Epoll {
         let mut again = std::mem::take(&mut self.again);
         for (fd, token) in again.drain(..) {
             // A connection closed earlier in this round may have handed its fd to a new one.
-            if sink.descriptor(token) == Some(fd) {
+            if sink.reader(token) == Some(fd) {
                 self.read_conn(fd, token, sink);
             }
         }
@@ -179,7 +179,9 @@ impl Backend for Epoll {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         // The sink resolves the token to its descriptor; a stale token
                         // (connection gone) makes `input` a no-op.
-                        if let Some(fd) = sink.descriptor(token) {
+                        // A paused connection is skipped: its edge is not lost, because
+                        // resume_read puts it on the `again` list to read until it would block.
+                        if let Some(fd) = sink.reader(token) {
                             self.read_conn(fd, token, sink);
                         }
                     }

@@ -41,6 +41,10 @@ pub trait Sink {
     /// The descriptor of the connection `token` names, or `None` when that connection is
     /// gone (the token is stale).
     fn descriptor(&self, token: Token) -> Option<RawFd>;
+    /// The descriptor to read from, if the connection is live and takes input now: `None`
+    /// while its reading is paused (output backed up). A backend must not read a paused
+    /// connection; [`Backend::resume_read`] says when to start again.
+    fn reader(&self, token: Token) -> Option<RawFd>;
     /// A connection was accepted on the worker's listener.
     fn accepted(&mut self, fd: RawFd);
     /// Bytes arrived for a connection. `bytes` is the backend's buffer, valid for this call
