@@ -71,8 +71,10 @@ impl Epoll {
         self.accept_again = true;
     }
 
-    /// Reads a connection until it would block, it ends, or its batch is used up.
-    fn read_conn(&mut self, fd: RawFd, token: Token, sink: &mut impl Sink) {
+    /// Reads a connection until it would block, it ends, or its batch is used up. With
+    /// `to_end` (the event said the peer closed), a short read is not taken as drained: the
+    /// FIN came with that edge and no later edge will announce it.
+    fn read_conn(&mut self, fd: RawFd, token: Token, to_end: bool, sink: &mut impl Sink) {
         for _ in 0..READ_BATCH {
             match read(fd, &mut self.recv) {
                 Ok(None) => return,
@@ -81,7 +83,7 @@ impl Epoll {
                     if !sink.input(token, &mut self.recv[..n]) {
                         return;
                     }
-                    if n < self.recv.len() {
+                    if n < self.recv.len() && !to_end {
                         // A short read drained the socket; the next arrival raises a new edge.
                         return;
                     }
@@ -157,7 +159,7 @@ impl Backend for Epoll {
         for (fd, token) in again.drain(..) {
             // A connection closed earlier in this round may have handed its fd to a new one.
             if sink.reader(token) == Some(fd) {
-                self.read_conn(fd, token, sink);
+                self.read_conn(fd, token, true, sink);
             }
         }
         if self.again.is_empty() {
@@ -176,13 +178,14 @@ impl Backend for Epoll {
                     if event.is_writable() {
                         sink.writable(token);
                     }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    let closed = event.is_read_closed() || event.is_error();
+                    if event.is_readable() || closed {
                         // The sink resolves the token to its descriptor; a stale token
                         // (connection gone) makes `input` a no-op.
                         // A paused connection is skipped: its edge is not lost, because
                         // resume_read puts it on the `again` list to read until it would block.
                         if let Some(fd) = sink.reader(token) {
-                            self.read_conn(fd, token, sink);
+                            self.read_conn(fd, token, closed, sink);
                         }
                     }
                 }
