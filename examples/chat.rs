@@ -9,8 +9,8 @@
 use std::process::ExitCode;
 
 use throng::engine::{
-    BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message, Server,
-    ShutdownSignals, UpgradeRequest, WebSocket,
+    BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message,
+    Server, ShutdownSignals, UpgradeRequest, WebSocket,
 };
 
 const PAGE: &str = include_str!("chat/index.html");
@@ -28,7 +28,9 @@ struct User {
 
 /// Reads `key` from a query string (no percent-decoding beyond `+`; names are plain).
 fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Keeps names and rooms short and printable.
@@ -40,7 +42,11 @@ fn clean(raw: Option<&str>, default: &str) -> String {
         .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
         .take(MAX_NAME)
         .collect();
-    if s.trim().is_empty() { default.to_owned() } else { s.trim().to_owned() }
+    if s.trim().is_empty() {
+        default.to_owned()
+    } else {
+        s.trim().to_owned()
+    }
 }
 
 fn room_topic(room: &str) -> String {
@@ -64,7 +70,10 @@ impl Handler for Chat {
         let (name, room) = (ws.state().name.clone(), ws.state().room.clone());
         ws.subscribe(&room_topic(&room));
         let _ = ws.send_text(&format!("* you are {name} in {room}"));
-        ws.publish(&room_topic(&room), Message::Text(&format!("* {name} joined")));
+        ws.publish(
+            &room_topic(&room),
+            Message::Text(&format!("* {name} joined")),
+        );
     }
 
     fn on_message(&mut self, ws: &mut WebSocket<'_, User>, message: Message<'_>) {
@@ -76,9 +85,15 @@ impl Handler for Chat {
             let room = clean(Some(room), "lobby");
             let (name, old) = (ws.state().name.clone(), ws.state().room.clone());
             ws.unsubscribe(&room_topic(&old));
-            ws.publish(&room_topic(&old), Message::Text(&format!("* {name} left for {room}")));
+            ws.publish(
+                &room_topic(&old),
+                Message::Text(&format!("* {name} left for {room}")),
+            );
             ws.subscribe(&room_topic(&room));
-            ws.publish(&room_topic(&room), Message::Text(&format!("* {name} joined")));
+            ws.publish(
+                &room_topic(&room),
+                Message::Text(&format!("* {name} joined")),
+            );
             let _ = ws.send_text(&format!("* you are {name} in {room}"));
             ws.state().room = room;
             return;
@@ -110,8 +125,14 @@ fn main() -> ExitCode {
         let value = args.next().unwrap_or_default();
         let ok = match flag.as_str() {
             "--addr" => value.parse().map(|a| config.addr = a).is_ok(),
-            "--backend" => value.parse::<BackendChoice>().map(|b| config.backend = b).is_ok(),
-            "--threads" => value.parse().map(|n: usize| config.workers = n.max(1)).is_ok(),
+            "--backend" => value
+                .parse::<BackendChoice>()
+                .map(|b| config.backend = b)
+                .is_ok(),
+            "--threads" => value
+                .parse()
+                .map(|n: usize| config.workers = n.max(1))
+                .is_ok(),
             _ => false,
         };
         if !ok {

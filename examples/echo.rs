@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest, WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
+    WebSocket,
 };
 
 struct Echo {
@@ -22,7 +23,10 @@ impl Handler for Echo {
     type State = ();
 
     fn on_upgrade<'r>(&mut self, req: &UpgradeRequest<'r>) -> Decision<'r, ()> {
-        let chosen = self.protocol.as_deref().and_then(|p| req.protocols().find(|o| *o == p));
+        let chosen = self
+            .protocol
+            .as_deref()
+            .and_then(|p| req.protocols().find(|o| *o == p));
         match chosen {
             Some(p) => Decision::accept_with_protocol((), p),
             None => Decision::accept(()),
@@ -48,13 +52,27 @@ fn main() -> ExitCode {
     let mut protocol = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let Some(value) = args.next() else { return usage() };
+        let Some(value) = args.next() else {
+            return usage();
+        };
         let ok = match flag.as_str() {
             "--addr" => value.parse().map(|a| config.addr = a).is_ok(),
-            "--backend" => value.parse::<BackendChoice>().map(|b| config.backend = b).is_ok(),
-            "--threads" => value.parse().map(|n: usize| config.workers = n.max(1)).is_ok(),
-            "--max-message" => value.parse().map(|n: usize| config = config.clone().with_max_message_size(n)).is_ok(),
-            "--idle-timeout" => value.parse().map(|s: u64| config.idle_timeout = Some(Duration::from_secs(s))).is_ok(),
+            "--backend" => value
+                .parse::<BackendChoice>()
+                .map(|b| config.backend = b)
+                .is_ok(),
+            "--threads" => value
+                .parse()
+                .map(|n: usize| config.workers = n.max(1))
+                .is_ok(),
+            "--max-message" => value
+                .parse()
+                .map(|n: usize| config = config.clone().with_max_message_size(n))
+                .is_ok(),
+            "--idle-timeout" => value
+                .parse()
+                .map(|s: u64| config.idle_timeout = Some(Duration::from_secs(s)))
+                .is_ok(),
             "--subprotocol" => {
                 protocol = Some(value);
                 true
@@ -73,7 +91,9 @@ fn main() -> ExitCode {
         }
     };
     let max = config.max_message_size;
-    let server = match Server::start(config, move |_| Echo { protocol: protocol.clone() }) {
+    let server = match Server::start(config, move |_| Echo {
+        protocol: protocol.clone(),
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("echo: {e}");

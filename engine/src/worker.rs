@@ -32,10 +32,6 @@ struct Dispatch<'a, H: Handler> {
 }
 
 impl<H: Handler> Sink for Dispatch<'_, H> {
-    fn descriptor(&self, token: Token) -> Option<RawFd> {
-        self.core.lookup(token).map(|k| self.core.conns[k].fd)
-    }
-
     fn reader(&self, token: Token) -> Option<RawFd> {
         let key = self.core.lookup(token)?;
         let c = &self.core.conns[key];

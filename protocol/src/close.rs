@@ -79,7 +79,9 @@ mod tests {
     #[test]
     fn sendable_codes() {
         for c in 0..=u16::MAX {
-            let ok = (1000..=1003).contains(&c) || (1007..=1014).contains(&c) || (3000..=4999).contains(&c);
+            let ok = (1000..=1003).contains(&c)
+                || (1007..=1014).contains(&c)
+                || (3000..=4999).contains(&c);
             assert_eq!(CloseCode(c).is_sendable(), ok, "code {c}");
         }
     }
@@ -87,16 +89,40 @@ mod tests {
     #[test]
     fn close_payloads() {
         assert_eq!(parse_close_payload(b""), Ok(None));
-        assert_eq!(parse_close_payload(b"\x03"), Err(ProtocolError::CloseTooShort));
-        assert_eq!(parse_close_payload(b"\x03\xe8"), Ok(Some((CloseCode::NORMAL, ""))));
-        assert_eq!(parse_close_payload(b"\x03\xe8bye"), Ok(Some((CloseCode::NORMAL, "bye"))));
-        assert_eq!(parse_close_payload(b"\x03\xed"), Err(ProtocolError::InvalidCloseCode(1005)));
-        assert_eq!(parse_close_payload(b"\x13\x88"), Err(ProtocolError::InvalidCloseCode(5000)));
-        assert_eq!(parse_close_payload(b"\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
-        for e in [ProtocolError::CloseTooShort, ProtocolError::InvalidCloseCode(999)] {
+        assert_eq!(
+            parse_close_payload(b"\x03"),
+            Err(ProtocolError::CloseTooShort)
+        );
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8"),
+            Ok(Some((CloseCode::NORMAL, "")))
+        );
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8bye"),
+            Ok(Some((CloseCode::NORMAL, "bye")))
+        );
+        assert_eq!(
+            parse_close_payload(b"\x03\xed"),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(b"\x13\x88"),
+            Err(ProtocolError::InvalidCloseCode(5000))
+        );
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8\xff"),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        for e in [
+            ProtocolError::CloseTooShort,
+            ProtocolError::InvalidCloseCode(999),
+        ] {
             assert_eq!(e.close_code(), CloseCode::PROTOCOL_ERROR);
         }
-        assert_eq!(ProtocolError::InvalidUtf8.close_code(), CloseCode::INVALID_PAYLOAD);
+        assert_eq!(
+            ProtocolError::InvalidUtf8.close_code(),
+            CloseCode::INVALID_PAYLOAD
+        );
     }
 
     #[test]

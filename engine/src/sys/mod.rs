@@ -38,9 +38,6 @@ pub struct Token {
 
 /// What the run loop must react to. Delivered to a [`Sink`] while the backend polls.
 pub trait Sink {
-    /// The descriptor of the connection `token` names, or `None` when that connection is
-    /// gone (the token is stale).
-    fn descriptor(&self, token: Token) -> Option<RawFd>;
     /// The descriptor to read from, if the connection is live and takes input now: `None`
     /// while its reading is paused (output backed up). A backend must not read a paused
     /// connection; [`Backend::resume_read`] says when to start again.

@@ -6,10 +6,10 @@ const KEYS: [[u8; 4]; 4] = [
     [0, 0, 0, 1],
     [0xa5, 0, 0x5a, 0xc3],
 ];
-const MAX_LEN: usize = 300;
+const MAX_LEN: usize = 400;
 
 /// Checks `f` against the scalar reference at every start alignment 0..64 (relative to a
-/// 64-byte boundary), every length `min_len..300` and every offset 0..4, for each key.
+/// 64-byte boundary), every length `min_len..400` and every offset 0..4, for each key.
 /// The whole backing buffer is compared, so a write outside the slice fails too.
 fn matches_scalar(min_len: usize, f: impl Fn(&mut [u8], [u8; 4], usize)) {
     let mut got: Vec<u8> = (0..64 + MAX_LEN + 64).map(|i| (i * 31) as u8).collect();

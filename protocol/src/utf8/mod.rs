@@ -38,7 +38,17 @@ impl Utf8Stream {
     /// Validates the next chunk of a message. Fails as soon as the bytes seen so far
     /// cannot be the start of valid UTF-8; an incomplete character at the end of `chunk`
     /// is kept for the next call.
+    #[inline]
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), InvalidUtf8> {
+        // Most chunks continue nothing and end in ASCII: one simdutf8 call and done.
+        if self.len == 0 && chunk.last().is_none_or(|&b| b < 0x80) {
+            return whole(chunk);
+        }
+        self.feed_split(chunk)
+    }
+
+    /// `feed` for a chunk that finishes a pending character or ends inside one.
+    fn feed_split(&mut self, chunk: &[u8]) -> Result<(), InvalidUtf8> {
         let rest = match self.len {
             0 => chunk,
             _ => match self.complete(chunk)? {
@@ -46,14 +56,15 @@ impl Utf8Stream {
                 None => return Ok(()),
             },
         };
-        // Only whole characters go to simdutf8: a split one would come back as an error
-        // that takes a second, precise pass to tell from a real one.
+        // Only whole characters go to simdutf8: its basic flavour cannot tell a character
+        // cut off at the end from an invalid one, and its compat flavour tells them apart
+        // by rescanning the last block with std, which costs more than this split.
         let (body, tail) = rest.split_at(rest.len() - incomplete_tail(rest));
-        if simdutf8::basic::from_utf8(body).is_err() {
-            return Err(InvalidUtf8);
-        }
+        whole(body)?;
         check_prefix(tail)?;
-        self.pending[..tail.len()].copy_from_slice(tail);
+        for (p, &b) in self.pending.iter_mut().zip(tail) {
+            *p = b;
+        }
         self.len = tail.len() as u8;
         Ok(())
     }
@@ -71,13 +82,18 @@ impl Utf8Stream {
         let have = usize::from(self.len);
         let need = width(self.pending[0]);
         let take = (need - have).min(chunk.len());
-        let mut seq = [0u8; 4];
-        seq[..have].copy_from_slice(&self.pending[..have]);
-        seq[have..have + take].copy_from_slice(&chunk[..take]);
+        let [a, b, c] = self.pending;
+        let mut seq = [a, b, c, 0];
+        // Byte loops of at most 3: copy_from_slice would call memcpy for each.
+        for (s, &byte) in seq[have..].iter_mut().zip(&chunk[..take]) {
+            *s = byte;
+        }
         let got = have + take;
         check_prefix(&seq[..got])?;
         if got < need {
-            self.pending[..got].copy_from_slice(&seq[..got]);
+            for (p, &byte) in self.pending.iter_mut().zip(&seq[..got]) {
+                *p = byte;
+            }
             self.len = got as u8;
             return Ok(None);
         }
@@ -86,23 +102,37 @@ impl Utf8Stream {
     }
 }
 
-/// How many bytes at the end of `bytes` start a character they do not finish (0 to 3).
-/// Only whether one is split is decided here; whether it is valid is left to the callers.
-#[inline]
-fn incomplete_tail(bytes: &[u8]) -> usize {
-    let n = bytes.len();
-    for back in 1..=n.min(3) {
-        let b = bytes[n - back];
-        if b & 0xC0 != 0x80 {
-            return if width(b) > back { back } else { 0 };
-        }
+/// Validates bytes that start and end at character boundaries.
+#[inline(always)]
+fn whole(bytes: &[u8]) -> Result<(), InvalidUtf8> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(InvalidUtf8),
     }
-    0
 }
 
-/// The length of the character a lead byte starts; 1 for ASCII, and also for bytes that
-/// cannot start one (continuation bytes, 0xC0, 0xC1, 0xF5..=0xFF) so that simdutf8, not the
-/// pending buffer, sees them.
+/// How many bytes at the end of `bytes` may start a character they do not finish (0 to
+/// 3): a lead byte 1, 2 or 3 from the end with too few continuation bytes after it.
+/// Whether those bytes are valid is left to the caller: an invalid lead reported here
+/// fails there just as it would in simdutf8.
+#[inline]
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    let at = |back: usize| bytes.len().checked_sub(back).map_or(0, |i| bytes[i]);
+    let (last, second, third) = (at(1), at(2), at(3));
+    let cont = |b: u8| b & 0xC0 == 0x80;
+    if last >= 0xC0 {
+        1
+    } else if cont(last) && second >= 0xE0 {
+        2
+    } else if cont(last) && cont(second) && third >= 0xF0 {
+        3
+    } else {
+        0
+    }
+}
+
+/// The length of the character a lead byte starts: 2 to 4 for the leads that can start
+/// one, 1 for everything else.
 #[inline]
 fn width(lead: u8) -> usize {
     match lead {
@@ -116,6 +146,7 @@ fn width(lead: u8) -> usize {
 /// Checks that `bytes` (0 to 4 of them) are a valid prefix of one multi-byte character,
 /// complete or not. The second byte's range depends on the lead: that is where overlong
 /// forms, surrogates and code points above U+10FFFF are ruled out (RFC 3629 section 4).
+#[inline]
 fn check_prefix(bytes: &[u8]) -> Result<(), InvalidUtf8> {
     let Some((&lead, rest)) = bytes.split_first() else {
         return Ok(());

@@ -1,0 +1,233 @@
+//! `throng-bench compare [--quick] [--json FILE]`: throng against tokio-tungstenite and
+//! fastwebsockets, every figure with its ratio to tokio-tungstenite.
+//! `throng-bench serve ...`: one of the servers, as `compare` starts them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use throng_bench::compare::{self, Options, Profile};
+use throng_bench::report;
+use throng_bench::servers::{self, ServeOptions, ServerKind};
+
+const USAGE: &str = "\
+usage:
+  throng-bench compare [--quick | --smoke] [--json FILE] [--svg FILE] [--markdown FILE]
+                       [--threads N] [--server-cpus LIST] [--load-cpus LIST]
+                       [--servers throng-uring,throng-epoll,tungstenite,fastws] [--rounds N] [--quiet]
+                       [--only echo,latency,memory,handshakes,broadcast,pubsub]
+                       [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
+                       [--latency-conns N] [--latency-rate MSGS_PER_S]
+  throng-bench serve --server throng|tungstenite|fastws [--backend uring|epoll]
+                     [--threads N] [--addr HOST:PORT] [--cpus LIST]
+
+compare: by default each server gets 1 worker thread pinned to the first allowed CPU and the
+load generator runs on the other CPUs; the SVG chart goes to target/throng-bench/compare.svg.";
+
+fn cpus(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("bad CPU {c:?}: {e}"))
+        })
+        .collect()
+}
+
+fn numbers(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .map(|n| {
+            n.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("bad number {n:?}: {e}"))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("compare") => compare_cmd(&args[1..]),
+        Some("serve") => match serve_options(&args[1..]) {
+            Ok(o) => return servers::serve(&o),
+            Err(e) => Err(e),
+        },
+        _ => Err(String::new()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.is_empty() {
+                eprintln!("{USAGE}");
+            } else {
+                eprintln!("throng-bench: {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve_options(args: &[String]) -> Result<ServeOptions, String> {
+    let mut o = ServeOptions {
+        server: String::new(),
+        backend: "epoll".into(),
+        threads: 1,
+        addr: "127.0.0.1:0".parse().expect("valid address"),
+        cpus: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--server" => o.server = value.clone(),
+            "--backend" => o.backend = value.clone(),
+            "--threads" => o.threads = value.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--addr" => o.addr = value.parse().map_err(|e| format!("--addr: {e}"))?,
+            "--cpus" => o.cpus = cpus(value)?,
+            _ => return Err(String::new()),
+        }
+    }
+    if o.server.is_empty() {
+        return Err(String::new());
+    }
+    Ok(o)
+}
+
+fn compare_cmd(args: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut profile = Profile::Full;
+    let (mut json, mut markdown) = (None::<PathBuf>, None::<PathBuf>);
+    let mut svg = PathBuf::from("target/throng-bench/compare.svg");
+    let (mut threads, mut server_cpus, mut load_cpus, mut servers, mut rounds) =
+        (None, None, None, None, None);
+    let mut quiet = false;
+    let (mut only, mut echo_sizes, mut echo_conns, mut measure) = (None, None, None, None);
+    let (mut latency_conns, mut latency_rate) = (None, None);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--quick" => profile = Profile::Quick,
+            "--smoke" => profile = Profile::Smoke,
+            "--quiet" => quiet = true,
+            "--json" => json = Some(PathBuf::from(value()?)),
+            "--svg" => svg = PathBuf::from(value()?),
+            "--markdown" => markdown = Some(PathBuf::from(value()?)),
+            "--threads" => {
+                threads = Some(
+                    value()?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--threads: {e}"))?
+                        .max(1),
+                )
+            }
+            "--server-cpus" => server_cpus = Some(cpus(&value()?)?),
+            "--load-cpus" => load_cpus = Some(cpus(&value()?)?),
+            "--rounds" => {
+                rounds = Some(
+                    value()?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--rounds: {e}"))?
+                        .max(1),
+                )
+            }
+            "--only" => {
+                only = Some(
+                    value()?
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .collect::<Vec<_>>(),
+                )
+            }
+            "--echo-sizes" => echo_sizes = Some(numbers(&value()?)?),
+            "--echo-conns" => echo_conns = Some(numbers(&value()?)?),
+            "--measure-ms" => {
+                measure = Some(std::time::Duration::from_millis(
+                    value()?.parse().map_err(|e| format!("--measure-ms: {e}"))?,
+                ))
+            }
+            "--latency-conns" => {
+                latency_conns = Some(
+                    value()?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--latency-conns: {e}"))?
+                        .max(1),
+                )
+            }
+            "--latency-rate" => {
+                latency_rate = Some(
+                    value()?
+                        .parse::<f64>()
+                        .map_err(|e| format!("--latency-rate: {e}"))?,
+                )
+            }
+            "--servers" => {
+                servers = Some(
+                    value()?
+                        .split(',')
+                        .map(|s| s.trim().parse::<ServerKind>())
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+            _ => return Err(String::new()),
+        }
+    }
+    let mut options = Options::new(profile, exe);
+    if let Some(t) = threads {
+        options.threads = t;
+        options.place();
+    }
+    if let Some(c) = server_cpus {
+        options.server_cpus = c;
+    }
+    if let Some(c) = load_cpus {
+        options.load_cpus = c;
+    }
+    if let Some(s) = servers {
+        options.servers = s;
+    }
+    if let Some(r) = rounds {
+        options.plan.rounds = r;
+    }
+    if let Some(o) = only {
+        options.plan.only = o;
+    }
+    if let Some(s) = echo_sizes {
+        options.plan.echo_sizes = s;
+    }
+    if let Some(c) = echo_conns {
+        options.plan.echo_conns = c;
+    }
+    if let Some(c) = latency_conns {
+        options.plan.latency_conns = c;
+    }
+    options.plan.latency_rate = latency_rate;
+    if let Some(m) = measure {
+        options.plan.window.measure = m;
+        options.plan.latency_window.measure = m;
+    }
+    options.progress = !quiet;
+    options.command = format!("cargo run --release -p throng-bench -- {}", args.join(" "));
+    let report = compare::run(options).map_err(|e| e.to_string())?;
+    let md = report::markdown(&report);
+    println!("{md}");
+    if let Some(dir) = svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&svg, report::svg(&report)).map_err(|e| format!("{}: {e}", svg.display()))?;
+    eprintln!("chart: {}", svg.display());
+    if let Some(path) = json {
+        let text =
+            serde_json::to_string_pretty(&report::json(&report)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("json: {}", path.display());
+    }
+    if let Some(path) = markdown {
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

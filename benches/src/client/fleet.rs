@@ -1,0 +1,547 @@
+//! A load thread's connections and its event loop (epoll through mio, edge-triggered).
+//!
+//! Kept cheap per message so that one load CPU can outrun one server CPU: frames are
+//! pre-masked and shared by all connections, a read that returns less than the buffer
+//! ends the drain (a stream socket is then empty, and new data raises a new edge), and
+//! timestamps are taken only when latency is measured.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::frame::{self, Event, ParseError, Parser};
+
+/// The `Sec-WebSocket-Key` every client sends (RFC 6455's example) and the answer it
+/// must get.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+/// Largest response head accepted.
+const MAX_HEAD: usize = 4096;
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Upgrade request sent, waiting for 101.
+    Upgrading,
+    /// WebSocket open.
+    Open,
+    /// Gone (closed by either side, or failed).
+    Closed,
+}
+
+/// A message as the driver sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Msg<'a> {
+    /// Text or binary.
+    pub text: bool,
+    /// Payload length.
+    pub len: u64,
+    /// First payload bytes (up to [`frame::PREFIX`]).
+    pub prefix: &'a [u8],
+}
+
+/// One client connection.
+pub struct Conn {
+    stream: TcpStream,
+    /// Where it is.
+    pub phase: Phase,
+    /// Response head bytes until the 101 is complete.
+    head: Vec<u8>,
+    parser: Parser,
+    /// Bytes the kernel did not take yet, in order.
+    out: Vec<u8>,
+    /// Send times of messages in flight (only when latency is measured).
+    pub sent: VecDeque<Instant>,
+    /// Messages received.
+    pub received: u64,
+    /// Which request it sends (index into the fleet's requests).
+    request: u16,
+    /// Caller's label (e.g. publisher or subscriber).
+    pub group: u16,
+    /// Why it closed, if it failed.
+    pub error: Option<String>,
+}
+
+impl Conn {
+    /// Sends a frame (whole, pre-masked). Output never reorders: with bytes already
+    /// waiting, the frame joins them.
+    pub fn send(&mut self, frame: &[u8]) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.extend_from_slice(frame);
+            return;
+        }
+        match write_some(&mut self.stream, frame) {
+            Ok(n) if n == frame.len() => {}
+            Ok(n) => self.out.extend_from_slice(&frame[n..]),
+            Err(e) => self.fail(format!("write: {e}")),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        match write_some(&mut self.stream, &self.out) {
+            Ok(n) => {
+                self.out.drain(..n);
+            }
+            Err(e) => self.fail(format!("write: {e}")),
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.error.get_or_insert(why);
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        reset_on_close(&self.stream);
+    }
+}
+
+/// Makes the close a reset (`SO_LINGER` 0): no TIME_WAIT is left on either side, so runs
+/// that open hundreds of thousands of connections never run out of ports.
+fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket, option value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Writes what the socket takes now; `Ok(0)` when it is full.
+fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match stream.write(bytes) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a scenario does when things happen.
+pub trait Driver {
+    /// The connection's upgrade completed.
+    fn opened(&mut self, _index: usize, _conn: &mut Conn) {}
+    /// A message arrived.
+    fn message(&mut self, index: usize, conn: &mut Conn, msg: Msg<'_>);
+}
+
+/// A driver for phases where messages only need counting (each connection counts its
+/// own in [`Conn::received`]).
+pub struct Count;
+
+impl Driver for Count {
+    fn message(&mut self, _: usize, _: &mut Conn, _: Msg<'_>) {}
+}
+
+/// A load thread's connections.
+pub struct Fleet {
+    poll: Poll,
+    events: Events,
+    /// The connections; a connection's index is its token.
+    pub conns: Vec<Conn>,
+    buf: Vec<u8>,
+    addr: SocketAddr,
+    requests: Vec<Vec<u8>>,
+    pong: Vec<u8>,
+    /// Connections whose input was cut short at [`READ_BATCH`] reads.
+    again: Vec<usize>,
+}
+
+impl Fleet {
+    /// An empty fleet aimed at `addr`.
+    pub fn new(addr: SocketAddr) -> io::Result<Fleet> {
+        Ok(Fleet {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            buf: vec![0; 256 << 10],
+            addr,
+            requests: Vec::new(),
+            pong: Vec::new(),
+            again: Vec::new(),
+        })
+    }
+
+    fn request_for(&mut self, path: &str) -> u16 {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.addr
+        )
+        .into_bytes();
+        if let Some(i) = self.requests.iter().position(|r| *r == req) {
+            return i as u16;
+        }
+        self.requests.push(req);
+        (self.requests.len() - 1) as u16
+    }
+
+    fn connect(&mut self, request: u16, group: u16) -> io::Result<Conn> {
+        let mut stream = TcpStream::connect(self.addr)?;
+        stream.set_nodelay(true)?;
+        let token = Token(self.conns.len());
+        self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(Conn {
+            stream,
+            phase: Phase::Connecting,
+            head: Vec::new(),
+            parser: Parser::default(),
+            out: Vec::new(),
+            sent: VecDeque::new(),
+            received: 0,
+            request,
+            group,
+            error: None,
+        })
+    }
+
+    /// Starts a new connection at the end; returns its index.
+    pub fn add(&mut self, path: &str, group: u16) -> io::Result<usize> {
+        let request = self.request_for(path);
+        let conn = self.connect(request, group)?;
+        self.conns.push(conn);
+        Ok(self.conns.len() - 1)
+    }
+
+    /// Replaces connection `index` with a fresh one to the same path (the old one is
+    /// reset).
+    pub fn replace(&mut self, index: usize) -> io::Result<()> {
+        let mut stream = TcpStream::connect(self.addr)?;
+        stream.set_nodelay(true)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let old = std::mem::replace(&mut self.conns[index].stream, stream);
+        let c = &mut self.conns[index];
+        c.phase = Phase::Connecting;
+        c.head.clear();
+        c.parser = Parser::default();
+        c.out.clear();
+        c.sent.clear();
+        c.error = None;
+        reset_on_close(&old);
+        drop(old);
+        Ok(())
+    }
+
+    /// Opens `n` connections to `path`, with at most `window` handshakes in progress at
+    /// once (bursts beyond the listen backlog would cost SYN retransmits of a second).
+    /// Fails if any does not open within `timeout`.
+    pub fn open(
+        &mut self,
+        path: &str,
+        n: usize,
+        group: u16,
+        window: usize,
+        timeout: Duration,
+    ) -> io::Result<std::ops::Range<usize>> {
+        let first = self.conns.len();
+        let end = first + n;
+        let deadline = Instant::now() + timeout;
+        let mut started = first;
+        loop {
+            let opening = self.conns[first..]
+                .iter()
+                .filter(|c| matches!(c.phase, Phase::Connecting | Phase::Upgrading))
+                .count();
+            let mut room = window.saturating_sub(opening);
+            while room > 0 && started < end {
+                self.add(path, group)?;
+                started += 1;
+                room -= 1;
+            }
+            if let Some(bad) = self.conns[first..]
+                .iter()
+                .find(|c| c.phase == Phase::Closed)
+            {
+                return Err(io::Error::other(format!(
+                    "a connection to {path} failed while opening: {}",
+                    bad.error.as_deref().unwrap_or("closed")
+                )));
+            }
+            if started == end && self.conns[first..].iter().all(|c| c.phase == Phase::Open) {
+                return Ok(first..end);
+            }
+            if Instant::now() >= deadline {
+                let open = self.conns[first..]
+                    .iter()
+                    .filter(|c| c.phase == Phase::Open)
+                    .count();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("only {open} of {n} connections to {path} opened in {timeout:?}"),
+                ));
+            }
+            self.turn(Some(Duration::from_millis(5)), &mut Count)?;
+        }
+    }
+
+    /// Waits for events (at most `timeout`) and handles them: connects complete, requests
+    /// go out, responses and frames are read, pings answered, queued output written.
+    pub fn turn(
+        &mut self,
+        timeout: Option<Duration>,
+        driver: &mut impl Driver,
+    ) -> io::Result<usize> {
+        // Connections cut short last time still have input: do not sleep on them.
+        let timeout = if self.again.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        let mut n = 0;
+        let Fleet {
+            events,
+            conns,
+            buf,
+            requests,
+            pong,
+            again,
+            ..
+        } = self;
+        // They go first; edge-triggered epoll would not report their input again.
+        let mut cut = std::mem::take(again);
+        for index in cut.drain(..) {
+            if let Some(conn) = conns.get_mut(index)
+                && readable(index, conn, buf, pong, driver)
+            {
+                again.push(index);
+            }
+        }
+        for ev in events.iter() {
+            n += 1;
+            let index = ev.token().0;
+            let Some(conn) = conns.get_mut(index) else {
+                continue;
+            };
+            if ev.is_writable() {
+                writable(conn, requests);
+            }
+            if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
+                && readable(index, conn, buf, pong, driver)
+            {
+                again.push(index);
+            }
+        }
+        if again.is_empty() {
+            *again = cut; // keep the allocation
+        }
+        Ok(n)
+    }
+
+    /// Waits for events and reports which connections became readable, without reading
+    /// them: the cheapest way to learn when a message has reached each one. Read them
+    /// afterwards with [`Fleet::read_now`].
+    pub fn ready(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_readable: impl FnMut(usize),
+    ) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in self.events.iter() {
+            if ev.is_readable() {
+                on_readable(ev.token().0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads connection `index` now, whether or not an event said so.
+    pub fn read_now(&mut self, index: usize, driver: &mut impl Driver) {
+        let Fleet {
+            conns,
+            buf,
+            pong,
+            again,
+            ..
+        } = self;
+        if readable(index, &mut conns[index], buf, pong, driver) {
+            again.push(index);
+        }
+    }
+
+    /// Connections that are open.
+    pub fn open_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.phase == Phase::Open).count()
+    }
+
+    /// The first failure among the connections, if any.
+    pub fn first_error(&self) -> Option<String> {
+        self.conns.iter().find_map(|c| c.error.clone())
+    }
+}
+
+fn writable(conn: &mut Conn, requests: &[Vec<u8>]) {
+    match conn.phase {
+        Phase::Connecting => {
+            if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
+                return conn.fail(format!("connect: {e}"));
+            }
+            if conn.stream.peer_addr().is_err() {
+                // Spurious edge before the connect finished; the real one follows.
+                return;
+            }
+            conn.phase = Phase::Upgrading;
+            let req = &requests[conn.request as usize];
+            match write_some(&mut conn.stream, req) {
+                Ok(n) if n == req.len() => {}
+                Ok(n) => conn.out.extend_from_slice(&req[n..]),
+                Err(e) => conn.fail(format!("write request: {e}")),
+            }
+        }
+        Phase::Upgrading | Phase::Open => conn.flush(),
+        Phase::Closed => {}
+    }
+}
+
+/// Reads per readiness event before other connections get a turn; a connection the
+/// server floods is put back in line (see [`Fleet::turn`]).
+const READ_BATCH: usize = 16;
+
+/// Reads and handles what the connection has; true when it stopped at [`READ_BATCH`]
+/// with more possibly waiting.
+fn readable(
+    index: usize,
+    conn: &mut Conn,
+    buf: &mut [u8],
+    pong: &mut Vec<u8>,
+    driver: &mut impl Driver,
+) -> bool {
+    for _ in 0..READ_BATCH {
+        if conn.phase == Phase::Closed || conn.phase == Phase::Connecting {
+            return false;
+        }
+        let n = match conn.stream.read(buf) {
+            Ok(0) => {
+                conn.fail("closed by server".into());
+                return false;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                conn.fail(format!("read: {e}"));
+                return false;
+            }
+        };
+        let mut data = &buf[..n];
+        if conn.phase == Phase::Upgrading {
+            match upgrade_response(conn, data) {
+                Ok(Some(rest)) => {
+                    data = &data[data.len() - rest..];
+                    conn.phase = Phase::Open;
+                    driver.opened(index, conn);
+                }
+                Ok(None) => data = &[],
+                Err(why) => {
+                    conn.fail(why);
+                    return false;
+                }
+            }
+        }
+        if !data.is_empty()
+            && let Err(e) = frames(index, conn, data, pong, driver)
+        {
+            conn.fail(format!("bad frame from server: {e:?}"));
+            return false;
+        }
+        if n < buf.len() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Accumulates the response head; `Ok(Some(rest))`: complete, with `rest` bytes of `data`
+/// that follow it.
+fn upgrade_response(conn: &mut Conn, data: &[u8]) -> Result<Option<usize>, String> {
+    let before = conn.head.len();
+    conn.head.extend_from_slice(data);
+    let Some(end) = conn.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if conn.head.len() > MAX_HEAD {
+            Err("response head too large".into())
+        } else {
+            Ok(None)
+        };
+    };
+    let head = &conn.head[..end];
+    if !head.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
+        return Err(format!("upgrade refused: {line}"));
+    }
+    if !head.windows(ACCEPT.len()).any(|w| w == ACCEPT) {
+        return Err("wrong Sec-WebSocket-Accept".into());
+    }
+    let consumed = end + 4 - before;
+    conn.head = Vec::new();
+    Ok(Some(data.len() - consumed))
+}
+
+fn frames(
+    index: usize,
+    conn: &mut Conn,
+    data: &[u8],
+    pong: &mut Vec<u8>,
+    driver: &mut impl Driver,
+) -> Result<(), ParseError> {
+    // The parser is moved out while it runs, so its callback can hand the connection to
+    // the driver (which may send on it).
+    let mut parser = std::mem::take(&mut conn.parser);
+    let result = parser.feed(data, &mut |ev| match ev {
+        Event::Message { text, len, prefix } => {
+            conn.received += 1;
+            driver.message(index, conn, Msg { text, len, prefix });
+        }
+        Event::Ping(payload) => {
+            *pong = frame::masked_frame(frame::PONG, payload);
+            conn.send(pong);
+        }
+        Event::Close => {
+            conn.send(&frame::close_frame());
+            conn.fail("server closed the WebSocket".into());
+        }
+    });
+    conn.parser = parser;
+    result
+}

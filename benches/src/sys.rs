@@ -1,0 +1,399 @@
+//! Process plumbing for the harness: CPU pinning, the descriptor limit, memory and CPU
+//! readings from `/proc`, and spawned servers that cannot outlive the harness.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// CPUs this thread may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain old data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET only reads the set.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Restricts the calling thread (and every thread it creates afterwards) to `cpus`.
+pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: cpu_set_t is plain old data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: CPU_SET writes inside the set for c < CPU_SETSIZE, checked here.
+        if c < libc::CPU_SETSIZE as usize {
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (15,000 connections need it; the
+/// hard limit cannot be raised without privileges). Returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: rlimit is plain old data, filled by getrlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid pointer to an rlimit; lowering or matching the hard limit is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Resident set size of a process in bytes (`VmRSS`): its user-space memory in RAM.
+/// Socket buffers live in the kernel and are not part of it.
+pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS"))
+}
+
+/// CPU time a process has used so far, all threads, in nanoseconds. `schedstat` counts in
+/// nanoseconds; `/proc/PID/stat` would give 10 ms ticks, too coarse for one broadcast.
+pub fn cpu_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread may exit between listing and reading; it no longer counts.
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            total += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// Busy and total jiffies of all CPUs, from `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The fraction of all CPUs busy over `interval` (0..=1), whoever is using them.
+pub fn machine_busy(interval: Duration) -> f64 {
+    let Some((b0, t0)) = cpu_jiffies() else {
+        return 0.0;
+    };
+    std::thread::sleep(interval);
+    let Some((b1, t1)) = cpu_jiffies() else {
+        return 0.0;
+    };
+    if t1 <= t0 {
+        0.0
+    } else {
+        (b1 - b0) as f64 / (t1 - t0) as f64
+    }
+}
+
+/// CPU time (clock ticks) used so far by every user process except `skip`; kernel
+/// threads are left out because they include the softirq work of our own traffic.
+fn others_ticks(skip: &[u32]) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if skip.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces and parentheses).
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // f[1] is the parent (field 4), f[11] and f[12] utime and stime (fields 14, 15).
+        if pid == 2 || f.get(1) == Some(&"2") {
+            continue;
+        }
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        total += tick(11) + tick(12);
+    }
+    total
+}
+
+/// Processes created since boot (`/proc/stat`).
+fn forks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("processes "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Whether others disturbed a measurement: the CPU other processes took meanwhile (in
+/// CPUs, averaged over it) and how many processes were started (a build or a test run
+/// starts many, each maybe gone before the end and so missing from the CPU count).
+/// Read at the start and the end only: a watcher thread waking on the load CPU would
+/// itself disturb the latency figure.
+pub struct OtherLoad {
+    skip: Vec<u32>,
+    ticks: u64,
+    forks: u64,
+    at: Instant,
+}
+
+impl OtherLoad {
+    /// Starts watching everything but `skip` (the server, the harness).
+    pub fn watch(skip: Vec<u32>) -> OtherLoad {
+        OtherLoad {
+            ticks: others_ticks(&skip),
+            forks: forks(),
+            at: Instant::now(),
+            skip,
+        }
+    }
+
+    /// The CPUs others used on average since [`OtherLoad::watch`], and the processes
+    /// started meanwhile.
+    pub fn finish(self) -> (f64, u64) {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let used = others_ticks(&self.skip).saturating_sub(self.ticks) as f64 / hz;
+        (
+            used / self.at.elapsed().as_secs_f64().max(1e-3),
+            forks().saturating_sub(self.forks),
+        )
+    }
+}
+
+/// The CPU model, for the report.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The kernel release, for the report.
+pub fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Total RAM in GiB, for the report.
+pub fn mem_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / (1024.0 * 1024.0))
+}
+
+/// What a server process said when it started.
+pub enum Started {
+    /// It listens here.
+    Listening(SocketAddr),
+    /// It cannot run on this machine or build (e.g. a backend that is not there); the
+    /// reason, for the report.
+    Unavailable(String),
+}
+
+/// A server process started by the harness. Dropping it kills it (SIGKILL) and reaps it,
+/// so a failed or panicking run leaves nothing behind.
+pub struct ServerProcess {
+    child: Option<Child>,
+    /// The start of what the server wrote to stderr, for error messages.
+    stderr: Arc<Mutex<String>>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `exe serve ARGS...` and waits (at most `timeout`) for its first line:
+    /// `listening ADDR` or `unavailable REASON`.
+    pub fn spawn(
+        exe: &Path,
+        args: &[String],
+        timeout: Duration,
+    ) -> io::Result<(Option<ServerProcess>, Started)> {
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .args(args)
+            // The servers' backend is chosen by flag, not by the caller's environment.
+            .env_remove("THRONG_BACKEND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only makes one
+        // async-signal-safe system call.
+        unsafe {
+            // A harness killed outright (Ctrl-C, SIGKILL) runs no Drop: the kernel then
+            // kills the server with it.
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(pipe) = child.stderr.take() {
+            drain_into(pipe, stderr.clone());
+        }
+        let mut guard = ServerProcess {
+            child: Some(child),
+            stderr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let line = read_first_line(stdout, timeout);
+        match line {
+            Some(l) if l.starts_with("listening ") => {
+                let addr = l["listening ".len()..].trim().parse().map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad address in {l:?}: {e}"),
+                    )
+                })?;
+                guard.addr = addr;
+                Ok((Some(guard), Started::Listening(addr)))
+            }
+            Some(l) if l.starts_with("unavailable ") => Ok((
+                None,
+                Started::Unavailable(l["unavailable ".len()..].trim().to_owned()),
+            )),
+            other => {
+                let stderr = guard.kill_and_stderr();
+                Err(io::Error::other(format!(
+                    "server {args:?} did not start (said {other:?}); stderr: {stderr}"
+                )))
+            }
+        }
+    }
+
+    /// The process id, for `/proc` readings.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the process and returns what it wrote to stderr (for error messages).
+    pub fn kill_and_stderr(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The drain thread sees EOF once the process is gone; give it a moment to finish.
+        std::thread::sleep(Duration::from_millis(20));
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Only this child, by its own handle (its pid): SIGKILL, then reap.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Keeps the first few KiB a child writes to `pipe` and discards the rest, so a chatty
+/// server never blocks on a full pipe.
+fn drain_into(mut pipe: impl Read + Send + 'static, keep: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut k) = keep.lock()
+                && k.len() < 4096
+            {
+                k.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+}
+
+/// Reads one line from the child's stdout on a helper thread, so a server that hangs
+/// before printing cannot hang the harness.
+fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep draining so the server never blocks on a full pipe; ends at its exit.
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let deadline = Instant::now() + timeout;
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
+        .filter(|l| !l.is_empty())
+}
