@@ -17,7 +17,7 @@ impl Spill {
     /// Queues `bytes` as output, as a send the kernel did not take does.
     pub fn queue(&mut self, bytes: Bytes) {
         self.0.out_bytes += bytes.len();
-        self.0.out.push_back(bytes);
+        self.0.out.queue.push_back(bytes);
     }
     /// Appends to the partial-input stash, as a split frame header does.
     pub fn stash(&mut self, bytes: &[u8]) {

@@ -40,6 +40,10 @@ pub(crate) const CLEAN: u16 = 1 << 6;
 pub(crate) const BROKEN: u16 = 1 << 7;
 /// Subscribed to at least one topic (so closing it must clean the topic table).
 pub(crate) const SUBSCRIBED: u16 = 1 << 8;
+/// Output was staged this turn; the connection is on the core's flush list.
+pub(crate) const DIRTY: u16 = 1 << 9;
+/// The peer's FIN arrived while output was still pending: remove once it is out.
+pub(crate) const PEER_EOF: u16 = 1 << 10;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state. Everything that varies in size (partial input, a message
@@ -85,7 +89,7 @@ impl<S> Conn<S> {
         self.flags & flag != 0
     }
 
-    /// Bytes of output waiting for the kernel.
+    /// Bytes of output not yet confirmed written (staged, queued or in flight).
     pub fn buffered(&self) -> usize {
         self.spill.as_ref().map_or(0, |s| s.out_bytes)
     }

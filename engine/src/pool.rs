@@ -2,9 +2,7 @@
 //! it has something in flight (an incomplete frame or request, a message being assembled,
 //! output the kernel did not take). An idle connection holds none; the counters prove it.
 
-use std::collections::VecDeque;
-
-use bytes::Bytes;
+use crate::sys::Outbox;
 
 /// Heap state a connection holds only while it needs it.
 #[derive(Debug, Default)]
@@ -13,16 +11,17 @@ pub(crate) struct Spill {
     pub input: Vec<u8>,
     /// A message arriving in pieces, assembled for `on_message`.
     pub message: Vec<u8>,
-    /// Output the kernel has not taken yet, in order.
-    pub out: VecDeque<Bytes>,
-    /// Bytes in `out`.
+    /// Output the backend has not taken yet, in order.
+    pub out: Outbox,
+    /// Bytes of output not yet confirmed written: in `out`, plus what a completion
+    /// backend has in flight.
     pub out_bytes: usize,
 }
 
 impl Spill {
     /// Nothing in flight: the record can go back to the pool.
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.message.is_empty() && self.out.is_empty()
+        self.input.is_empty() && self.message.is_empty() && self.out_bytes == 0
     }
 }
 
@@ -76,7 +75,11 @@ impl Pool {
                 *buf = Vec::new();
             }
         }
-        spill.out.clear();
+        spill.out.queue.clear();
+        spill.out.stage.clear();
+        if spill.out.stage.capacity() > KEEP_CAPACITY {
+            spill.out.stage = Default::default();
+        }
         spill.out_bytes = 0;
         self.free.push(spill);
     }

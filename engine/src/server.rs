@@ -140,6 +140,7 @@ pub struct Server<H: Handler> {
     threads: Vec<JoinHandle<io::Result<WorkerReport>>>,
     local_addr: SocketAddr,
     backend: BackendKind,
+    backend_note: String,
 }
 
 impl<H: Handler> Server<H> {
@@ -149,14 +150,18 @@ impl<H: Handler> Server<H> {
     where
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let backend = choose_backend(&config)?;
-        match backend {
-            BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory),
-            BackendKind::Uring => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io_uring backend not available",
-            )),
-        }
+        let (backend, note) = choose_backend(&config)?;
+        let mut server = match backend {
+            BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory)?,
+            BackendKind::Uring => start_with::<H, sys::uring::Uring, F>(config, factory)?,
+        };
+        server.backend_note = note;
+        Ok(server)
+    }
+
+    /// Which backend runs and why (the probe's verdict when io_uring was not chosen).
+    pub fn backend_note(&self) -> &str {
+        &self.backend_note
     }
 
     /// The address the listeners are bound to.
@@ -236,20 +241,44 @@ fn add_stats(sum: &mut crate::WorkerStats, s: &crate::WorkerStats) {
     sum.dropped += s.dropped;
 }
 
-/// The configured backend, overridden by `THRONG_BACKEND`.
-fn choose_backend(config: &Config) -> io::Result<BackendKind> {
-    let choice = match std::env::var("THRONG_BACKEND") {
-        Ok(v) => v
-            .parse::<BackendChoice>()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        Err(_) => config.backend,
+/// The configured backend, overridden by `THRONG_BACKEND`, and why it was chosen.
+/// `Auto` runs io_uring when the probe passes and says why not otherwise (also on
+/// stderr: an operator should know the engine runs on its fallback); a forced `Uring`
+/// fails loudly instead of falling back.
+fn choose_backend(config: &Config) -> io::Result<(BackendKind, String)> {
+    let (choice, from) = match std::env::var("THRONG_BACKEND") {
+        Ok(v) => (
+            v.parse::<BackendChoice>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            "THRONG_BACKEND",
+        ),
+        Err(_) => (config.backend, "config"),
     };
-    match choice {
-        BackendChoice::Epoll | BackendChoice::Auto => Ok(BackendKind::Epoll),
-        BackendChoice::Uring => Err(io::Error::new(
+    let probe = sys::uring::probe::probe();
+    match (choice, probe) {
+        (BackendChoice::Epoll, _) => Ok((BackendKind::Epoll, format!("epoll (asked by {from})"))),
+        (BackendChoice::Uring | BackendChoice::Auto, Ok(f)) => {
+            let buffers = if f.incremental_buffers {
+                "incremental provided buffers"
+            } else {
+                "whole provided buffers"
+            };
+            Ok((
+                BackendKind::Uring,
+                format!("io_uring (probe passed; {buffers})"),
+            ))
+        }
+        (BackendChoice::Uring, Err(why)) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "THRONG_BACKEND/config asks for io_uring, which this build does not have yet",
+            format!("{from} asks for io_uring, which cannot run here: {why}"),
         )),
+        (BackendChoice::Auto, Err(why)) => {
+            eprintln!("throng: io_uring unavailable ({why}); running on epoll");
+            Ok((
+                BackendKind::Epoll,
+                format!("epoll (io_uring unavailable: {why})"),
+            ))
+        }
     }
 }
 
@@ -353,6 +382,7 @@ where
                     threads,
                     local_addr,
                     backend: B::KIND,
+                    backend_note: String::new(),
                 };
                 listeners.for_each(sys::close);
                 partial.handle.shutdown();
@@ -370,5 +400,6 @@ where
         threads,
         local_addr,
         backend: B::KIND,
+        backend_note: String::new(),
     })
 }

@@ -38,6 +38,10 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         (!c.has(crate::conn::READ_PAUSED)).then_some(c.fd)
     }
 
+    fn alive(&self, token: Token) -> bool {
+        self.core.lookup(token).is_some()
+    }
+
     fn accepted(&mut self, fd: RawFd) {
         self.core.accept(fd);
     }
@@ -57,7 +61,13 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
 
     fn writable(&mut self, token: Token) {
         if let Some(key) = self.core.lookup(token) {
-            self.core.writable(self.h, key);
+            self.core.writable(key);
+        }
+    }
+
+    fn sent(&mut self, token: Token, result: io::Result<usize>) {
+        if let Some(key) = self.core.lookup(token) {
+            self.core.sent(self.h, key, result);
         }
     }
 
@@ -77,7 +87,6 @@ fn apply<B: Backend>(backend: &mut B, ops: &mut Vec<Op>) {
                 }
             }
             Op::Close(fd, token) => backend.close(fd, token),
-            Op::WantWrite(fd, token) => backend.want_write(fd, token),
             Op::Resume(fd, token) => backend.resume_read(fd, token),
         }
     }
@@ -138,12 +147,17 @@ pub(crate) fn run<H: Handler, B: Backend>(
             apply(&mut backend, &mut core.ops);
         }
 
+        // Everything this turn produced leaves now: one write per connection.
+        core.flush_dirty(&mut handler, &mut backend);
+        apply(&mut backend, &mut core.ops);
+
         if let Some(d) = deadline
             && (core.conns.is_empty() || Instant::now() >= d)
         {
             report.forced = core.conns.len();
             core.abort_all(&mut handler);
             apply(&mut backend, &mut core.ops);
+            backend.finish();
             report.closed_cleanly = (core.stats.closed_cleanly - clean_before) as usize;
             report.stats = core.stats;
             return Ok(report);

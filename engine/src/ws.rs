@@ -22,9 +22,11 @@ pub struct ConnId {
 /// How a send went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// The kernel took the whole frame.
+    /// Accepted with no backlog: the frame leaves at the end of this turn of the run loop,
+    /// in the same write as everything else this turn sent to the connection.
     Written,
-    /// Part or all of the frame waits in the connection's buffer; it goes out in order.
+    /// Accepted behind a backlog: output waits on a slow socket or exceeds the low-water
+    /// mark. It goes out in order; `on_drain` fires when the backlog is gone.
     Queued,
 }
 

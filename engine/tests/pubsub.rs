@@ -19,7 +19,7 @@ fn backends() -> Vec<BackendChoice> {
             .map(|b| b.parse().expect("backend name"))
             .collect(),
         // Every backend this build has; Uring joins when the io_uring backend lands.
-        Err(_) => vec![BackendChoice::Epoll],
+        Err(_) => vec![BackendChoice::Uring, BackendChoice::Epoll],
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Waker};
 
-use super::{Backend, Sink, Token, Wake, read};
+use super::{Backend, IOV_BATCH, Outbox, Sink, Token, Wake, read, write_vectored};
 use crate::config::BackendKind;
 
 const LISTENER: mio::Token = mio::Token(usize::MAX);
@@ -141,7 +141,21 @@ impl Backend for Epoll {
         self.accept_again = false;
     }
 
-    fn want_write(&mut self, _fd: RawFd, _token: Token) {}
+    fn send(&mut self, fd: RawFd, _token: Token, out: &mut Outbox) -> io::Result<usize> {
+        let mut total = 0;
+        while !out.is_empty() {
+            let mut iov = [io::IoSlice::new(&[]); IOV_BATCH];
+            let (count, want) = out.slices(&mut iov);
+            let n = write_vectored(fd, &iov[..count])?;
+            out.consume(n);
+            total += n;
+            if n < want {
+                // Full: edge-triggered EPOLLOUT reports `writable` when it drains.
+                break;
+            }
+        }
+        Ok(total)
+    }
 
     fn resume_read(&mut self, fd: RawFd, token: Token) {
         self.again.push((fd, token));

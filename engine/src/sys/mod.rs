@@ -1,19 +1,22 @@
 //! The I/O backend contract, written once. Each backend lives in its own file and never
 //! imports another; the run loop in [`crate::worker`] only sees this contract.
 //!
-//! A backend is an event source: it accepts connections on the worker's listener, reads
-//! bytes (into a per-worker receive buffer, so an idle connection owns none), tells when a
-//! connection can take more output, and wakes the worker when its mailbox has mail.
-//! Writes are plain vectored syscalls issued by the core ([`write_vectored`]): the kernel
-//! takes what it can right away and only the rest is queued. A backend that completes
-//! writes itself can take over queued output through [`Backend::want_write`].
+//! A backend is an event source and a writer: it accepts connections on the worker's
+//! listener, reads bytes (into per-worker buffers, so an idle connection owns none), writes
+//! a connection's [`Outbox`] when the core flushes it (once per turn of the run loop, so
+//! everything a turn produced for a connection leaves in one write), and wakes the worker
+//! when its mailbox has mail.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 pub mod epoll;
 pub mod socket;
+pub mod uring;
 
 /// Calls a libc function and turns `-1` into the thread's `errno` as an `io::Error`.
 macro_rules! syscall {
@@ -42,6 +45,8 @@ pub trait Sink {
     /// while its reading is paused (output backed up). A backend must not read a paused
     /// connection; [`Backend::resume_read`] says when to start again.
     fn reader(&self, token: Token) -> Option<RawFd>;
+    /// Whether `token` still names a live connection (paused or not).
+    fn alive(&self, token: Token) -> bool;
     /// A connection was accepted on the worker's listener.
     fn accepted(&mut self, fd: RawFd);
     /// Bytes arrived for a connection. `bytes` is the backend's buffer, valid for this call
@@ -52,8 +57,11 @@ pub trait Sink {
     fn input(&mut self, token: Token, bytes: &mut [u8]) -> bool;
     /// The peer closed its side (`None`) or the connection failed.
     fn input_closed(&mut self, token: Token, error: Option<io::Error>);
-    /// The connection can take more output.
+    /// The connection can take more output (readiness backends).
     fn writable(&mut self, token: Token);
+    /// A send the backend took over from an [`Outbox`] completed: `Ok(n)` bytes went out
+    /// (completion backends; a partial send continues on its own), or the socket failed.
+    fn sent(&mut self, token: Token, result: io::Result<usize>);
     /// The worker's mailbox may hold mail.
     fn woken(&mut self);
 }
@@ -78,19 +86,91 @@ pub trait Backend: Sized {
     fn close(&mut self, fd: RawFd, token: Token);
     /// Stops accepting (graceful shutdown); the caller closes the listener afterwards.
     fn stop_accepting(&mut self);
-    /// Output is queued for the connection: tell the sink through `writable` when more can
-    /// be written. Edge-triggered backends have nothing to do.
-    fn want_write(&mut self, fd: RawFd, token: Token);
+    /// Writes the connection's output, in order. Returns the bytes that went out now (taken
+    /// off the front of `out`). A readiness backend writes what the socket takes and reports
+    /// `writable` when it takes more; a completion backend moves the buffers into its own
+    /// send (at most one in flight per connection), returns 0, and reports through
+    /// [`Sink::sent`]. Called with a send in flight, a completion backend leaves `out` alone.
+    fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<usize>;
     /// The sink can take input for this connection again (after `input` returned false).
     fn resume_read(&mut self, fd: RawFd, token: Token);
     /// Waits for events (at most `timeout`) and delivers them to `sink`.
     fn poll(&mut self, timeout: Option<Duration>, sink: &mut impl Sink) -> io::Result<()>;
+    /// The worker is exiting: settle whatever is still in flight before the backend's
+    /// buffers are freed.
+    fn finish(&mut self) {}
 }
 
 /// The cross-thread half of a backend's wakeup.
 pub trait Wake: Send + Sync + 'static {
     /// Makes the worker's next (or current) poll return and report `woken`.
     fn wake(&self) -> io::Result<()>;
+}
+
+/// Output of one connection that the backend has not taken yet: shared buffers first, then
+/// the bytes staged this turn (small frames copied back to back, so a turn's replies to one
+/// connection cost one buffer and one iovec).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Whole buffers, in order: sealed stages and shared frames (a publish's one encoding).
+    pub queue: VecDeque<Bytes>,
+    /// Frames staged since the last seal; they go after `queue`.
+    pub stage: BytesMut,
+}
+
+/// iovecs per vectored write.
+pub const IOV_BATCH: usize = 64;
+
+impl Outbox {
+    /// Nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.stage.is_empty()
+    }
+
+    /// Moves the staged bytes to the end of the queue as one shared buffer (before a
+    /// shared frame is queued after them, or before a backend takes ownership).
+    pub fn seal(&mut self) {
+        if !self.stage.is_empty() {
+            self.queue.push_back(self.stage.split().freeze());
+        }
+    }
+
+    /// Fills `iov` with the waiting bytes in order; returns how many slices and bytes.
+    pub fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>; IOV_BATCH]) -> (usize, usize) {
+        let mut n = 0;
+        let mut bytes = 0;
+        let stage = (!self.stage.is_empty()).then_some(&self.stage[..]);
+        for b in self.queue.iter().map(|b| &b[..]).chain(stage) {
+            if n == IOV_BATCH {
+                break;
+            }
+            iov[n] = IoSlice::new(b);
+            bytes += b.len();
+            n += 1;
+        }
+        (n, bytes)
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                self.stage.advance(n);
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+        if self.stage.is_empty() {
+            // Back to the start of the allocation for the next turn.
+            self.stage.clear();
+        }
+    }
 }
 
 /// Writes as much of `bufs` as the socket takes now. `Ok(0)` with non-empty input means

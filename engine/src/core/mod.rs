@@ -2,14 +2,11 @@
 //! the close handshake, timers. Backend-neutral: the backend reports events, the core
 //! reacts and leaves descriptor operations in [`Core::ops`] for the run loop to apply.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use slab::Slab;
-use throng_protocol::close::write_close_payload;
 use throng_protocol::decoder::{DataKind, Decoded, Event};
 use throng_protocol::frame::{FrameHead, HeaderBuf};
 use throng_protocol::handshake::{self, HandshakeConfig};
@@ -23,13 +20,13 @@ use crate::pool::{Pool, Spill};
 use crate::sys::{self, Token};
 use crate::timer::Wheel;
 use crate::topics::Topics;
-use crate::ws::{ConnId, SendError, Sent, WebSocket};
+use crate::ws::{ConnId, SendError, WebSocket};
+
+mod output;
 
 /// The longest run of bytes the decoder may leave unconsumed: a full frame header plus a
 /// control frame's 125-byte payload.
 const MAX_STASH: usize = 14 + 125;
-/// Queued buffers written per `writev`.
-const IOV_BATCH: usize = 64;
 
 /// A descriptor operation for the backend, applied in order after the current poll.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +34,6 @@ pub(crate) enum Op {
     Register(RawFd, Token),
     /// Cancel what is in flight, then close the descriptor.
     Close(RawFd, Token),
-    WantWrite(RawFd, Token),
     Resume(RawFd, Token),
 }
 
@@ -52,13 +48,6 @@ impl Payload<'_> {
         match self {
             Payload::Borrowed(b) => b,
             Payload::Shared(b) => b,
-        }
-    }
-    /// The part from `offset` on, as an owned buffer for the queue.
-    fn tail(self, offset: usize) -> Bytes {
-        match self {
-            Payload::Borrowed(b) => Bytes::copy_from_slice(&b[offset..]),
-            Payload::Shared(b) => b.slice(offset..),
         }
     }
 }
@@ -104,6 +93,8 @@ pub(crate) struct Core<S> {
     /// Connections whose socket failed during a send, torn down by [`Core::reap`] once the
     /// callback that was sending has returned.
     broken: Vec<Token>,
+    /// Connections with output staged this turn, flushed by [`Core::flush_dirty`].
+    dirty: Vec<Token>,
     generation: u32,
     ticks: Ticks,
     decoder: DecoderConfig,
@@ -144,6 +135,7 @@ impl<S> Core<S> {
             stats: WorkerStats::default(),
             shutting_down: false,
             broken: Vec::new(),
+            dirty: Vec::new(),
             generation: 0,
             ticks: Ticks {
                 handshake: ticks(config.handshake_timeout, tick),
@@ -262,9 +254,26 @@ impl<S> Core<S> {
         self.ops.push(Op::Close(conn.fd, token));
     }
 
-    /// The peer closed its side or the socket failed.
+    /// The peer closed its side or the socket failed. Output accepted before (a reply to
+    /// the peer's last message, our close frame) still goes out: the connection is removed
+    /// once it is flushed, or by the close timer.
     pub fn input_closed<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
-        self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+        let c = &mut self.conns[key];
+        if c.has(PEER_EOF) {
+            return;
+        }
+        if c.buffered() == 0 || c.has(BROKEN) {
+            return self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+        }
+        c.flags |= PEER_EOF;
+        self.report_close(h, key, CloseCode::ABNORMAL, "connection lost");
+        if let Some(c) = self.conns.get_mut(key)
+            && c.phase != Phase::Draining
+        {
+            c.phase = Phase::Draining;
+            c.since = self.now;
+            self.schedule(key);
+        }
     }
 
     /// Tears down connections whose socket failed during a send.
@@ -599,11 +608,18 @@ impl<S> Core<S> {
         self.schedule(key);
     }
 
-    /// In the `Http` and `Draining` phases, shuts the write side once output is out.
+    /// In the `Http` and `Draining` phases, shuts the write side once output is out (or
+    /// removes the connection, if the peer has already gone).
     fn finish_if_flushed(&mut self, key: usize) {
         let c = &mut self.conns[key];
         if matches!(c.phase, Phase::Http | Phase::Draining) && c.buffered() == 0 && !c.has(BROKEN) {
-            sys::shutdown_write(c.fd);
+            if c.has(PEER_EOF) {
+                let token = self.token(key);
+                self.broken.push(token); // removed by the next reap
+                self.conns[key].flags |= BROKEN;
+            } else {
+                sys::shutdown_write(c.fd);
+            }
         }
     }
 
@@ -627,96 +643,6 @@ impl<S> Core<S> {
             }
             _ => {}
         }
-    }
-
-    // ---- output --------------------------------------------------------------------
-
-    fn send_close(&mut self, key: usize, code: Option<CloseCode>, reason: &str) {
-        let mut payload = [0u8; 125];
-        let len = match code {
-            Some(code) => write_close_payload(code, reason, &mut payload),
-            None => 0,
-        };
-        let _ = self.send_frame(
-            key,
-            FrameHead::close(len as u8),
-            Payload::Borrowed(&payload[..len]),
-        );
-        self.conns[key].flags |= CLOSE_SENT;
-    }
-
-    pub fn send_ping(&mut self, key: usize, payload: &[u8]) -> Result<Sent, SendError> {
-        if !self.is_open(key) {
-            return Err(SendError::Closed);
-        }
-        let payload = &payload[..payload.len().min(125)];
-        self.send_frame(
-            key,
-            FrameHead::ping(payload.len() as u8),
-            Payload::Borrowed(payload),
-        )
-    }
-
-    /// Sends a data message as one frame, applying the backpressure cap.
-    pub fn send_message(
-        &mut self,
-        key: usize,
-        text: bool,
-        payload: Payload<'_>,
-    ) -> Result<Sent, SendError> {
-        if !self.is_open(key) {
-            return Err(SendError::Closed);
-        }
-        let len = payload.as_slice().len() as u64;
-        let head = if text {
-            FrameHead::text(len)
-        } else {
-            FrameHead::binary(len)
-        };
-        self.admit(key, head.encoded_len() + len as usize)?;
-        self.send_frame(key, head, payload)
-    }
-
-    /// Applies the cap on buffered output to a message of `len` bytes.
-    fn admit(&mut self, key: usize, len: usize) -> Result<(), SendError> {
-        let buffered = self.conns[key].buffered();
-        if buffered > 0 && buffered + len > self.max_buffered {
-            self.stats.dropped += 1;
-            if let Backpressure::Close(code) = self.backpressure {
-                self.close(key, code, "send buffer full");
-            }
-            return Err(SendError::Backpressure);
-        }
-        Ok(())
-    }
-
-    /// Sends a frame encoded once for many connections: written from the shared buffer,
-    /// queued by reference, never copied.
-    fn send_encoded(&mut self, key: usize, frame: &Bytes) -> Result<Sent, SendError> {
-        if !self.is_open(key) {
-            return Err(SendError::Closed);
-        }
-        self.admit(key, frame.len())?;
-        let c = &self.conns[key];
-        let written = if c.buffered() == 0 {
-            match sys::write_vectored(c.fd, &[IoSlice::new(frame)]) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.broke(key);
-                    return Err(SendError::Closed);
-                }
-            }
-        } else {
-            0
-        };
-        if written == frame.len() {
-            return Ok(Sent::Written);
-        }
-        let spill = self.spill(key);
-        spill.out_bytes += frame.len() - written;
-        spill.out.push_back(frame.slice(written..));
-        self.queued(key);
-        Ok(Sent::Queued)
     }
 
     // ---- topics --------------------------------------------------------------------
@@ -797,173 +723,6 @@ impl<S> Core<S> {
         let result = self.publish_local(&p.topic, &p.frame, None);
         if let Some(reply) = p.reply {
             let _ = reply.send(result);
-        }
-    }
-
-    /// Writes a frame straight to the socket when nothing is queued; queues what the
-    /// kernel does not take. Never reorders: with output queued, the frame joins the queue.
-    pub(crate) fn send_frame(
-        &mut self,
-        key: usize,
-        head: FrameHead,
-        payload: Payload<'_>,
-    ) -> Result<Sent, SendError> {
-        let mut hb = HeaderBuf::default();
-        let header = head.encode(&mut hb);
-        let c = &self.conns[key];
-        if c.has(BROKEN) {
-            return Err(SendError::Closed);
-        }
-        let total = header.len() + payload.as_slice().len();
-        let written = if c.buffered() == 0 {
-            let iov = [IoSlice::new(header), IoSlice::new(payload.as_slice())];
-            match sys::write_vectored(c.fd, &iov) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.broke(key);
-                    return Err(SendError::Closed);
-                }
-            }
-        } else {
-            0
-        };
-        if written == total {
-            return Ok(Sent::Written);
-        }
-        let header_left = header.len().saturating_sub(written);
-        let payload_from = written.saturating_sub(header.len());
-        let mut small = None;
-        if header_left > 0 {
-            let mut h = Vec::with_capacity(
-                header_left
-                    + if payload.as_slice().len() <= 256 {
-                        payload.as_slice().len()
-                    } else {
-                        0
-                    },
-            );
-            h.extend_from_slice(&header[header.len() - header_left..]);
-            small = Some(h);
-        }
-        let spill = self.spill(key);
-        match small {
-            // Small frames are queued as one buffer: one allocation, one iovec.
-            Some(mut h) if h.capacity() > h.len() || payload.as_slice().is_empty() => {
-                h.extend_from_slice(payload.as_slice());
-                spill.out_bytes += h.len();
-                spill.out.push_back(Bytes::from(h));
-            }
-            other => {
-                if let Some(h) = other {
-                    spill.out_bytes += h.len();
-                    spill.out.push_back(Bytes::from(h));
-                }
-                let tail = payload.tail(payload_from);
-                if !tail.is_empty() {
-                    spill.out_bytes += tail.len();
-                    spill.out.push_back(tail);
-                }
-            }
-        }
-        self.queued(key);
-        Ok(Sent::Queued)
-    }
-
-    /// Raw bytes (an HTTP response head) with the same ordering rules.
-    fn send_raw(&mut self, key: usize, bytes: &[u8]) -> Result<Sent, SendError> {
-        let c = &self.conns[key];
-        let written = if c.buffered() == 0 {
-            match sys::write_vectored(c.fd, &[IoSlice::new(bytes)]) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.broke(key);
-                    return Err(SendError::Closed);
-                }
-            }
-        } else {
-            0
-        };
-        if written == bytes.len() {
-            return Ok(Sent::Written);
-        }
-        let spill = self.spill(key);
-        spill.out_bytes += bytes.len() - written;
-        spill
-            .out
-            .push_back(Bytes::copy_from_slice(&bytes[written..]));
-        self.queued(key);
-        Ok(Sent::Queued)
-    }
-
-    /// Output was queued: watch for writability, pause reading above the high mark.
-    fn queued(&mut self, key: usize) {
-        let token = self.token(key);
-        let c = &mut self.conns[key];
-        let buffered = c.buffered();
-        self.ops.push(Op::WantWrite(c.fd, token));
-        if buffered > self.low_water {
-            c.flags |= DRAIN_WANTED;
-        }
-        if buffered > self.high_water {
-            c.flags |= READ_PAUSED;
-        }
-    }
-
-    /// The socket can take more: write the queue. Fires `on_drain` and resumes reading
-    /// when output falls to the low mark.
-    pub fn writable<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
-        self.flush(key);
-        let token = self.token(key);
-        let low = self.low_water;
-        let c = &mut self.conns[key];
-        if c.has(BROKEN) {
-            return self.reap(h);
-        }
-        let buffered = c.buffered();
-        if buffered <= low && c.has(READ_PAUSED) {
-            c.flags &= !READ_PAUSED;
-            self.ops.push(Op::Resume(c.fd, token));
-        }
-        if buffered <= low && c.has(DRAIN_WANTED) {
-            c.flags &= !DRAIN_WANTED;
-            if c.phase == Phase::Open && c.has(OPENED) {
-                h.on_drain(&mut WebSocket::new(self, key));
-            }
-        }
-        if self.conns.contains(key) {
-            self.finish_if_flushed(key);
-            self.release_spill(key);
-            self.reap(h);
-        }
-    }
-
-    fn flush(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        let fd = c.fd;
-        let Some(spill) = c.spill.as_mut() else {
-            return;
-        };
-        while !spill.out.is_empty() {
-            let iov: Vec<IoSlice<'_>> = spill
-                .out
-                .iter()
-                .take(IOV_BATCH)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let want: usize = iov.iter().map(|s| s.len()).sum();
-            let n = match sys::write_vectored(fd, &iov) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.broke(key);
-                    return;
-                }
-            };
-            drop(iov);
-            advance(&mut spill.out, n);
-            spill.out_bytes -= n;
-            if n < want {
-                break;
-            }
         }
     }
 
@@ -1108,20 +867,6 @@ pub(crate) fn encode_frame(text: bool, payload: &[u8]) -> Bytes {
     v.extend_from_slice(header);
     v.extend_from_slice(payload);
     Bytes::from(v)
-}
-
-/// Drops `n` written bytes from the front of the queue.
-fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let front = out.front_mut().expect("wrote no more than was queued");
-        if front.len() <= n {
-            n -= front.len();
-            out.pop_front();
-        } else {
-            let _ = front.split_to(n);
-            n = 0;
-        }
-    }
 }
 
 fn deliver<H: Handler>(

@@ -1,0 +1,166 @@
+//! The worker's provided-buffer ring: receive buffers the kernel picks from when data
+//! arrives, so a connection owns no buffer while it waits. A buffer goes back to the ring
+//! as soon as the core has consumed its bytes (the core copies an incomplete frame's tail).
+//!
+//! With incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12+) a receive takes only
+//! the bytes it needs from the current buffer and later receives continue in it, so a
+//! burst of small messages from many connections shares a few buffers instead of taking
+//! one whole buffer each.
+
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::IoUring;
+use io_uring::types::BufRingEntry;
+
+/// `IOU_PBUF_RING_INC`: consume buffers incrementally.
+pub const RING_INC: u16 = 2;
+/// `IORING_CQE_F_BUF_MORE`: the kernel keeps using this buffer (incremental mode).
+pub const CQE_BUF_MORE: u32 = 16;
+/// The buffer group id the backend's receives select from.
+pub const GROUP: u16 = 0;
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and nothing refers to it now
+        // (the ring that used it is gone or never saw it).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A registered ring of `entries` buffers of `size` bytes each.
+pub struct BufRing {
+    ring: Mapping,
+    mem: Mapping,
+    entries: u16,
+    size: u32,
+    /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
+    tail: u16,
+    /// Bytes of each buffer already handed out (incremental mode).
+    used: Box<[u32]>,
+    incremental: bool,
+}
+
+impl BufRing {
+    /// Maps, registers and fills a ring. `entries` must be a power of two.
+    pub fn new(uring: &IoUring, entries: u16, size: u32, flags: u16) -> io::Result<BufRing> {
+        assert!(entries.is_power_of_two());
+        let ring = Mapping::new(entries as usize * size_of::<BufRingEntry>())?;
+        let mem = Mapping::new(entries as usize * size as usize)?;
+        // SAFETY: the ring mapping is page-aligned, sized for `entries` entries, and lives
+        // in this BufRing, which the backend drops only after the io_uring instance (field
+        // order), so the kernel never sees it unmapped while registered.
+        unsafe {
+            uring.submitter().register_buf_ring_with_flags(
+                ring.ptr as u64,
+                entries,
+                GROUP,
+                flags,
+            )?;
+        }
+        let mut b = BufRing {
+            ring,
+            mem,
+            entries,
+            size,
+            tail: 0,
+            used: vec![0; entries as usize].into_boxed_slice(),
+            incremental: flags & RING_INC != 0,
+        };
+        for bid in 0..entries {
+            b.give(bid);
+        }
+        b.publish();
+        Ok(b)
+    }
+
+    /// Number of buffers.
+    pub fn entries(&self) -> usize {
+        self.entries as usize
+    }
+
+    /// Accounts for the `len` bytes a receive completion put in buffer `bid`; returns
+    /// where in the buffer they start.
+    pub fn claim(&mut self, bid: u16, len: usize) -> u32 {
+        let bid = (bid % self.entries) as usize;
+        let start = self.used[bid].min(self.size);
+        if self.incremental {
+            self.used[bid] = (start + len as u32).min(self.size);
+        }
+        start
+    }
+
+    /// The bytes of a claimed range.
+    ///
+    /// The kernel wrote them before posting the completion and writes this range again
+    /// only after the buffer is given back, so the core may read and unmask in place.
+    pub fn bytes(&mut self, bid: u16, start: u32, len: usize) -> &mut [u8] {
+        let bid = (bid % self.entries) as usize;
+        let start = start.min(self.size) as usize;
+        let len = len.min(self.size as usize - start);
+        let offset = bid * self.size as usize + start;
+        // SAFETY: `offset + len` lies within buffer `bid` of the mapping (clamped above),
+        // and the range is not written by the kernel until `give(bid)` (see above); the
+        // returned borrow of `self` keeps any other slice of the mapping from coexisting.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(offset), len) }
+    }
+
+    /// Whether the kernel is done with the buffer this completion used.
+    pub fn finished(&self, cqe_flags: u32) -> bool {
+        !self.incremental || cqe_flags & CQE_BUF_MORE == 0
+    }
+
+    /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`).
+    pub fn give(&mut self, bid: u16) {
+        let bid = bid % self.entries;
+        self.used[bid as usize] = 0;
+        let index = (self.tail & (self.entries - 1)) as usize;
+        // SAFETY: `index` < entries, so the entry lies in the ring mapping; the kernel only
+        // reads entries between its head and the published tail, and this one is past it.
+        let entry = unsafe { &mut *(self.ring.ptr as *mut BufRingEntry).add(index) };
+        entry.set_addr(self.mem.ptr as u64 + bid as u64 * self.size as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the buffers given back so far visible to the kernel.
+    pub fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of the ring mapping; the kernel
+        // reads it concurrently, hence the atomic store with release ordering (the entries
+        // written before it must be visible first).
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring.ptr as *const BufRingEntry) as *mut u16;
+            (*(tail as *const AtomicU16)).store(self.tail, Ordering::Release);
+        }
+    }
+}
