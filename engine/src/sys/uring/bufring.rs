@@ -27,6 +27,9 @@ struct Mapping {
 }
 
 impl Mapping {
+    /// Populated up front: the buffers are a fixed cost of the worker, paid at start-up
+    /// rather than faulted in by the first connections (which would make them look like
+    /// a cost per connection).
     fn new(len: usize) -> io::Result<Mapping> {
         // SAFETY: anonymous private mapping with no address hint; the result is checked.
         let ptr = unsafe {
@@ -34,7 +37,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             )

@@ -36,6 +36,14 @@ pub fn probe() -> Result<Features, String> {
 /// Builds a ring with the worker's setup flags, dropping the newest ones the kernel lacks.
 pub(super) fn build_ring(entries: u32) -> io::Result<IoUring> {
     let cq = entries * 4;
+    // For A/B measurements: deferred task work (the default) against cooperative only.
+    if std::env::var("THRONG_URING_NODEFER").is_ok() {
+        return IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_cqsize(cq)
+            .build(entries);
+    }
     let full = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
