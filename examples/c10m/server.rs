@@ -1,15 +1,20 @@
 //! One engine process of the demo. Several of them share the port through
 //! `SO_REUSEPORT` when one process may not hold all the connections. The parent drives it
-//! with lines on stdin; answers go to stdout.
+//! with lines on stdin; answers go to stdout, one line each.
 //!
-//! `count` -> `count N`; `broadcast SIZE` -> `published REACHED DROPPED`;
-//! `quit` -> graceful shutdown, `report CONNECTIONS CLEAN FORCED`.
+//! At start: `ready PORT BACKEND`, or `unsupported MESSAGE` (the backend asked for is not
+//! available) or `error MESSAGE`.
+//! `count` -> `count OPEN`; `broadcast SIZE` -> `published REACHED DROPPED`;
+//! `quit` (or EOF) -> graceful shutdown, then `report AT_SHUTDOWN CLEAN FORCED OPENED
+//! CLOSED_CLEANLY CLOSED_ABNORMALLY TIMED_OUT REFUSED_FULL DROPPED`.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use throng::engine::{BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket};
+use throng::engine::{
+    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
+};
 
 /// Every connection subscribes to one topic so a broadcast is one publish per process.
 pub const TOPIC: &str = "all";
@@ -39,17 +44,38 @@ pub struct Options {
 
 pub fn run(opts: Options) -> std::io::Result<()> {
     super::measure::raise_nofile();
-    let mut config = Config::new(([127, 0, 0, 1], opts.port).into()).with_workers(opts.workers).with_pinning(false);
-    config.backend = opts.backend;
+    let mut config = Config::new(([127, 0, 0, 1], opts.port).into())
+        .with_workers(opts.workers)
+        .with_pinning(false)
+        .with_backend(opts.backend);
     config.ping_interval = Some(opts.ping_interval);
     config.pong_timeout = Duration::from_secs(30);
+    // A ramp of a million connections on two shared cores queues handshakes for a while.
     config.handshake_timeout = Duration::from_secs(60);
     config.timer_tick = Duration::from_millis(500);
     config.shutdown_timeout = Duration::from_secs(30);
-    let server = Server::start(config, |_| Idle)?;
-    let handle = server.handle();
+    config.close_timeout = Duration::from_secs(30);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "ready {} {}", server.local_addr().port(), server.backend().name())?;
+    let server = match Server::start(config, |_| Idle) {
+        Ok(s) => s,
+        Err(e) => {
+            let word = if e.kind() == std::io::ErrorKind::Unsupported {
+                "unsupported"
+            } else {
+                "error"
+            };
+            writeln!(out, "{word} {e}")?;
+            out.flush()?;
+            return Err(e);
+        }
+    };
+    let handle = server.handle();
+    writeln!(
+        out,
+        "ready {} {}",
+        server.local_addr().port(),
+        server.backend().name()
+    )?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -60,7 +86,7 @@ pub fn run(opts: Options) -> std::io::Result<()> {
                 for w in 0..handle.workers() {
                     let (tx, rx) = mpsc::channel();
                     handle.post(w, move |_, conns| {
-                        let _ = tx.send(conns.ids().len());
+                        let _ = tx.send(conns.subscribers(TOPIC));
                     });
                     total += rx.recv_timeout(Duration::from_secs(30)).unwrap_or(0);
                 }
@@ -69,7 +95,10 @@ pub fn run(opts: Options) -> std::io::Result<()> {
             Some("broadcast") => {
                 let size: usize = words.next().and_then(|s| s.parse().ok()).unwrap_or(64);
                 let payload = vec![b'b'; size];
-                let p = handle.publish(TOPIC, false, &payload).wait(Duration::from_secs(60)).unwrap_or_default();
+                let p = handle
+                    .publish(TOPIC, false, &payload)
+                    .wait(Duration::from_secs(60))
+                    .unwrap_or_default();
                 writeln!(out, "published {} {}", p.reached, p.dropped)?;
             }
             Some("quit") | None => break,
@@ -77,7 +106,20 @@ pub fn run(opts: Options) -> std::io::Result<()> {
         }
         out.flush()?;
     }
-    let report = server.shutdown()?;
-    writeln!(out, "report {} {} {}", report.connections, report.closed_cleanly, report.forced)?;
+    let r = server.shutdown()?;
+    let s = r.stats;
+    writeln!(
+        out,
+        "report {} {} {} {} {} {} {} {} {}",
+        r.connections,
+        r.closed_cleanly,
+        r.forced,
+        s.opened,
+        s.closed_cleanly,
+        s.closed_abnormally,
+        s.timed_out,
+        s.refused_full,
+        s.dropped
+    )?;
     out.flush()
 }

@@ -1,0 +1,547 @@
+//! The C10M demo: hold as many idle WebSocket connections as this machine allows, and
+//! measure what they cost.
+//!
+//! ```text
+//! cargo build --release -p throng-load          # the client side (built on demand if missing)
+//! cargo run --release --example c10m -- --connections N [--backend auto|uring|epoll]
+//!     [--hold SECS] [--ping-interval SECS] [--per-process N] [--open-window N]
+//!     [--open-timeout SECS] [--json]
+//! ```
+//! 1. starts the engine, in several processes sharing the port through `SO_REUSEPORT`
+//!    when RLIMIT_NOFILE is below what one process needs (and says so);
+//! 2. ramps N client connections with the project's load generator (`throng-load hold`,
+//!    also spread over processes) and reports the handshake rate;
+//! 3. holds them for `--hold` seconds while the server pings every connection every
+//!    `--ping-interval` seconds, and reports the CPU the heartbeats cost;
+//! 4. broadcasts one message to every connection and reports when the last client had it;
+//! 5. reports memory: server user space per connection (RSS of the server processes after
+//!    the ramp minus before, over N) and kernel memory per connection (Slab in
+//!    /proc/meminfo, same method), and what 10,000,000 connections need at these figures;
+//! 6. closes every connection from the client side and counts failures of any kind.
+//!
+//! With `--json` progress goes to stderr and stdout is one JSON object. Exit status: 0 when
+//! nothing failed, 1 on failures or errors, 2 on bad usage, 3 when the backend asked for is
+//! not available in this build or on this kernel.
+//!
+//! The load generator is `$THRONG_LOAD`, else `target/<profile>/throng-load` beside this
+//! example (built with cargo when missing).
+
+mod clients;
+mod measure;
+mod server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use throng::engine::{BackendChoice, CONN_RECORD_BYTES};
+
+/// Exit status when the backend asked for is not available.
+const EXIT_UNSUPPORTED: u8 = 3;
+/// Size of the broadcast message.
+const BROADCAST_BYTES: usize = 64;
+/// Descriptors a process keeps for itself (stdio, epoll, eventfd, listener, pipes).
+const FD_RESERVE: usize = 2_000;
+
+struct Args {
+    connections: usize,
+    backend: BackendChoice,
+    hold: u64,
+    ping_interval: Option<u64>,
+    per_process: Option<usize>,
+    open_window: Option<usize>,
+    open_timeout: Option<u64>,
+    json: bool,
+    /// Internal: run as one engine process on this port.
+    serve: Option<u16>,
+}
+
+const USAGE: &str = "usage: c10m [--connections N (100000)] [--backend auto|uring|epoll] \
+     [--hold SECS (30)] [--ping-interval SECS (hold/3, 1..10)] [--per-process N] \
+     [--open-window N] [--open-timeout SECS] [--json]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        connections: 100_000,
+        backend: BackendChoice::Auto,
+        hold: 30,
+        ping_interval: None,
+        per_process: None,
+        open_window: None,
+        open_timeout: None,
+        json: false,
+        serve: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--json" => {
+                a.json = true;
+                continue;
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            _ => {}
+        }
+        let v = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |_| format!("bad value for {flag}: {v}");
+        match flag.as_str() {
+            "--connections" => a.connections = v.replace('_', "").parse().map_err(bad)?,
+            "--backend" => a.backend = v.parse()?,
+            "--hold" => a.hold = v.parse().map_err(bad)?,
+            "--ping-interval" => a.ping_interval = Some(v.parse().map_err(bad)?),
+            "--per-process" => a.per_process = Some(v.replace('_', "").parse().map_err(bad)?),
+            "--open-window" => a.open_window = Some(v.parse().map_err(bad)?),
+            "--open-timeout" => a.open_timeout = Some(v.parse().map_err(bad)?),
+            "--serve" => a.serve = Some(v.parse().map_err(bad)?),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    if a.connections == 0 {
+        return Err("--connections must be at least 1".to_owned());
+    }
+    Ok(a)
+}
+
+/// One engine process and its command pipe.
+struct ServerProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ServerProc {
+    fn ask(&mut self, command: &str) -> std::io::Result<String> {
+        self.tell(command)?;
+        self.read_line()
+    }
+    fn tell(&mut self, command: &str) -> std::io::Result<()> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()
+    }
+    fn read_line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other(format!(
+                "server process {} exited",
+                self.child.id()
+            )));
+        }
+        Ok(line.trim().to_owned())
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        // Only our own children, by handle; a clean run has already seen them exit.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Numbers after the first word of a reply line.
+fn numbers(line: &str) -> Vec<u64> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
+
+/// A free port on 127.0.0.1 for the server processes to share.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Progress for a person: stdout normally, stderr with `--json` so stdout is the object.
+struct Say {
+    json: bool,
+}
+
+impl Say {
+    fn line(&self, msg: impl AsRef<str>) {
+        if self.json {
+            eprintln!("{}", msg.as_ref());
+        } else {
+            println!("{}", msg.as_ref());
+        }
+    }
+}
+
+/// Why a run stopped before its report.
+enum Stop {
+    Unsupported(String),
+    Error(std::io::Error),
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("c10m: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(port) = args.serve {
+        let opts = server::Options {
+            port,
+            backend: args.backend,
+            workers: 1,
+            ping_interval: Duration::from_secs(args.ping_interval.unwrap_or(5).max(1)),
+        };
+        return match server::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("c10m server {}: {e}", std::process::id());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&args) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(Stop::Unsupported(e)) => {
+            eprintln!("c10m: backend not available: {e}");
+            ExitCode::from(EXIT_UNSUPPORTED)
+        }
+        Err(Stop::Error(e)) => {
+            eprintln!("c10m: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backend_name(b: BackendChoice) -> &'static str {
+    match b {
+        BackendChoice::Auto => "auto",
+        BackendChoice::Uring => "uring",
+        BackendChoice::Epoll => "epoll",
+    }
+}
+
+fn mb(bytes: f64) -> f64 {
+    bytes / (1u64 << 20) as f64
+}
+
+fn run(args: &Args) -> Result<u64, Stop> {
+    let say = Say { json: args.json };
+    let n = args.connections;
+    let nofile = measure::raise_nofile() as usize;
+    let per_process = args
+        .per_process
+        .unwrap_or(18_000)
+        .min(nofile.saturating_sub(FD_RESERVE).max(1))
+        .max(1);
+    let procs = n.div_ceil(per_process);
+    let ping_interval = args
+        .ping_interval
+        .unwrap_or((args.hold / 3).clamp(1, 10))
+        .max(1);
+    let load_bin = clients::locate_load_binary(&|m| say.line(m))?;
+    let port = free_port()?;
+    if procs > 1 {
+        say.line(format!(
+            "RLIMIT_NOFILE is {nofile} here (the hard limit; it cannot be raised): one process \
+             holds at most {per_process} connections, so the engine runs in {procs} processes \
+             sharing port {port} through SO_REUSEPORT, one worker each"
+        ));
+    }
+
+    // 1. the server processes
+    let mut servers: Vec<ServerProc> = Vec::with_capacity(procs);
+    let mut backend = String::new();
+    for _ in 0..procs {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--serve", &port.to_string()])
+            .args(["--backend", backend_name(args.backend)])
+            .args(["--ping-interval", &ping_interval.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut s = ServerProc {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = s.read_line()?;
+        let (word, rest) = ready.split_once(' ').unwrap_or((&ready, ""));
+        match word {
+            "ready" => backend = rest.split_whitespace().nth(1).unwrap_or("?").to_owned(),
+            "unsupported" => return Err(Stop::Unsupported(rest.to_owned())),
+            _ => {
+                return Err(Stop::Error(std::io::Error::other(format!(
+                    "server process did not start: {ready}"
+                ))));
+            }
+        }
+        servers.push(s);
+    }
+    say.line(format!(
+        "server: {procs} process(es), backend {backend}, port {port}, pings every \
+         {ping_interval} s; connection record {CONN_RECORD_BYTES} B without user state"
+    ));
+    let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+
+    // 2. the ramp
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = measure::rss_sum(&server_pids);
+    let slab_before = measure::slab_bytes();
+    let caches_before = measure::slab_caches();
+    let cpu_ramp_before = measure::cpu_sum(&server_pids);
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut load = clients::Clients::start(
+        &load_bin,
+        &clients::Options {
+            url,
+            connections: n,
+            per_process,
+            open_window: args.open_window,
+            open_timeout: args.open_timeout,
+        },
+    )?;
+    let client_pids = load.pids();
+    say.line(format!(
+        "clients: {} load process(es) ({}), {} connections from 127.0.0.2..250",
+        load.processes(),
+        load_bin.display(),
+        load.assigned()
+    ));
+    let ramp_timeout = Duration::from_secs(120 + n as u64 / 2_000);
+    let started = Instant::now();
+    let ramp = load.wait_ramped(ramp_timeout, |c, f| {
+        let secs = started.elapsed().as_secs_f64();
+        say.line(format!(
+            "  ramp: {c} / {n} connected, {f} failed, {secs:.0} s ({:.0}/s)",
+            c as f64 / secs.max(1e-9)
+        ));
+    })?;
+    let cpu_ramp = measure::cpu_sum(&server_pids) - cpu_ramp_before;
+    let handshakes_per_s = ramp.connected as f64 / ramp.wall_seconds.max(1e-9);
+    say.line(format!(
+        "ramp: {} connected in {:.2} s = {handshakes_per_s:.0} handshakes/s ({} failed; \
+         server CPU {cpu_ramp:.1} s, {:.1} us per handshake)",
+        ramp.connected,
+        ramp.wall_seconds,
+        ramp.failed,
+        cpu_ramp * 1e6 / ramp.connected.max(1) as f64
+    ));
+
+    // 5. (measured now, right after the ramp) memory
+    std::thread::sleep(Duration::from_secs(1));
+    let mut open = 0;
+    for s in &mut servers {
+        open += numbers(&s.ask("count")?).first().copied().unwrap_or(0) as usize;
+    }
+    let rss_after = measure::rss_sum(&server_pids);
+    let slab_after = measure::slab_bytes();
+    let caches_after = measure::slab_caches();
+    let client_rss = measure::rss_sum(&client_pids);
+    let user_per_conn = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+    let kernel_per_pair = slab_after.saturating_sub(slab_before) as f64 / n as f64;
+    let kernel_per_conn = kernel_per_pair / 2.0;
+    let client_per_conn = client_rss as f64 / n as f64;
+    say.line(format!(
+        "memory: {open} open on the server; server user space {:.1} MiB -> {:.1} MiB = \
+         {user_per_conn:.1} B/conn; kernel Slab +{:.1} MiB = {kernel_per_pair:.0} B per \
+         connection pair (both ends are on this host), ~{kernel_per_conn:.0} B per side; \
+         load generator {client_per_conn:.0} B/conn (whole RSS)",
+        mb(rss_before as f64),
+        mb(rss_after as f64),
+        mb(slab_after.saturating_sub(slab_before) as f64)
+    ));
+    let growth = measure::slab_growth(&caches_before, &caches_after, 8);
+    if !growth.is_empty() {
+        let list: Vec<String> = growth
+            .iter()
+            .map(|(name, b)| format!("{name} {:.0}", *b as f64 / n as f64))
+            .collect();
+        say.line(format!(
+            "  slab caches that grew, B per pair: {}",
+            list.join(", ")
+        ));
+    }
+
+    // 3. the hold
+    let stats_before = load.stats(Duration::from_secs(60))?;
+    let cpu_before = measure::cpu_sum(&server_pids);
+    let client_cpu_before = measure::cpu_sum(&client_pids);
+    let held = Instant::now();
+    say.line(format!(
+        "hold: {} connections for {} s (the server pings each every {ping_interval} s)",
+        stats_before.open, args.hold
+    ));
+    let hold_end = held + Duration::from_secs(args.hold);
+    while Instant::now() < hold_end {
+        let step = hold_end
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(5));
+        std::thread::sleep(step);
+        if Instant::now() < hold_end {
+            let secs = held.elapsed().as_secs_f64();
+            let cpu = measure::cpu_sum(&server_pids) - cpu_before;
+            say.line(format!(
+                "  hold: {secs:.0} s, server CPU {:.1}% of a core",
+                100.0 * cpu / secs
+            ));
+        }
+    }
+    let hold_secs = held.elapsed().as_secs_f64();
+    let cpu = measure::cpu_sum(&server_pids) - cpu_before;
+    let client_cpu = measure::cpu_sum(&client_pids) - client_cpu_before;
+    let stats_after = load.stats(Duration::from_secs(60))?;
+    let pings = stats_after
+        .pings_answered
+        .saturating_sub(stats_before.pings_answered);
+    let heartbeat_cpu_pct = 100.0 * cpu / hold_secs;
+    say.line(format!(
+        "heartbeats: {pings} pings answered in {hold_secs:.1} s ({:.0}/s); server CPU \
+         {heartbeat_cpu_pct:.2}% of one core ({:.2} us per ping); load generator CPU {:.1}%; \
+         {} open, {} closed by the server",
+        pings as f64 / hold_secs,
+        cpu * 1e6 / pings.max(1) as f64,
+        100.0 * client_cpu / hold_secs,
+        stats_after.open,
+        stats_after.closed_by_server
+    ));
+
+    // 4. the broadcast
+    load.expect_broadcast()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let start_ns = clients::monotonic_ns();
+    for s in &mut servers {
+        s.tell(&format!("broadcast {BROADCAST_BYTES}"))?;
+    }
+    let mut reached = 0;
+    let mut dropped = 0;
+    for s in &mut servers {
+        let v = numbers(&s.read_line()?);
+        reached += v.first().copied().unwrap_or(0) as usize;
+        dropped += v.get(1).copied().unwrap_or(0) as usize;
+    }
+    let published_ms = (clients::monotonic_ns() - start_ns) as f64 / 1e6;
+    let b = load.wait_broadcast(Duration::from_secs(60 + n as u64 / 10_000))?;
+    let broadcast_ms = b.last_ns.saturating_sub(start_ns) as f64 / 1e6;
+    say.line(format!(
+        "broadcast: {BROADCAST_BYTES} B to {reached} subscribers ({dropped} dropped), \
+         queued by every server in {published_ms:.1} ms; {} clients got it, the first after \
+         {:.1} ms, the last after {broadcast_ms:.1} ms",
+        b.received,
+        b.first_ns.saturating_sub(start_ns) as f64 / 1e6
+    ));
+    let rss_end = measure::rss_sum(&server_pids);
+    let user_per_conn_end = rss_end.saturating_sub(rss_before) as f64 / n as f64;
+
+    // 6. close from the client side, then stop the servers
+    let close_started = Instant::now();
+    let closed = load.close(Duration::from_secs(120 + n as u64 / 5_000))?;
+    let close_secs = close_started.elapsed().as_secs_f64();
+    let mut report = [0u64; 9];
+    for s in &mut servers {
+        for (sum, v) in report.iter_mut().zip(numbers(&s.ask("quit")?)) {
+            *sum += v;
+        }
+        let _ = s.child.wait();
+    }
+    let [
+        left_open,
+        _,
+        forced,
+        opened,
+        server_clean,
+        abnormal,
+        timed_out,
+        refused_full,
+        send_dropped,
+    ] = report;
+    say.line(format!(
+        "close: {} closed cleanly by the clients in {close_secs:.1} s, {} close failures, {} \
+         load processes exited badly; server: {opened} opened, {server_clean} closed cleanly, \
+         {abnormal} abnormally, {timed_out} timed out, {refused_full} refused, \
+         {left_open} still open at shutdown ({forced} forced)",
+        closed.closed_cleanly, closed.close_failures, closed.exit_failures
+    ));
+
+    let failures = json!({
+        "connect": ramp.failed,
+        "not_connected": n.saturating_sub(ramp.connected),
+        "not_open_on_server": n.saturating_sub(open),
+        "closed_by_server_during_hold": stats_after.closed_by_server,
+        "lost_during_hold": stats_before.open.saturating_sub(stats_after.open),
+        "broadcast_missed": n.saturating_sub(b.received),
+        "broadcast_dropped": dropped,
+        "close_failures": closed.close_failures,
+        "not_closed_cleanly_by_client": n.saturating_sub(closed.closed_cleanly),
+        "load_process_exit": closed.exit_failures,
+        "server_closed_abnormally": abnormal,
+        "server_timed_out": timed_out,
+        "server_refused_full": refused_full,
+        "server_send_dropped": send_dropped,
+        "server_open_at_shutdown": left_open,
+    });
+    let failures_total: u64 = failures
+        .as_object()
+        .expect("object")
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    say.line(format!("failures: {failures_total}"));
+
+    // The C10M arithmetic at the measured figures.
+    let ten_m = 10_000_000f64;
+    let server_side = user_per_conn + kernel_per_conn;
+    let processes_at_this_limit = (ten_m / per_process as f64).ceil();
+    say.line(format!(
+        "C10M on one host at these figures: 10,000,000 x ({user_per_conn:.0} B user + \
+         ~{kernel_per_conn:.0} B kernel) = {:.1} GB for the server side ({:.2} GB of it in \
+         throng), plus 10,000,000 descriptors (fs.nr_open and LimitNOFILE >= 10,000,100, \
+         see tuning/; at this host's RLIMIT_NOFILE of {nofile} that would be \
+         {processes_at_this_limit:.0} processes); heartbeats at a {ping_interval} s interval: \
+         ~{:.0}% of one core; this host has {:.1} GB available now",
+        server_side * ten_m / 1e9,
+        user_per_conn * ten_m / 1e9,
+        heartbeat_cpu_pct * ten_m / n as f64,
+        measure::mem_available() as f64 / 1e9
+    ));
+
+    if args.json {
+        let report = json!({
+            "connections": n,
+            "backend": backend,
+            "server_processes": procs,
+            "client_processes": load.processes(),
+            "handshakes_per_s": handshakes_per_s.round(),
+            "ramp_s": ramp.wall_seconds,
+            "open_on_server": open,
+            "user_bytes_per_conn": (user_per_conn * 10.0).round() / 10.0,
+            "user_bytes_per_conn_after_broadcast": (user_per_conn_end * 10.0).round() / 10.0,
+            "conn_record_bytes": CONN_RECORD_BYTES,
+            "kernel_bytes_per_conn": kernel_per_conn.round(),
+            "kernel_bytes_per_pair": kernel_per_pair.round(),
+            "client_bytes_per_conn": client_per_conn.round(),
+            "hold_s": (hold_secs * 100.0).round() / 100.0,
+            "ping_interval_s": ping_interval,
+            "pings_answered": pings,
+            "heartbeat_cpu_pct": (heartbeat_cpu_pct * 100.0).round() / 100.0,
+            "client_cpu_pct": (100.0 * client_cpu / hold_secs * 100.0).round() / 100.0,
+            "broadcast_ms": (broadcast_ms * 100.0).round() / 100.0,
+            "broadcast_received": b.received,
+            "closed_cleanly": closed.closed_cleanly,
+            "failures": failures_total,
+            "failure_kinds": failures,
+            "c10m_server_gb": (server_side * ten_m / 1e8).round() / 10.0,
+        });
+        println!("{report}");
+    }
+    Ok(failures_total)
+}

@@ -1,0 +1,236 @@
+//! One client WebSocket connection, sans scheduling: the upgrade request and its check,
+//! masked frames out, the server's frames in (decoded by throng-protocol in client role).
+
+use std::io::{self, Read, Write};
+
+use base64::Engine;
+use mio::net::TcpStream;
+use throng_protocol::frame::{FrameHead, HeaderBuf};
+use throng_protocol::handshake::accept_key;
+use throng_protocol::mask::apply_mask;
+use throng_protocol::{Decoder, DecoderConfig, Event};
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Handshake,
+    Open,
+    /// We sent our close frame; waiting for the server's and its FIN.
+    Closing,
+    /// Ended: cleanly (close handshake and FIN) or not.
+    Done {
+        clean: bool,
+    },
+}
+
+/// What the connection saw in one read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub messages: u32,
+    pub pings: u32,
+    /// The server sent a close frame or ended TCP while we did not ask.
+    pub closed_by_server: bool,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub state: State,
+    key: [u8; 24],
+    mask_seed: u32,
+    decoder: Decoder,
+    /// Unconsumed input (a partial response head or frame).
+    input: Vec<u8>,
+    /// Output the socket did not take yet.
+    output: Vec<u8>,
+    got_close: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, seed: u32) -> Conn {
+        let mut raw = [0u8; 16];
+        for (i, b) in raw.iter_mut().enumerate() {
+            *b = (seed.rotate_left(i as u32 * 5) ^ (i as u32 * 0x9e37_79b9)) as u8;
+        }
+        let mut key = [0u8; 24];
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(raw, &mut key)
+            .expect("16 bytes encode to 24");
+        Conn {
+            stream,
+            state: State::Connecting,
+            key,
+            mask_seed: seed | 1,
+            decoder: Decoder::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            got_close: false,
+        }
+    }
+
+    /// The TCP connect finished: send the upgrade request.
+    pub fn connected(&mut self, host: &str, path: &str) -> io::Result<()> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        let key = std::str::from_utf8(&self.key).expect("base64 is ASCII");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        self.state = State::Handshake;
+        self.write(req.as_bytes())
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift: cheap, and every frame gets a fresh key as RFC 6455 asks.
+        let mut x = self.mask_seed;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_seed = x;
+        x.to_le_bytes()
+    }
+
+    /// Sends a masked control frame.
+    fn control(&mut self, head: FrameHead, payload: &[u8]) -> io::Result<()> {
+        let key = self.next_mask();
+        let mut hb = HeaderBuf::default();
+        let mut frame = head.with_mask(key).encode(&mut hb).to_vec();
+        let start = frame.len();
+        frame.extend_from_slice(payload);
+        apply_mask(&mut frame[start..], key, 0);
+        self.write(&frame)
+    }
+
+    /// Starts the close handshake with 1000.
+    pub fn close(&mut self) -> io::Result<()> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.state = State::Closing;
+        self.control(FrameHead::close(2), &1000u16.to_be_bytes())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.output.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => self.output.extend_from_slice(&bytes[n..]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.output.extend_from_slice(bytes)
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.output.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// The socket can take more: write what waits.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while !self.output.is_empty() {
+            match self.stream.write(&self.output) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the socket would block, handling what arrived.
+    pub fn readable(&mut self, buf: &mut [u8]) -> io::Result<Seen> {
+        let mut seen = Seen::default();
+        loop {
+            let n = match self.stream.read(buf) {
+                Ok(0) => {
+                    let clean = self.got_close;
+                    if self.state != State::Closing {
+                        seen.closed_by_server = true;
+                    }
+                    self.state = State::Done { clean };
+                    return Ok(seen);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(seen),
+                Err(e) => return Err(e),
+            };
+            if self.input.is_empty() {
+                let used = self.handle(&mut buf[..n], &mut seen)?;
+                self.input.extend_from_slice(&buf[used..n]);
+            } else {
+                let mut data = std::mem::take(&mut self.input);
+                data.extend_from_slice(&buf[..n]);
+                let used = self.handle(&mut data, &mut seen)?;
+                data.drain(..used);
+                self.input = data;
+            }
+        }
+    }
+
+    /// Handles input; returns bytes used.
+    fn handle(&mut self, data: &mut [u8], seen: &mut Seen) -> io::Result<usize> {
+        let mut used = 0;
+        if self.state == State::Handshake {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(data) {
+                Ok(httparse::Status::Partial) => return Ok(0),
+                Ok(httparse::Status::Complete(n)) => {
+                    let expected = accept_key(&self.key);
+                    let accept = res
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                        .map(|h| h.value);
+                    if res.code != Some(101) || accept != Some(&expected[..]) {
+                        return Err(io::Error::other(format!(
+                            "upgrade refused: status {:?}, accept key {}",
+                            res.code,
+                            if accept == Some(&expected[..]) {
+                                "ok"
+                            } else {
+                                "wrong"
+                            }
+                        )));
+                    }
+                    self.state = State::Open;
+                    used = n;
+                }
+                Err(e) => return Err(io::Error::other(format!("bad response head: {e}"))),
+            }
+        }
+        let cfg = DecoderConfig::client();
+        while used < data.len() && matches!(self.state, State::Open | State::Closing) {
+            let decoded = self
+                .decoder
+                .decode(&cfg, &mut data[used..])
+                .map_err(|e| io::Error::other(format!("server broke the protocol: {e}")))?;
+            used += decoded.consumed;
+            match decoded.event {
+                None => break,
+                Some(Event::Data { last: true, .. }) => seen.messages += 1,
+                Some(Event::Data { .. }) | Some(Event::Pong(_)) => {}
+                Some(Event::Ping(p)) => {
+                    let p = p.to_vec();
+                    seen.pings += 1;
+                    self.control(FrameHead::pong(p.len() as u8), &p)?;
+                }
+                Some(Event::Close(_)) => {
+                    self.got_close = true;
+                    if self.state == State::Open {
+                        seen.closed_by_server = true;
+                        self.state = State::Closing;
+                        self.control(FrameHead::close(2), &1000u16.to_be_bytes())?;
+                    }
+                }
+            }
+        }
+        Ok(used)
+    }
+}

@@ -1,0 +1,163 @@
+//! Runs the C10M example (`examples/c10m`) at a small N on each backend and checks its JSON
+//! report: 2,000 connections, a 2-second hold, no failure.
+//!
+//! The example and the load generator are built first, in the profile and target
+//! directory of this test, with `cargo build --example c10m -p throng` and
+//! `cargo build -p throng-load --bin throng-load` (a no-op when they are up to date; `cargo
+//! test` builds examples too, but `cargo test --test c10m` would not, and it never builds
+//! another package's binary). `THRONG_LOAD` names a load generator to use instead.
+//!
+//! Backends: `THRONG_TEST_BACKENDS` (comma list: epoll,uring) runs exactly those; by default
+//! both run, and io_uring is skipped only when the engine reports it unavailable (the
+//! example exits with status 3).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CONNECTIONS: u64 = 2_000;
+/// Exit status of the example when the backend asked for is not available.
+const EXIT_UNSUPPORTED: i32 = 3;
+/// A run that takes longer than this has hung.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `target/<profile>` of this test binary (`target/<profile>/deps/c10m-HASH`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let deps = exe.parent().expect("deps directory");
+    deps.parent().expect("profile directory").to_path_buf()
+}
+
+fn cargo_build(profile_dir: &Path, what: &[&str]) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => "dev",
+    };
+    let target_dir = profile_dir.parent().expect("target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("build")
+        .args(["--profile", profile])
+        .args(what)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build {what:?} failed: {status}");
+}
+
+fn backends() -> (Vec<String>, bool) {
+    match std::env::var("THRONG_TEST_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() => (
+            list.split(',')
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty())
+                .collect(),
+            true,
+        ),
+        _ => (vec!["epoll".to_owned(), "uring".to_owned()], false),
+    }
+}
+
+/// Runs the example; returns its exit code, stdout and stderr.
+fn run_example(exe: &Path, backend: &str) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("throng-c10m-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_path = dir.join(format!("{backend}.out"));
+    let err_path = dir.join(format!("{backend}.err"));
+    let mut child = Command::new(exe)
+        .args(["--connections", &CONNECTIONS.to_string()])
+        .args(["--hold", "2", "--backend", backend, "--json"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("start the c10m example");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            // Our own child, by handle; its server and load processes see EOF and exit.
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+            panic!("c10m on {backend} did not finish in {RUN_TIMEOUT:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (status.code(), out, err)
+}
+
+fn num(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {report}"))
+}
+
+#[test]
+fn c10m_example_small_run_on_each_backend() {
+    let dir = profile_dir();
+    cargo_build(&dir, &["-p", "throng", "--example", "c10m"]);
+    if std::env::var_os("THRONG_LOAD").is_none() {
+        cargo_build(&dir, &["-p", "throng-load", "--bin", "throng-load"]);
+    }
+    let exe = dir.join("examples").join("c10m");
+    assert!(exe.is_file(), "{} was not built", exe.display());
+
+    let (backends, explicit) = backends();
+    let mut ran = 0;
+    for backend in &backends {
+        let (code, out, err) = run_example(&exe, backend);
+        if code == Some(EXIT_UNSUPPORTED) && !explicit && backend != "epoll" {
+            eprintln!(
+                "c10m: skipping the {backend} backend, the engine reports it unavailable: {}",
+                err.lines().last().unwrap_or("")
+            );
+            continue;
+        }
+        assert_eq!(
+            code,
+            Some(0),
+            "c10m on {backend} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        let last = out.lines().last().unwrap_or("");
+        let report: Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {last:?}"));
+        eprintln!("c10m on {backend}: {report}");
+
+        assert_eq!(report["connections"].as_u64(), Some(CONNECTIONS));
+        assert_eq!(report["backend"].as_str(), Some(backend.as_str()));
+        assert_eq!(report["failures"].as_u64(), Some(0), "{report}");
+        assert_eq!(report["open_on_server"].as_u64(), Some(CONNECTIONS));
+        assert_eq!(report["broadcast_received"].as_u64(), Some(CONNECTIONS));
+        assert_eq!(report["closed_cleanly"].as_u64(), Some(CONNECTIONS));
+        assert!(num(&report, "server_processes") >= 1.0);
+        assert!(num(&report, "handshakes_per_s") > 0.0);
+        // Positive and below anything plausible: the record is 48 B; one process's
+        // receive buffer and slab growth spread over only 2,000 connections add some.
+        let user = num(&report, "user_bytes_per_conn");
+        assert!((0.0..=4096.0).contains(&user), "user_bytes_per_conn {user}");
+        // A TCP socket alone is over a kilobyte of slab; other work on the host adds noise.
+        let kernel = num(&report, "kernel_bytes_per_conn");
+        assert!(
+            (0.0..=1_000_000.0).contains(&kernel),
+            "kernel_bytes_per_conn {kernel}"
+        );
+        let cpu = num(&report, "heartbeat_cpu_pct");
+        assert!((0.0..=400.0).contains(&cpu), "heartbeat_cpu_pct {cpu}");
+        let ms = num(&report, "broadcast_ms");
+        assert!(ms > 0.0 && ms < 30_000.0, "broadcast_ms {ms}");
+        ran += 1;
+    }
+    assert!(ran > 0, "no backend ran");
+}
