@@ -106,6 +106,7 @@ fn main() -> ExitCode {
         server.backend().name(),
         server.workers()
     );
+    println!("backend: {}", server.backend_note());
     let _ = signals.wait();
     println!("shutting down");
     match server.shutdown() {

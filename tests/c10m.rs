@@ -1,11 +1,12 @@
 //! Runs the C10M example (`examples/c10m`) at a small N on each backend and checks its JSON
 //! report: 2,000 connections, a 2-second hold, no failure.
 //!
-//! The example and the load generator are built first, in the profile and target
-//! directory of this test, with `cargo build --example c10m -p throng` and
-//! `cargo build -p throng-load --bin throng-load` (a no-op when they are up to date; `cargo
-//! test` builds examples too, but `cargo test --test c10m` would not, and it never builds
-//! another package's binary). `THRONG_LOAD` names a load generator to use instead.
+//! The example is built first, in the profile and target directory of this test, with
+//! `cargo build --example c10m -p throng` (a no-op when it is up to date; `cargo test`
+//! builds examples too, but `cargo test --test c10m` would not). The load generator is the
+//! measuring instrument, so it is always the optimized one: `cargo build --release -p
+//! throng-load` (it is another package's binary, which `cargo test` never builds), passed
+//! to the example as `THRONG_LOAD`. Set `THRONG_LOAD` to use another one.
 //!
 //! Backends: `THRONG_TEST_BACKENDS` (comma list: epoll,uring) runs exactly those; by default
 //! both run, and io_uring is skipped only when the engine reports it unavailable (the
@@ -30,13 +31,8 @@ fn profile_dir() -> PathBuf {
     deps.parent().expect("profile directory").to_path_buf()
 }
 
-fn cargo_build(profile_dir: &Path, what: &[&str]) {
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(p) => p,
-        None => "dev",
-    };
-    let target_dir = profile_dir.parent().expect("target directory");
+/// `cargo build --profile PROFILE WHAT` into the target directory of this test.
+fn cargo_build(target_dir: &Path, profile: &str, what: &[&str]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .arg("build")
@@ -65,14 +61,16 @@ fn backends() -> (Vec<String>, bool) {
 }
 
 /// Runs the example; returns its exit code, stdout and stderr.
-fn run_example(exe: &Path, backend: &str) -> (Option<i32>, String, String) {
+fn run_example(exe: &Path, load: &Path, backend: &str) -> (Option<i32>, String, String) {
     let dir = std::env::temp_dir().join(format!("throng-c10m-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out_path = dir.join(format!("{backend}.out"));
     let err_path = dir.join(format!("{backend}.err"));
     let mut child = Command::new(exe)
         .args(["--connections", &CONNECTIONS.to_string()])
-        .args(["--hold", "2", "--backend", backend, "--json"])
+        .args(["--hold", "2", "--ping-interval", "1", "--backend", backend])
+        .arg("--json")
+        .env("THRONG_LOAD", load)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -107,17 +105,28 @@ fn num(report: &Value, key: &str) -> f64 {
 #[test]
 fn c10m_example_small_run_on_each_backend() {
     let dir = profile_dir();
-    cargo_build(&dir, &["-p", "throng", "--example", "c10m"]);
-    if std::env::var_os("THRONG_LOAD").is_none() {
-        cargo_build(&dir, &["-p", "throng-load", "--bin", "throng-load"]);
-    }
+    let target_dir = dir.parent().expect("target directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(p) => p,
+    };
+    cargo_build(target_dir, profile, &["-p", "throng", "--example", "c10m"]);
     let exe = dir.join("examples").join("c10m");
     assert!(exe.is_file(), "{} was not built", exe.display());
+    let load = match std::env::var_os("THRONG_LOAD") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let what = ["-p", "throng-load", "--bin", "throng-load"];
+            cargo_build(target_dir, "release", &what);
+            target_dir.join("release").join("throng-load")
+        }
+    };
+    assert!(load.is_file(), "{} was not built", load.display());
 
     let (backends, explicit) = backends();
     let mut ran = 0;
     for backend in &backends {
-        let (code, out, err) = run_example(&exe, backend);
+        let (code, out, err) = run_example(&exe, &load, backend);
         if code == Some(EXIT_UNSUPPORTED) && !explicit && backend != "epoll" {
             eprintln!(
                 "c10m: skipping the {backend} backend, the engine reports it unavailable: {}",
@@ -153,6 +162,9 @@ fn c10m_example_small_run_on_each_backend() {
             (0.0..=1_000_000.0).contains(&kernel),
             "kernel_bytes_per_conn {kernel}"
         );
+        // A ping a second for two seconds: every connection answers at least one.
+        let pings = num(&report, "pings_answered");
+        assert!(pings >= CONNECTIONS as f64, "pings_answered {pings}");
         let cpu = num(&report, "heartbeat_cpu_pct");
         assert!((0.0..=400.0).contains(&cpu), "heartbeat_cpu_pct {cpu}");
         let ms = num(&report, "broadcast_ms");

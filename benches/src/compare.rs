@@ -9,9 +9,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Load, Target, Window};
 use crate::servers::ServerKind;
 use crate::sys::{self, ServerProcess, Started};
+use throng_load::measure::{self as client, Load, Target, Window};
 
 /// How long and how large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,11 +2,11 @@
 //! with (tokio-tungstenite and fastwebsockets), rerunnable by anyone.
 //!
 //! `throng-bench compare` starts each server as its own pinned process
-//! (`throng-bench serve`), drives them all with the same load generator ([`client`]) from
-//! the other CPUs, interleaving the servers round by round, and reports every figure with
-//! its ratio to tokio-tungstenite as a markdown table, JSON and an SVG chart.
+//! (`throng-bench serve`), drives them all with the same load generator
+//! (`throng_load::measure`, the library of the project's `throng-load` command) from the
+//! other CPUs, interleaving the servers round by round, and reports every figure with its
+//! ratio to tokio-tungstenite as a markdown table, JSON and an SVG chart.
 
-pub mod client;
 pub mod compare;
 pub mod report;
 pub mod servers;

@@ -4,20 +4,26 @@
 //! ```text
 //! cargo build --release -p throng-load          # the client side (built on demand if missing)
 //! cargo run --release --example c10m -- --connections N [--backend auto|uring|epoll]
-//!     [--hold SECS] [--ping-interval SECS] [--per-process N] [--open-window N]
-//!     [--open-timeout SECS] [--json]
+//!     [--hold SECS] [--ping-interval SECS] [--pong-timeout SECS] [--per-process N]
+//!     [--open-window N] [--open-timeout SECS] [--no-subscribe] [--json]
 //! ```
 //! 1. starts the engine, in several processes sharing the port through `SO_REUSEPORT`
 //!    when RLIMIT_NOFILE is below what one process needs (and says so);
 //! 2. ramps N client connections with the project's load generator (`throng-load hold`,
 //!    also spread over processes) and reports the handshake rate;
-//! 3. holds them for `--hold` seconds while the server pings every connection every
-//!    `--ping-interval` seconds, and reports the CPU the heartbeats cost;
-//! 4. broadcasts one message to every connection and reports when the last client had it;
+//! 3. holds them for `--hold` seconds (default 30) while the server pings every connection
+//!    (default: every N/30,000 s within 5..30 s, so about 30,000 pings/s), and reports the
+//!    CPU the heartbeats cost;
+//! 4. broadcasts one 64-byte message to every connection (one publish to a topic every
+//!    connection subscribed to at open) and reports when the last client had it;
 //! 5. reports memory: server user space per connection (RSS of the server processes after
 //!    the ramp minus before, over N) and kernel memory per connection (Slab in
-//!    /proc/meminfo, same method), and what 10,000,000 connections need at these figures;
+//!    /proc/meminfo, same method; both ends are on this host, so half the growth per
+//!    pair), and what 10,000,000 connections need at these figures;
 //! 6. closes every connection from the client side and counts failures of any kind.
+//!
+//! `--no-subscribe` is a diagnostic: connections join no topic and the broadcast sends the
+//! shared frame connection by connection, to show what the subscription costs.
 //!
 //! With `--json` progress goes to stderr and stdout is one JSON object. Exit status: 0 when
 //! nothing failed, 1 on failures or errors, 2 on bad usage, 3 when the backend asked for is
@@ -49,17 +55,21 @@ struct Args {
     backend: BackendChoice,
     hold: u64,
     ping_interval: Option<u64>,
+    pong_timeout: Option<u64>,
     per_process: Option<usize>,
     open_window: Option<usize>,
     open_timeout: Option<u64>,
     json: bool,
+    /// Diagnostic: no topic subscription (the broadcast goes connection by connection).
+    no_subscribe: bool,
     /// Internal: run as one engine process on this port.
     serve: Option<u16>,
 }
 
 const USAGE: &str = "usage: c10m [--connections N (100000)] [--backend auto|uring|epoll] \
-     [--hold SECS (30)] [--ping-interval SECS (hold/3, 1..10)] [--per-process N] \
-     [--open-window N] [--open-timeout SECS] [--json]";
+     [--hold SECS (30)] [--ping-interval SECS (N/30000, 5..30)] [--pong-timeout SECS (= ping \
+     interval)] [--per-process N] \
+     [--open-window N] [--open-timeout SECS] [--no-subscribe] [--json]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -67,10 +77,12 @@ fn parse_args() -> Result<Args, String> {
         backend: BackendChoice::Auto,
         hold: 30,
         ping_interval: None,
+        pong_timeout: None,
         per_process: None,
         open_window: None,
         open_timeout: None,
         json: false,
+        no_subscribe: false,
         serve: None,
     };
     let mut it = std::env::args().skip(1);
@@ -78,6 +90,10 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--json" => {
                 a.json = true;
+                continue;
+            }
+            "--no-subscribe" => {
+                a.no_subscribe = true;
                 continue;
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -90,6 +106,7 @@ fn parse_args() -> Result<Args, String> {
             "--backend" => a.backend = v.parse()?,
             "--hold" => a.hold = v.parse().map_err(bad)?,
             "--ping-interval" => a.ping_interval = Some(v.parse().map_err(bad)?),
+            "--pong-timeout" => a.pong_timeout = Some(v.parse().map_err(bad)?),
             "--per-process" => a.per_process = Some(v.replace('_', "").parse().map_err(bad)?),
             "--open-window" => a.open_window = Some(v.parse().map_err(bad)?),
             "--open-timeout" => a.open_timeout = Some(v.parse().map_err(bad)?),
@@ -197,6 +214,8 @@ fn main() -> ExitCode {
             backend: args.backend,
             workers: 1,
             ping_interval: Duration::from_secs(args.ping_interval.unwrap_or(5).max(1)),
+            pong_timeout: Duration::from_secs(args.pong_timeout.unwrap_or(5).max(1)),
+            subscribe: !args.no_subscribe,
         };
         return match server::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -228,6 +247,16 @@ fn backend_name(b: BackendChoice) -> &'static str {
     }
 }
 
+/// `mem` of every server process, summed: slots, spill records lent, pooled, allocated.
+fn pool_stats(servers: &mut [ServerProc]) -> std::io::Result<[u64; 4]> {
+    let mut sum = [0u64; 4];
+    for s in servers {
+        let v = numbers(&s.ask("mem")?);
+        sum.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    }
+    Ok(sum)
+}
+
 fn mb(bytes: f64) -> f64 {
     bytes / (1u64 << 20) as f64
 }
@@ -242,10 +271,13 @@ fn run(args: &Args) -> Result<u64, Stop> {
         .min(nofile.saturating_sub(FD_RESERVE).max(1))
         .max(1);
     let procs = n.div_ceil(per_process);
+    // Heartbeats near 30,000 pings/s whatever N is (two shared cores serve both ends
+    // here): every 5 s up to 150,000 connections, every 30 s at 900,000 and beyond.
     let ping_interval = args
         .ping_interval
-        .unwrap_or((args.hold / 3).clamp(1, 10))
+        .unwrap_or((n as u64).div_ceil(30_000).clamp(5, 30))
         .max(1);
+    let pong_timeout = args.pong_timeout.unwrap_or(ping_interval).max(1);
     let load_bin = clients::locate_load_binary(&|m| say.line(m))?;
     let port = free_port()?;
     if procs > 1 {
@@ -264,6 +296,8 @@ fn run(args: &Args) -> Result<u64, Stop> {
             .args(["--serve", &port.to_string()])
             .args(["--backend", backend_name(args.backend)])
             .args(["--ping-interval", &ping_interval.to_string()])
+            .args(["--pong-timeout", &pong_timeout.to_string()])
+            .args(args.no_subscribe.then_some("--no-subscribe"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -288,8 +322,10 @@ fn run(args: &Args) -> Result<u64, Stop> {
         servers.push(s);
     }
     say.line(format!(
-        "server: {procs} process(es), backend {backend}, port {port}, pings every \
-         {ping_interval} s; connection record {CONN_RECORD_BYTES} B without user state"
+        "server: {procs} process(es), backend {backend}, port {port}; a ping after \
+         {ping_interval} s of silence, pong timeout {pong_timeout} s (so every {} s); \
+         connection record {CONN_RECORD_BYTES} B without user state",
+        ping_interval.max(pong_timeout)
     ));
     let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
 
@@ -339,14 +375,15 @@ fn run(args: &Args) -> Result<u64, Stop> {
 
     // 5. (measured now, right after the ramp) memory
     std::thread::sleep(Duration::from_secs(1));
-    let mut open = 0;
-    for s in &mut servers {
-        open += numbers(&s.ask("count")?).first().copied().unwrap_or(0) as usize;
-    }
     let rss_after = measure::rss_sum(&server_pids);
     let slab_after = measure::slab_bytes();
     let caches_after = measure::slab_caches();
     let client_rss = measure::rss_sum(&client_pids);
+    let mut open = 0;
+    for s in &mut servers {
+        open += numbers(&s.ask("count")?).first().copied().unwrap_or(0) as usize;
+    }
+    let pool_after_ramp = pool_stats(&mut servers)?;
     let user_per_conn = rss_after.saturating_sub(rss_before) as f64 / n as f64;
     let kernel_per_pair = slab_after.saturating_sub(slab_before) as f64 / n as f64;
     let kernel_per_conn = kernel_per_pair / 2.0;
@@ -359,6 +396,15 @@ fn run(args: &Args) -> Result<u64, Stop> {
         mb(rss_before as f64),
         mb(rss_after as f64),
         mb(slab_after.saturating_sub(slab_before) as f64)
+    ));
+    say.line(format!(
+        "  engine: {} connection slots; spill records {} lent, {} pooled, {} ever allocated; \
+         topic subscription {}",
+        pool_after_ramp[0],
+        pool_after_ramp[1],
+        pool_after_ramp[2],
+        pool_after_ramp[3],
+        if args.no_subscribe { "off" } else { "on" }
     ));
     let growth = measure::slab_growth(&caches_before, &caches_after, 8);
     if !growth.is_empty() {
@@ -378,8 +424,10 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let client_cpu_before = measure::cpu_sum(&client_pids);
     let held = Instant::now();
     say.line(format!(
-        "hold: {} connections for {} s (the server pings each every {ping_interval} s)",
-        stats_before.open, args.hold
+        "hold: {} connections for {} s (the server pings each about every {} s)",
+        stats_before.open,
+        args.hold,
+        ping_interval.max(pong_timeout)
     ));
     let hold_end = held + Duration::from_secs(args.hold);
     while Instant::now() < hold_end {
@@ -404,11 +452,12 @@ fn run(args: &Args) -> Result<u64, Stop> {
         .pings_answered
         .saturating_sub(stats_before.pings_answered);
     let heartbeat_cpu_pct = 100.0 * cpu / hold_secs;
+    let pings_per_s = pings as f64 / hold_secs;
+    let ping_period = stats_after.open as f64 / pings_per_s.max(1e-9);
     say.line(format!(
-        "heartbeats: {pings} pings answered in {hold_secs:.1} s ({:.0}/s); server CPU \
-         {heartbeat_cpu_pct:.2}% of one core ({:.2} us per ping); load generator CPU {:.1}%; \
-         {} open, {} closed by the server",
-        pings as f64 / hold_secs,
+        "heartbeats: {pings} pings answered in {hold_secs:.1} s ({pings_per_s:.0}/s, one per \
+         connection every {ping_period:.1} s); server CPU {heartbeat_cpu_pct:.2}% of one core \
+         ({:.2} us per ping); load generator CPU {:.1}%; {} open, {} closed by the server",
         cpu * 1e6 / pings.max(1) as f64,
         100.0 * client_cpu / hold_secs,
         stats_after.open,
@@ -418,6 +467,8 @@ fn run(args: &Args) -> Result<u64, Stop> {
     // 4. the broadcast
     load.expect_broadcast()?;
     std::thread::sleep(Duration::from_millis(300));
+    let cpu_broadcast_before = measure::cpu_sum(&server_pids);
+    let client_cpu_broadcast_before = measure::cpu_sum(&client_pids);
     let start_ns = clients::monotonic_ns();
     for s in &mut servers {
         s.tell(&format!("broadcast {BROADCAST_BYTES}"))?;
@@ -432,19 +483,31 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let published_ms = (clients::monotonic_ns() - start_ns) as f64 / 1e6;
     let b = load.wait_broadcast(Duration::from_secs(60 + n as u64 / 10_000))?;
     let broadcast_ms = b.last_ns.saturating_sub(start_ns) as f64 / 1e6;
+    let broadcast_server_cpu_ms = (measure::cpu_sum(&server_pids) - cpu_broadcast_before) * 1e3;
+    let broadcast_client_cpu_ms =
+        (measure::cpu_sum(&client_pids) - client_cpu_broadcast_before) * 1e3;
     say.line(format!(
-        "broadcast: {BROADCAST_BYTES} B to {reached} subscribers ({dropped} dropped), \
+        "broadcast: {BROADCAST_BYTES} B to {reached} connections ({dropped} dropped), \
          queued by every server in {published_ms:.1} ms; {} clients got it, the first after \
-         {:.1} ms, the last after {broadcast_ms:.1} ms",
+         {:.1} ms, the last after {broadcast_ms:.1} ms; CPU meanwhile (heartbeats included): \
+         servers {broadcast_server_cpu_ms:.0} ms, load generator {broadcast_client_cpu_ms:.0} ms",
         b.received,
         b.first_ns.saturating_sub(start_ns) as f64 / 1e6
     ));
     let rss_end = measure::rss_sum(&server_pids);
     let user_per_conn_end = rss_end.saturating_sub(rss_before) as f64 / n as f64;
+    let pool_end = pool_stats(&mut servers)?;
+    say.line(format!(
+        "  after the broadcast: server user space {user_per_conn_end:.1} B/conn over the \
+         baseline; spill records {} lent, {} pooled, {} ever allocated",
+        pool_end[1], pool_end[2], pool_end[3]
+    ));
 
     // 6. close from the client side, then stop the servers
     let close_started = Instant::now();
-    let closed = load.close(Duration::from_secs(120 + n as u64 / 5_000))?;
+    // About 100,000 connections closing at a time.
+    let at_once = (100_000 / per_process).max(1);
+    let closed = load.close(Duration::from_secs(120 + n as u64 / 5_000), at_once)?;
     let close_secs = close_started.elapsed().as_secs_f64();
     let mut report = [0u64; 9];
     for s in &mut servers {
@@ -467,11 +530,14 @@ fn run(args: &Args) -> Result<u64, Stop> {
     say.line(format!(
         "close: {} closed cleanly by the clients in {close_secs:.1} s, {} close failures, {} \
          load processes exited badly; server: {opened} opened, {server_clean} closed cleanly, \
-         {abnormal} abnormally, {timed_out} timed out, {refused_full} refused, \
+         {abnormal} abnormally, {refused_full} refused, {timed_out} timers expired (of \
+         any kind: a wait for the FIN after a clean close counts but is no failure), \
          {left_open} still open at shutdown ({forced} forced)",
         closed.closed_cleanly, closed.close_failures, closed.exit_failures
     ));
 
+    // Every sign of a failure, by kind; one failed connection may show under several kinds
+    // (a refused connect is also a missed broadcast), so only zero means anything exact.
     let failures = json!({
         "connect": ramp.failed,
         "not_connected": n.saturating_sub(ramp.connected),
@@ -484,7 +550,6 @@ fn run(args: &Args) -> Result<u64, Stop> {
         "not_closed_cleanly_by_client": n.saturating_sub(closed.closed_cleanly),
         "load_process_exit": closed.exit_failures,
         "server_closed_abnormally": abnormal,
-        "server_timed_out": timed_out,
         "server_refused_full": refused_full,
         "server_send_dropped": send_dropped,
         "server_open_at_shutdown": left_open,
@@ -501,16 +566,19 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let ten_m = 10_000_000f64;
     let server_side = user_per_conn + kernel_per_conn;
     let processes_at_this_limit = (ten_m / per_process as f64).ceil();
+    // Heartbeats at the engine's default interval (a ping per connection every 30 s).
+    let us_per_ping = cpu * 1e6 / pings.max(1) as f64;
+    let c10m_heartbeat_cores = ten_m / 30.0 * us_per_ping / 1e6;
     say.line(format!(
         "C10M on one host at these figures: 10,000,000 x ({user_per_conn:.0} B user + \
          ~{kernel_per_conn:.0} B kernel) = {:.1} GB for the server side ({:.2} GB of it in \
-         throng), plus 10,000,000 descriptors (fs.nr_open and LimitNOFILE >= 10,000,100, \
-         see tuning/; at this host's RLIMIT_NOFILE of {nofile} that would be \
-         {processes_at_this_limit:.0} processes); heartbeats at a {ping_interval} s interval: \
-         ~{:.0}% of one core; this host has {:.1} GB available now",
+         throng's user space), plus 10,000,000 descriptors (fs.nr_open and LimitNOFILE >= \
+         10,000,100, see tuning/; at this host's RLIMIT_NOFILE of {nofile} that would be \
+         {processes_at_this_limit:.0} processes); heartbeats every 30 s (the engine's default): \
+         333,333 pings/s x {us_per_ping:.1} us = {c10m_heartbeat_cores:.1} cores; this host has \
+         {:.1} GB available now",
         server_side * ten_m / 1e9,
         user_per_conn * ten_m / 1e9,
-        heartbeat_cpu_pct * ten_m / n as f64,
         measure::mem_available() as f64 / 1e9
     ));
 
@@ -531,15 +599,25 @@ fn run(args: &Args) -> Result<u64, Stop> {
             "client_bytes_per_conn": client_per_conn.round(),
             "hold_s": (hold_secs * 100.0).round() / 100.0,
             "ping_interval_s": ping_interval,
+            "pong_timeout_s": pong_timeout,
+            "ping_period_s": (ping_period * 10.0).round() / 10.0,
             "pings_answered": pings,
             "heartbeat_cpu_pct": (heartbeat_cpu_pct * 100.0).round() / 100.0,
             "client_cpu_pct": (100.0 * client_cpu / hold_secs * 100.0).round() / 100.0,
             "broadcast_ms": (broadcast_ms * 100.0).round() / 100.0,
+            "broadcast_server_cpu_ms": broadcast_server_cpu_ms.round(),
+            "broadcast_client_cpu_ms": broadcast_client_cpu_ms.round(),
+            "subscribed": !args.no_subscribe,
+            "spill_records_allocated": pool_end[3],
             "broadcast_received": b.received,
             "closed_cleanly": closed.closed_cleanly,
+            "server_closed_cleanly": server_clean,
+            "server_timers_expired": timed_out,
             "failures": failures_total,
             "failure_kinds": failures,
             "c10m_server_gb": (server_side * ten_m / 1e8).round() / 10.0,
+            "c10m_heartbeat_cores": (c10m_heartbeat_cores * 100.0).round() / 100.0,
+            "us_per_ping": (us_per_ping * 100.0).round() / 100.0,
         });
         println!("{report}");
     }

@@ -5,6 +5,7 @@
 //! At start: `ready PORT BACKEND`, or `unsupported MESSAGE` (the backend asked for is not
 //! available) or `error MESSAGE`.
 //! `count` -> `count OPEN`; `broadcast SIZE` -> `published REACHED DROPPED`;
+//! `mem` -> `mem SLOTS POOL_IN_USE POOL_FREE POOL_ALLOCATED` (summed over the workers);
 //! `quit` (or EOF) -> graceful shutdown, then `report AT_SHUTDOWN CLEAN FORCED OPENED
 //! CLOSED_CLEANLY CLOSED_ABNORMALLY TIMED_OUT REFUSED_FULL DROPPED`.
 
@@ -12,14 +13,18 @@ use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
+    BackendChoice, Config, Connections, Decision, Handler, Message, Published, Server,
+    ServerHandle, UpgradeRequest, WebSocket,
 };
 
 /// Every connection subscribes to one topic so a broadcast is one publish per process.
 pub const TOPIC: &str = "all";
 
-struct Idle;
+struct Idle {
+    subscribe: bool,
+}
 
 impl Handler for Idle {
     type State = ();
@@ -27,7 +32,9 @@ impl Handler for Idle {
         Decision::accept(())
     }
     fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
-        ws.subscribe(TOPIC);
+        if self.subscribe {
+            ws.subscribe(TOPIC);
+        }
     }
     fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, message: Message<'_>) {
         let _ = ws.send(message);
@@ -40,6 +47,11 @@ pub struct Options {
     pub backend: BackendChoice,
     pub workers: usize,
     pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Subscribe every connection to [`TOPIC`] and broadcast with one publish; without,
+    /// a broadcast sends the shared frame to each open connection from a posted job
+    /// (to measure what the subscription costs per connection).
+    pub subscribe: bool,
 }
 
 pub fn run(opts: Options) -> std::io::Result<()> {
@@ -49,14 +61,18 @@ pub fn run(opts: Options) -> std::io::Result<()> {
         .with_pinning(false)
         .with_backend(opts.backend);
     config.ping_interval = Some(opts.ping_interval);
-    config.pong_timeout = Duration::from_secs(30);
+    // The engine files a connection's timer lazily: after a ping it waits for the pong
+    // deadline's wheel entry, so with prompt pongs a connection is pinged every
+    // max(ping_interval, pong_timeout). The demo keeps the two equal.
+    config.pong_timeout = opts.pong_timeout;
     // A ramp of a million connections on two shared cores queues handshakes for a while.
     config.handshake_timeout = Duration::from_secs(60);
     config.timer_tick = Duration::from_millis(500);
     config.shutdown_timeout = Duration::from_secs(30);
     config.close_timeout = Duration::from_secs(30);
     let mut out = std::io::stdout().lock();
-    let server = match Server::start(config, |_| Idle) {
+    let subscribe = opts.subscribe;
+    let server = match Server::start(config, move |_| Idle { subscribe }) {
         Ok(s) => s,
         Err(e) => {
             let word = if e.kind() == std::io::ErrorKind::Unsupported {
@@ -82,23 +98,35 @@ pub fn run(opts: Options) -> std::io::Result<()> {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("count") => {
-                let mut total = 0;
-                for w in 0..handle.workers() {
-                    let (tx, rx) = mpsc::channel();
-                    handle.post(w, move |_, conns| {
-                        let _ = tx.send(conns.subscribers(TOPIC));
-                    });
-                    total += rx.recv_timeout(Duration::from_secs(30)).unwrap_or(0);
+                let open: usize = on_workers(&handle, |c| c.ids().len()).iter().sum();
+                writeln!(out, "count {open}")?;
+            }
+            Some("mem") => {
+                let mut sum = [0usize; 4];
+                for m in on_workers(&handle, |c| {
+                    let p = c.pool_stats();
+                    [c.len(), p.in_use, p.free, p.allocated]
+                }) {
+                    sum.iter_mut().zip(m).for_each(|(s, v)| *s += v);
                 }
-                writeln!(out, "count {total}")?;
+                writeln!(out, "mem {} {} {} {}", sum[0], sum[1], sum[2], sum[3])?;
             }
             Some("broadcast") => {
                 let size: usize = words.next().and_then(|s| s.parse().ok()).unwrap_or(64);
                 let payload = vec![b'b'; size];
-                let p = handle
-                    .publish(TOPIC, false, &payload)
-                    .wait(Duration::from_secs(60))
-                    .unwrap_or_default();
+                let p = if subscribe {
+                    handle
+                        .publish(TOPIC, false, &payload)
+                        .wait(Duration::from_secs(60))
+                        .unwrap_or_default()
+                } else {
+                    let shared = Bytes::from(payload);
+                    let mut p = Published::default();
+                    for one in on_workers(&handle, move |c| send_to_all(c, &shared)) {
+                        p += one;
+                    }
+                    p
+                };
                 writeln!(out, "published {} {}", p.reached, p.dropped)?;
             }
             Some("quit") | None => break,
@@ -122,4 +150,41 @@ pub fn run(opts: Options) -> std::io::Result<()> {
         s.dropped
     )?;
     out.flush()
+}
+
+/// Runs `job` on every worker's thread and collects the answers (a worker that does not
+/// answer within 60 s is left out).
+fn on_workers<T: Send + 'static>(
+    handle: &ServerHandle<Idle>,
+    job: impl Fn(&mut Connections<'_, ()>) -> T + Send + Clone + 'static,
+) -> Vec<T> {
+    let replies: Vec<_> = (0..handle.workers())
+        .map(|w| {
+            let (tx, rx) = mpsc::channel();
+            let job = job.clone();
+            handle.post(w, move |_, conns| {
+                let _ = tx.send(job(conns));
+            });
+            rx
+        })
+        .collect();
+    replies
+        .into_iter()
+        .filter_map(|rx| rx.recv_timeout(Duration::from_secs(60)).ok())
+        .collect()
+}
+
+/// The broadcast without a topic: the shared frame to every open connection of a worker.
+fn send_to_all(conns: &mut Connections<'_, ()>, payload: &Bytes) -> Published {
+    let mut p = Published::default();
+    for id in conns.ids() {
+        match conns
+            .get(id)
+            .map(|mut ws| ws.send_shared(false, payload.clone()))
+        {
+            Some(Ok(_)) => p.reached += 1,
+            _ => p.dropped += 1,
+        }
+    }
+    p
 }

@@ -1,5 +1,12 @@
-//! One client WebSocket connection, sans scheduling: the upgrade request and its check,
-//! masked frames out, the server's frames in (decoded by throng-protocol in client role).
+//! One strict client WebSocket connection for long holds (`throng-load hold`), sans
+//! scheduling: the upgrade request with its own random key and the accept check, a fresh
+//! mask for every frame it sends, the server's frames decoded and validated by
+//! throng-protocol in client role, and the close handshake tracked to its end.
+//!
+//! The measurements use [`crate::fleet`] instead, which shares pre-masked frames between
+//! connections and counts payload bytes without checking them, so that one load CPU can
+//! outrun one server CPU. A hold sends almost nothing, so it can afford to be exact, and
+//! what it must report (who closed, whether cleanly) needs the states kept here.
 
 use std::io::{self, Read, Write};
 
@@ -13,13 +20,18 @@ use throng_protocol::{Decoder, DecoderConfig, Event};
 /// Where a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// TCP connect in progress.
     Connecting,
+    /// Upgrade request sent, waiting for the 101.
     Handshake,
+    /// WebSocket open.
     Open,
-    /// We sent our close frame; waiting for the server's and its FIN.
+    /// A close frame was sent (ours first, or in answer to the server's); waiting for
+    /// the server's close frame and its FIN.
     Closing,
     /// Ended: cleanly (close handshake and FIN) or not.
     Done {
+        /// Both close frames were exchanged before the FIN.
         clean: bool,
     },
 }
@@ -27,14 +39,19 @@ pub enum State {
 /// What the connection saw in one read.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
+    /// Whole data messages (text or binary).
     pub messages: u32,
+    /// Pings, each answered with a pong.
     pub pings: u32,
-    /// The server sent a close frame or ended TCP while we did not ask.
+    /// The server sent a close frame or ended TCP while we did not ask (reported once).
     pub closed_by_server: bool,
 }
 
+/// One connection.
 pub struct Conn {
+    /// Its socket.
     pub stream: TcpStream,
+    /// Where it is.
     pub state: State,
     key: [u8; 24],
     mask_seed: u32,
@@ -44,14 +61,20 @@ pub struct Conn {
     /// Output the socket did not take yet.
     output: Vec<u8>,
     got_close: bool,
+    /// We started the close handshake ([`Conn::close`]).
+    pub initiated_close: bool,
+    /// The server closed (close frame, FIN or reset) before we asked.
+    pub server_closed: bool,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, seed: u32) -> Conn {
+    /// A connection whose TCP connect is in progress; `seed` (different for every
+    /// connection) makes its handshake key and masks.
+    pub fn new(stream: TcpStream, seed: u64) -> Conn {
+        let (a, b) = (splitmix(seed), splitmix(seed ^ 0x5851_f42d_4c95_7f2d));
         let mut raw = [0u8; 16];
-        for (i, b) in raw.iter_mut().enumerate() {
-            *b = (seed.rotate_left(i as u32 * 5) ^ (i as u32 * 0x9e37_79b9)) as u8;
-        }
+        raw[..8].copy_from_slice(&a.to_le_bytes());
+        raw[8..].copy_from_slice(&b.to_le_bytes());
         let mut key = [0u8; 24];
         base64::engine::general_purpose::STANDARD
             .encode_slice(raw, &mut key)
@@ -60,18 +83,27 @@ impl Conn {
             stream,
             state: State::Connecting,
             key,
-            mask_seed: seed | 1,
+            mask_seed: (splitmix(a) as u32) | 1,
             decoder: Decoder::new(),
             input: Vec::new(),
             output: Vec::new(),
             got_close: false,
+            initiated_close: false,
+            server_closed: false,
         }
     }
 
-    /// The TCP connect finished: send the upgrade request.
+    /// The socket became writable while connecting: if the connect finished, sends the
+    /// upgrade request.
     pub fn connected(&mut self, host: &str, path: &str) -> io::Result<()> {
         if let Some(e) = self.stream.take_error()? {
             return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {}
+            // An early edge before the connect finished: the real one follows.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(e),
         }
         let key = std::str::from_utf8(&self.key).expect("base64 is ASCII");
         let req = format!(
@@ -109,6 +141,7 @@ impl Conn {
             return Ok(());
         }
         self.state = State::Closing;
+        self.initiated_close = true;
         self.control(FrameHead::close(2), &1000u16.to_be_bytes())
     }
 
@@ -149,8 +182,9 @@ impl Conn {
         loop {
             let n = match self.stream.read(buf) {
                 Ok(0) => {
-                    let clean = self.got_close;
-                    if self.state != State::Closing {
+                    let clean = self.got_close && self.state == State::Closing;
+                    if !self.initiated_close && !self.server_closed {
+                        self.server_closed = true;
                         seen.closed_by_server = true;
                     }
                     self.state = State::Done { clean };
@@ -224,6 +258,7 @@ impl Conn {
                 Some(Event::Close(_)) => {
                     self.got_close = true;
                     if self.state == State::Open {
+                        self.server_closed = true;
                         seen.closed_by_server = true;
                         self.state = State::Closing;
                         self.control(FrameHead::close(2), &1000u16.to_be_bytes())?;
@@ -233,4 +268,13 @@ impl Conn {
         }
         Ok(used)
     }
+}
+
+/// SplitMix64: spreads a counter into well-mixed bits (keys and masks need not be secret
+/// here, only different per connection and per frame).
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -2,193 +2,194 @@
 //! to all of them, close them cleanly. Driven by commands on stdin; reports JSON lines on
 //! stdout. One process holds what its RLIMIT_NOFILE allows; callers spread larger counts
 //! over several processes with distinct `--source-offset`s.
+//!
+//! Accounting: a connection that fails to open (refused, reset, closed or not upgraded
+//! during the handshake, or still opening at `--open-timeout`) counts in `failed`; one the
+//! server closes or resets while held counts in `closed_by_server`; `closed` reports as
+//! clean only connections that finished the close handshake we started (both close frames,
+//! then the server's FIN), and everything else asked for as a failure. `broadcast`
+//! counts the connections that had a data message since the ramp ended or since the
+//! previous `broadcast` report, so the message may arrive before the command is read.
 
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Socket, Type};
+use serde_json::{Value, json};
 
 use crate::client::{Conn, State};
+use crate::source;
+use crate::sys::monotonic_ns;
 
 const STDIN: Token = Token(usize::MAX);
 
+/// How long `expect-broadcast` waits for every connection to have a message.
+const BROADCAST_WAIT: Duration = Duration::from_secs(60);
+/// How long `close` waits for the close handshakes.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// Least time between two `progress` lines.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// What `hold` was asked to do.
+#[derive(Debug, Clone)]
 pub struct Options {
+    /// The server.
     pub addr: SocketAddr,
+    /// The `Host` header.
     pub host: String,
+    /// The request path.
     pub path: String,
+    /// Connections to open.
     pub connections: usize,
+    /// Where this process starts in the rotation of source addresses.
     pub source_offset: usize,
+    /// Handshakes in progress at once while ramping.
     pub open_window: usize,
+    /// Longest ramp; connections still opening then count as failed.
     pub open_timeout: Duration,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn emit(line: String) {
+fn emit(v: Value) {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{v}");
     let _ = out.flush();
-}
-
-/// The source address for connection `i`: 127.0.0.2 ..= 127.0.0.250, so that no single
-/// source address runs out of ephemeral ports.
-fn source(offset: usize, i: usize) -> SocketAddr {
-    let host = 2 + ((offset * 7 + i) % 249) as u8;
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
-}
-
-fn connect(addr: SocketAddr, from: SocketAddr) -> io::Result<mio::net::TcpStream> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    s.set_tcp_nodelay(true)?;
-    if addr.ip().is_loopback() {
-        s.bind(&from.into())?;
-    }
-    match s.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(mio::net::TcpStream::from_std(s.into()))
 }
 
 struct Hold {
     poll: Poll,
+    /// Connection `i` has token `i`; `None` once it failed or ended.
     conns: Vec<Option<Conn>>,
     opts: Options,
+    /// Distinguishes this process's handshake keys from another's.
+    seed: u64,
     buf: Vec<u8>,
     started: usize,
-    open: usize,
     handshaking: usize,
+    open: usize,
     failed: usize,
     first_error: Option<String>,
-    messages: u64,
-    receivers: usize,
-    first_ns: u64,
-    last_ns: u64,
-    got: Vec<bool>,
     pings: u64,
     closed_by_server: u64,
     clean: usize,
+    /// Connections with a data message since the last `broadcast` report.
+    got: Vec<bool>,
+    receivers: usize,
+    first_ns: u64,
+    last_ns: u64,
 }
 
 impl Hold {
-    fn fail(&mut self, i: usize, e: io::Error) {
-        if let Some(c) = self.conns[i].take() {
-            let _ = self.poll.registry().deregister(&mut { c }.stream);
+    fn note_error(&mut self, e: impl ToString) {
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
         }
-        self.failed += 1;
-        self.first_error.get_or_insert_with(|| e.to_string());
+    }
+
+    /// Forgets connection `i` (its socket is closed).
+    fn drop_conn(&mut self, i: usize) {
+        if let Some(mut c) = self.conns[i].take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
     }
 
     fn start_more(&mut self) {
         while self.started < self.opts.connections && self.handshaking < self.opts.open_window {
             let i = self.started;
             self.started += 1;
-            match connect(self.opts.addr, source(self.opts.source_offset, i)) {
-                Ok(mut stream) => {
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self
-                        .poll
-                        .registry()
-                        .register(&mut stream, Token(i), interest)
-                    {
-                        self.failed += 1;
-                        self.first_error.get_or_insert_with(|| e.to_string());
-                        continue;
-                    }
-                    self.conns[i] = Some(Conn::new(stream, (i as u32).wrapping_mul(2654435761)));
+            let from = source::address(self.opts.source_offset, i);
+            let opened = source::connect(self.opts.addr, from).and_then(|mut stream| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(i), interest)?;
+                Ok(stream)
+            });
+            match opened {
+                Ok(stream) => {
+                    self.conns[i] = Some(Conn::new(stream, self.seed ^ i as u64));
                     self.handshaking += 1;
                 }
                 Err(e) => {
                     self.failed += 1;
-                    self.first_error.get_or_insert_with(|| e.to_string());
+                    self.note_error(format!("connect from {from}: {e}"));
                 }
             }
         }
     }
 
-    /// One readiness event for connection `i`.
+    /// One readiness event for connection `i`, seen at `now_ns`.
     fn event(&mut self, i: usize, readable: bool, writable: bool, now_ns: u64) {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
         let before = c.state;
-        let mut result = Ok(());
+        let mut result = Ok(Default::default());
         if writable {
-            result = if c.state == State::Connecting {
+            let r = if c.state == State::Connecting {
                 c.connected(&self.opts.host, &self.opts.path)
             } else {
                 c.flush()
             };
-        }
-        let mut seen = Default::default();
-        if result.is_ok() && readable && c.state != State::Connecting {
-            match c.readable(&mut self.buf) {
-                Ok(s) => seen = s,
-                Err(e) => result = Err(e),
+            if let Err(e) = r {
+                result = Err(e);
             }
+        }
+        if result.is_ok() && readable && c.state != State::Connecting {
+            result = c.readable(&mut self.buf);
         }
         let after = c.state;
-        if let Err(e) = result {
-            if matches!(before, State::Connecting | State::Handshake) {
-                self.handshaking -= 1;
-            } else if before == State::Open {
-                self.open -= 1;
+        let opening = |s: State| matches!(s, State::Connecting | State::Handshake);
+        let seen = match result {
+            Ok(seen) => seen,
+            Err(e) => {
+                if opening(before) {
+                    self.handshaking -= 1;
+                    self.failed += 1;
+                    self.note_error(e);
+                } else if before == State::Open {
+                    // A reset or a protocol error while held: the server's doing.
+                    self.open -= 1;
+                    self.closed_by_server += 1;
+                    self.note_error(e);
+                }
+                return self.drop_conn(i);
+            }
+        };
+        self.pings += u64::from(seen.pings);
+        if seen.messages > 0 && !self.got[i] {
+            self.got[i] = true;
+            self.receivers += 1;
+            if self.first_ns == 0 {
+                self.first_ns = now_ns;
+            }
+            self.last_ns = self.last_ns.max(now_ns);
+        }
+        if opening(before) && !opening(after) {
+            self.handshaking -= 1;
+            if after == State::Open {
+                self.open += 1;
+            } else {
+                // Upgraded and closed at once, or closed before the 101.
+                self.failed += 1;
+                self.note_error("closed by the server during the handshake");
+            }
+        } else if before == State::Open && after != State::Open {
+            self.open -= 1;
+            if seen.closed_by_server {
                 self.closed_by_server += 1;
             }
-            return self.fail(i, e);
-        }
-        let seen: crate::client::Seen = seen;
-        self.pings += seen.pings as u64;
-        if seen.messages > 0 {
-            self.messages += seen.messages as u64;
-            if !self.got[i] {
-                self.got[i] = true;
-                self.receivers += 1;
-                if self.first_ns == 0 {
-                    self.first_ns = now_ns;
-                }
-                self.last_ns = now_ns;
-            }
-        }
-        if seen.closed_by_server {
-            self.closed_by_server += 1;
-        }
-        if matches!(before, State::Connecting | State::Handshake) && after == State::Open {
-            self.handshaking -= 1;
-            self.open += 1;
-        }
-        if matches!(before, State::Connecting | State::Handshake)
-            && matches!(after, State::Closing | State::Done { .. })
-        {
-            self.handshaking -= 1;
-        }
-        if before == State::Open && after != State::Open {
-            self.open -= 1;
         }
         if let State::Done { clean } = after {
-            if clean && !seen.closed_by_server {
+            if clean && c_initiated(&self.conns[i]) {
                 self.clean += 1;
             }
-            if let Some(mut c) = self.conns[i].take() {
-                let _ = self.poll.registry().deregister(&mut c.stream);
-            }
+            self.drop_conn(i);
         }
     }
 
+    /// Waits up to `wait` for events and handles them; true if a command came in.
     fn turn(&mut self, events: &mut Events, wait: Duration) -> io::Result<bool> {
         match self.poll.poll(events, Some(wait)) {
             Ok(()) => {}
@@ -202,11 +203,8 @@ impl Hold {
                 stdin = true;
                 continue;
             }
-            let (r, w) = (
-                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                ev.is_writable(),
-            );
-            self.event(ev.token().0, r, w, now);
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            self.event(ev.token().0, readable, ev.is_writable(), now);
         }
         Ok(stdin)
     }
@@ -214,45 +212,67 @@ impl Hold {
     fn live(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
+
+    fn broadcast_report(&mut self) -> Value {
+        let v = json!({
+            "event": "broadcast",
+            "received": self.receivers,
+            "last_ns": self.last_ns,
+            "first_ns": self.first_ns,
+        });
+        // The next `expect-broadcast` counts the next message.
+        self.got.iter_mut().for_each(|g| *g = false);
+        (self.receivers, self.first_ns, self.last_ns) = (0, 0, 0);
+        v
+    }
+}
+
+fn c_initiated(c: &Option<Conn>) -> bool {
+    c.as_ref()
+        .is_some_and(|c| c.initiated_close && !c.server_closed)
+}
+
+/// Reads stdin lines on a thread of their own and hands them over, waking the event loop;
+/// EOF becomes `close`.
+fn commands(waker: Waker) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().to_string()).is_err() {
+                return;
+            }
+            let _ = waker.wake();
+        }
+        let _ = tx.send("close".into());
+        let _ = waker.wake();
+    });
+    rx
 }
 
 /// Runs the hold until `close` (or EOF) on stdin.
 pub fn run(opts: Options) -> io::Result<()> {
+    crate::sys::raise_nofile();
     let poll = Poll::new()?;
-    let waker = std::sync::Arc::new(Waker::new(poll.registry(), STDIN)?);
-    let (tx, commands) = mpsc::channel::<String>();
-    {
-        let waker = waker.clone();
-        std::thread::spawn(move || {
-            for line in io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line.trim().to_string()).is_err() {
-                    return;
-                }
-                let _ = waker.wake();
-            }
-            let _ = tx.send("close".into());
-            let _ = waker.wake();
-        });
-    }
+    let commands = commands(Waker::new(poll.registry(), STDIN)?);
     let n = opts.connections;
     let mut h = Hold {
         poll,
         conns: (0..n).map(|_| None).collect(),
+        seed: monotonic_ns() ^ (u64::from(std::process::id()) << 32),
         buf: vec![0; 64 << 10],
         started: 0,
-        open: 0,
         handshaking: 0,
+        open: 0,
         failed: 0,
         first_error: None,
-        messages: 0,
-        receivers: 0,
-        first_ns: 0,
-        last_ns: 0,
-        got: vec![false; n],
         pings: 0,
         closed_by_server: 0,
         clean: 0,
+        got: vec![false; n],
+        receivers: 0,
+        first_ns: 0,
+        last_ns: 0,
         opts,
     };
     let mut events = Events::with_capacity(4096);
@@ -267,59 +287,66 @@ pub fn run(opts: Options) -> io::Result<()> {
         if h.turn(&mut events, Duration::from_millis(50))? {
             pending.extend(commands.try_iter());
         }
-        if last_progress.elapsed() >= Duration::from_millis(500) {
+        if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            emit(format!(
-                "{{\"event\":\"progress\",\"connected\":{},\"failed\":{}}}",
-                h.open, h.failed
-            ));
+            emit(json!({"event": "progress", "connected": h.open, "failed": h.failed}));
         }
     }
-    let timed_out = n - h.open - h.failed;
-    if timed_out > 0 {
-        h.failed += timed_out;
-        h.first_error
-            .get_or_insert_with(|| format!("{timed_out} handshakes not done in time"));
+    // Whatever is still opening has had its time.
+    for i in 0..n {
+        if h.conns[i]
+            .as_ref()
+            .is_some_and(|c| matches!(c.state, State::Connecting | State::Handshake))
+        {
+            h.drop_conn(i);
+        }
     }
-    let error = h
-        .first_error
-        .as_ref()
-        .map(|e| format!(",\"error\":{:?}", e))
-        .unwrap_or_default();
-    emit(format!(
-        "{{\"event\":\"ramped\",\"connected\":{},\"failed\":{},\"seconds\":{:.3}{error}}}",
-        h.open,
-        h.failed,
-        t0.elapsed().as_secs_f64()
-    ));
+    let late = n - h.open - h.failed;
+    if late > 0 {
+        h.failed += late;
+        h.note_error(format!(
+            "{late} connections not open after {:?}",
+            h.opts.open_timeout
+        ));
+    }
+    h.handshaking = 0;
+    // A broadcast is what arrives after the ramp (or after the previous report).
+    h.broadcast_report();
+    let mut ramped = json!({
+        "event": "ramped",
+        "connected": h.open,
+        "failed": h.failed,
+        "seconds": (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    });
+    if h.failed > 0 {
+        ramped["error"] = json!(h.first_error.clone().unwrap_or_default());
+    }
+    emit(ramped);
 
     // Hold, serving commands.
     let mut expecting: Option<Instant> = None;
     loop {
-        for cmd in pending
-            .drain(..)
-            .chain(commands.try_iter())
-            .collect::<Vec<_>>()
-        {
+        let now: Vec<String> = pending.drain(..).chain(commands.try_iter()).collect();
+        for cmd in now {
             match cmd.as_str() {
-                "expect-broadcast" => expecting = Some(Instant::now() + Duration::from_secs(60)),
-                "stats" => emit(format!(
-                    "{{\"event\":\"stats\",\"open\":{},\"pings_answered\":{},\"closed_by_server\":{}}}",
-                    h.open, h.pings, h.closed_by_server
-                )),
+                "expect-broadcast" => expecting = Some(Instant::now() + BROADCAST_WAIT),
+                "stats" => emit(json!({
+                    "event": "stats",
+                    "open": h.open,
+                    "pings_answered": h.pings,
+                    "closed_by_server": h.closed_by_server,
+                })),
                 "close" => return close(&mut h, &mut events),
                 "" => {}
                 other => eprintln!("throng-load hold: unknown command {other:?}"),
             }
         }
         if let Some(until) = expecting
-            && (h.receivers >= h.open.max(1) || Instant::now() >= until)
+            && (h.receivers >= h.open || Instant::now() >= until)
         {
             expecting = None;
-            emit(format!(
-                "{{\"event\":\"broadcast\",\"received\":{},\"first_ns\":{},\"last_ns\":{}}}",
-                h.receivers, h.first_ns, h.last_ns
-            ));
+            let report = h.broadcast_report();
+            emit(report);
         }
         h.turn(&mut events, Duration::from_millis(100))?;
     }
@@ -328,20 +355,23 @@ pub fn run(opts: Options) -> io::Result<()> {
 fn close(h: &mut Hold, events: &mut Events) -> io::Result<()> {
     for i in 0..h.conns.len() {
         if let Some(c) = h.conns[i].as_mut()
-            && c.close().is_err()
+            && c.state == State::Open
         {
-            h.conns[i] = None;
+            h.open -= 1;
+            if c.close().is_err() {
+                h.drop_conn(i);
+            }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + CLOSE_WAIT;
     while h.live() > 0 && Instant::now() < deadline {
         h.turn(events, Duration::from_millis(50))?;
     }
     // Every connection asked for and not closed with a full close handshake is a failure.
-    let failures = h.opts.connections - h.clean;
-    emit(format!(
-        "{{\"event\":\"closed\",\"closed_cleanly\":{},\"close_failures\":{}}}",
-        h.clean, failures
-    ));
+    emit(json!({
+        "event": "closed",
+        "closed_cleanly": h.clean,
+        "close_failures": h.opts.connections - h.clean,
+    }));
     Ok(())
 }

@@ -1,17 +1,29 @@
-//! `throng-load hold` against a real throng server on loopback, on both backends: the ramp,
-//! ping answers (the server pings every 200 ms), a broadcast reaching every connection,
-//! and a clean close of all of them, all read from the JSON lines it prints.
+//! `throng-load hold` (the built binary) against a real throng server on loopback, read
+//! from the JSON lines it prints: the ramp from the source addresses asked for, ping
+//! answers (the server pings every 200 ms and closes a connection whose pong is 300 ms
+//! late), a broadcast reaching every connection, a clean close; connections the server
+//! closes counted as failures; a refused ramp reported with its error.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use throng_engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
+    BackendChoice, CloseCode, Config, ConnId, Decision, Handler, Message, Server, UpgradeRequest,
+    WebSocket,
 };
+use throng_load::source;
 
-struct Subscriber;
+/// Longest wait for one line from the hold process.
+const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Subscribes every connection to "all" and reports who opened.
+struct Subscriber {
+    opened: Sender<(ConnId, SocketAddr)>,
+}
 
 impl Handler for Subscriber {
     type State = ();
@@ -20,79 +32,275 @@ impl Handler for Subscriber {
     }
     fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
         ws.subscribe("all");
+        let peer = ws.peer_addr().expect("peer address");
+        let _ = self.opened.send((ws.id(), peer));
     }
     fn on_message(&mut self, _ws: &mut WebSocket<'_, ()>, _msg: Message<'_>) {}
 }
 
-const N: usize = 600;
-
-fn hold_on(backend: BackendChoice) {
+fn server(backend: BackendChoice) -> (Server<Subscriber>, Receiver<(ConnId, SocketAddr)>) {
     let mut cfg = Config::new("127.0.0.1:0".parse().unwrap())
         .with_workers(2)
         .with_pinning(false)
         .with_backend(backend);
     cfg.ping_interval = Some(Duration::from_millis(200));
+    cfg.pong_timeout = Duration::from_millis(300);
     cfg.timer_tick = Duration::from_millis(50);
-    let server = Server::start(cfg, |_| Subscriber).expect("server starts");
-    let url = format!("ws://{}/", server.local_addr());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_throng-load"))
-        .args(["hold", "--url", &url, "--connections", &N.to_string()])
-        .args(["--source-offset", "5", "--open-timeout", "20"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("throng-load runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = |kind: &str| -> Value {
+    cfg.shutdown_timeout = Duration::from_secs(1);
+    let (tx, rx) = mpsc::channel();
+    let server =
+        Server::start(cfg, move |_| Subscriber { opened: tx.clone() }).expect("server starts");
+    (server, rx)
+}
+
+/// A running `throng-load hold`.
+struct Hold {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Hold {
+    fn start(url: &str, n: usize, extra: &[&str]) -> Hold {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(["hold", "--url", url, "--connections", &n.to_string()])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("throng-load runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Hold {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    /// The next line of kind `kind`; only `progress` lines may come before it.
+    fn next(&mut self, kind: &str) -> Value {
         loop {
-            let line = lines.next().expect("a line").expect("readable");
-            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            let line = self
+                .lines
+                .recv_timeout(LINE_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no {kind} line within {LINE_TIMEOUT:?}"));
+            let v: Value = serde_json::from_str(&line).expect("a JSON line");
             if v["event"] == kind {
                 return v;
             }
             assert_eq!(v["event"], "progress", "unexpected line {line}");
+            assert!(v["connected"].is_u64() && v["failed"].is_u64(), "{line}");
         }
-    };
+    }
 
-    let ramped = next("ramped");
+    fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{command}").expect("hold reads its stdin");
+    }
+
+    /// Closes stdin (EOF) and returns the `closed` line.
+    fn eof(&mut self) -> Value {
+        self.stdin = None;
+        self.next("closed")
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn exit(mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "throng-load hold did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // Stops our own child only if a failed assertion left it running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every connection opened by the server, as the handler reported them.
+fn opened(rx: &Receiver<(ConnId, SocketAddr)>, n: usize) -> Vec<(ConnId, SocketAddr)> {
+    (0..n)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("the server saw every connection open")
+        })
+        .collect()
+}
+
+const N: usize = 400;
+
+fn hold_on(backend: BackendChoice) {
+    let (server, opens) = server(backend);
+    let url = format!("ws://{}/", server.local_addr());
+    let mut hold = Hold::start(&url, N, &["--source-offset", "5", "--open-timeout", "20"]);
+
+    let ramped = hold.next("ramped");
     assert_eq!(ramped["connected"], N, "{ramped}");
     assert_eq!(ramped["failed"], 0, "{ramped}");
+    assert!(ramped.get("error").is_none(), "{ramped}");
+    assert!(ramped["seconds"].as_f64().unwrap() < 20.0, "{ramped}");
 
-    // Two ping rounds at least: every connection answered and none was closed.
-    std::thread::sleep(Duration::from_millis(700));
-    writeln!(stdin, "stats").unwrap();
-    let stats = next("stats");
+    // From 127.0.0.2..=127.0.0.250, starting where --source-offset 5 says.
+    let mut peers: Vec<IpAddr> = opened(&opens, N).iter().map(|(_, a)| a.ip()).collect();
+    let mut want: Vec<IpAddr> = (0..N).map(|i| source::address(5, i).into()).collect();
+    peers.sort();
+    want.sort();
+    assert_eq!(peers, want);
+
+    // Several ping rounds: a connection that did not answer would have been closed by now.
+    std::thread::sleep(Duration::from_millis(1000));
+    hold.send("stats");
+    let stats = hold.next("stats");
     assert_eq!(stats["open"], N, "{stats}");
     assert_eq!(stats["closed_by_server"], 0, "{stats}");
     assert!(
-        stats["pings_answered"].as_u64().unwrap() >= N as u64,
+        stats["pings_answered"].as_u64().unwrap() >= 2 * N as u64,
         "{stats}"
     );
 
-    writeln!(stdin, "expect-broadcast").unwrap();
-    let ticket = server.handle().publish("all", true, b"to everyone");
-    let broadcast = next("broadcast");
-    assert_eq!(broadcast["received"], N, "{broadcast}");
-    let (first, last) = (
-        broadcast["first_ns"].as_u64().unwrap(),
-        broadcast["last_ns"].as_u64().unwrap(),
-    );
-    assert!(first > 0 && last >= first, "{broadcast}");
-    let published = ticket.wait(Duration::from_secs(5)).expect("publish report");
-    assert_eq!(published.reached, N);
+    // Two broadcasts: each one is timed on its own.
+    for round in 0..2 {
+        hold.send("expect-broadcast");
+        let ticket = server.handle().publish("all", round == 0, b"to everyone");
+        let broadcast = hold.next("broadcast");
+        assert_eq!(broadcast["received"], N, "{broadcast}");
+        let (first, last) = (
+            broadcast["first_ns"].as_u64().unwrap(),
+            broadcast["last_ns"].as_u64().unwrap(),
+        );
+        assert!(first > 0 && last >= first, "{broadcast}");
+        assert!(last - first < 5_000_000_000, "{broadcast}");
+        let now = throng_load::sys::monotonic_ns();
+        assert!(
+            last <= now && now - last < 10_000_000_000,
+            "not CLOCK_MONOTONIC"
+        );
+        let published = ticket.wait(Duration::from_secs(5)).expect("publish report");
+        assert_eq!(published.reached, N);
+    }
 
-    writeln!(stdin, "close").unwrap();
-    let closed = next("closed");
+    hold.send("close");
+    let closed = hold.next("closed");
     assert_eq!(closed["closed_cleanly"], N, "{closed}");
     assert_eq!(closed["close_failures"], 0, "{closed}");
-    assert!(child.wait().unwrap().success());
+    assert!(hold.exit().success());
     server.shutdown().unwrap();
 }
 
 #[test]
-fn holds_answers_pings_receives_a_broadcast_and_closes_cleanly() {
+fn holds_answers_pings_receives_broadcasts_and_closes_cleanly() {
     for backend in [BackendChoice::Uring, BackendChoice::Epoll] {
         hold_on(backend);
+    }
+}
+
+#[test]
+fn connections_the_server_closes_are_failures() {
+    let (server, opens) = server(BackendChoice::Epoll);
+    let url = format!("ws://{}/", server.local_addr());
+    let n = 60;
+    let mut hold = Hold::start(&url, n, &[]);
+    assert_eq!(hold.next("ramped")["connected"], n);
+    let ids = opened(&opens, n);
+    let closing = 20;
+    for (id, _) in &ids[..closing] {
+        assert!(server.handle().close(*id, CloseCode::GOING_AWAY, "bye"));
+    }
+    // The server's close handshakes finish within a few turns; poll until they show.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        hold.send("stats");
+        let stats = hold.next("stats");
+        if stats["closed_by_server"] == closing || Instant::now() >= deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stats["closed_by_server"], closing, "{stats}");
+    assert_eq!(stats["open"], n - closing, "{stats}");
+
+    // EOF on stdin closes like `close`.
+    let closed = hold.eof();
+    assert_eq!(closed["closed_cleanly"], n - closing, "{closed}");
+    assert_eq!(closed["close_failures"], closing, "{closed}");
+    assert!(hold.exit().success());
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_refused_ramp_reports_its_error() {
+    // A port nobody listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut hold = Hold::start(&format!("ws://127.0.0.1:{port}/"), 30, &[]);
+    let ramped = hold.next("ramped");
+    assert_eq!(ramped["connected"], 0, "{ramped}");
+    assert_eq!(ramped["failed"], 30, "{ramped}");
+    let error = ramped["error"].as_str().expect("an error string");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+    hold.send("stats");
+    assert_eq!(hold.next("stats")["open"], 0);
+    // Nobody to wait for: the report comes at once.
+    hold.send("expect-broadcast");
+    assert_eq!(hold.next("broadcast")["received"], 0);
+    let closed = hold.eof();
+    assert_eq!(closed["closed_cleanly"], 0, "{closed}");
+    assert_eq!(closed["close_failures"], 30, "{closed}");
+    assert!(hold.exit().success());
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    for args in [
+        &["hold"][..],
+        &["hold", "--url", "http://127.0.0.1:1/", "--connections", "5"],
+        &[
+            "hold",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--connections",
+            "many",
+        ],
+        &[
+            "hold",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--connections",
+            "5",
+            "--open-window",
+        ],
+        &["frobnicate"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("usage:") && !err.contains("panicked"), "{err}");
     }
 }

@@ -1,23 +1,23 @@
-//! The load generator: every measurement the comparison makes, against one server
-//! process, on the load CPUs (one thread per CPU, each with its own share of the
-//! connections and its own event loop).
+//! The measurements of throng-bench's comparison, each against one server process, on
+//! the load CPUs (one thread per CPU, each with its own share of the connections, its own
+//! event loop and its own range of source addresses): closed-loop echo throughput,
+//! latency at a fixed rate, memory per idle connection, handshakes per second with churn,
+//! broadcast fan-out time and pub/sub delivery.
 //!
-//! Written for this harness rather than taken from `throng-load`, because the figures
-//! need things a general load tool has no reason to do: readiness-timed broadcast
-//! arrival, publishers paced by their acks, connection churn, and server CPU readings
-//! taken exactly at the window edges.
-
-pub mod fleet;
-pub mod frame;
-pub mod hist;
+//! They live here, in throng-load, so that the benchmark and the `throng-load` command
+//! share one client. Some of what they do has no use outside a comparison (readiness-timed
+//! broadcast arrival, publishers paced by their acks, connection churn, server CPU read
+//! exactly at the window edges), but it costs the other users nothing.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use fleet::{Conn, Count, Driver, Fleet, Msg, Phase};
-use hist::Histogram;
+use crate::fleet::{Conn, Count, Driver, Fleet, Msg, Phase};
+use crate::frame;
+use crate::hist::Histogram;
+use crate::source;
 
 /// The poll timeout of timed loops. A spinning load thread (`THRONG_BENCH_SPIN=1`) would
 /// spare the server the wakeups of a sleeping one, but showed no consistent gain here
@@ -83,6 +83,12 @@ impl Load {
 /// Connections to one of `threads` load threads: `n` spread evenly.
 fn share(n: usize, thread: usize, threads: usize) -> usize {
     n / threads + usize::from(thread < n % threads)
+}
+
+/// Load thread `thread`'s fleet: aimed at the target, its source addresses starting at its
+/// own place in the rotation.
+fn thread_fleet(target: Target, thread: usize, threads: usize) -> io::Result<Fleet> {
+    Ok(Fleet::new(target.addr)?.with_source_offset(thread * source::SOURCES / threads.max(1)))
 }
 
 /// A barrier the load threads meet at, which a failing thread can break so the others
@@ -267,7 +273,7 @@ pub fn echo(
     let payload = frame::payload(size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         fleet.open(
             "/",
             share(conns, t, threads),
@@ -382,7 +388,7 @@ pub fn latency(
     let payload = frame::payload(size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         let n = share(conns, t, threads);
         fleet.open("/", n, 0, load.open_window, load.open_timeout)?;
         echo_once(&mut fleet, Duration::from_secs(10))?;
@@ -493,7 +499,7 @@ pub fn idle_memory(
     let rss_before = crate::sys::rss_bytes(target.pid)?;
     let meet_rss = Mutex::new(0u64);
     on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         fleet.open(
             "/",
             share(conns, t, threads),
@@ -575,7 +581,7 @@ pub fn handshakes(
     window: Window,
 ) -> io::Result<HandshakeResult> {
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         meet.wait()?;
         for _ in 0..share(concurrency, t, threads).max(1) {
             fleet.add("/", 0)?;
@@ -665,7 +671,7 @@ pub fn broadcast(
 ) -> io::Result<BroadcastResult> {
     let trigger = frame::masked_frame(frame::TEXT, format!("BROADCAST {size}").as_bytes());
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         let mine = share(members, t, threads);
         fleet.open("/bcast", mine, 0, load.open_window, load.open_timeout)?;
         echo_once(&mut fleet, Duration::from_secs(20))?;
@@ -810,7 +816,7 @@ pub fn pubsub(
 ) -> io::Result<PubSubResult> {
     let frame = frame::masked_frame(frame::TEXT, &frame::payload(size));
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = Fleet::new(target.addr)?;
+        let mut fleet = thread_fleet(target, t, threads)?;
         fleet.open(
             "/sub",
             share(subscribers, t, threads),

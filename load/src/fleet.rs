@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::frame::{self, Event, ParseError, Parser};
+use crate::frame::{self, Event, ParseError, Parser};
+use crate::source;
 
 /// The `Sec-WebSocket-Key` every client sends (RFC 6455's example) and the answer it
 /// must get.
@@ -160,6 +161,19 @@ impl Driver for Count {
     fn message(&mut self, _: usize, _: &mut Conn, _: Msg<'_>) {}
 }
 
+/// How opening a set of connections went ([`Fleet::ramp`]).
+#[derive(Debug, Clone)]
+pub struct Ramp {
+    /// Indices of the connections started (open or not).
+    pub range: std::ops::Range<usize>,
+    /// Connections that opened.
+    pub open: usize,
+    /// Connections that did not (including connects that could not even start).
+    pub failed: usize,
+    /// The first reason one failed.
+    pub error: Option<String>,
+}
+
 /// A load thread's connections.
 pub struct Fleet {
     poll: Poll,
@@ -172,6 +186,10 @@ pub struct Fleet {
     pong: Vec<u8>,
     /// Connections whose input was cut short at [`READ_BATCH`] reads.
     again: Vec<usize>,
+    /// First source address in the rotation (see [`source::address`]).
+    source_offset: usize,
+    /// TCP connects started, the index into the source rotation.
+    connects: usize,
 }
 
 impl Fleet {
@@ -186,7 +204,29 @@ impl Fleet {
             requests: Vec::new(),
             pong: Vec::new(),
             again: Vec::new(),
+            source_offset: 0,
+            connects: 0,
         })
+    }
+
+    /// Starts this fleet's rotation of source addresses at `offset` (load threads and
+    /// processes each take their own, so their connections spread over all addresses).
+    pub fn with_source_offset(mut self, offset: usize) -> Fleet {
+        self.source_offset = offset;
+        self
+    }
+
+    /// A TCP connect from the next source address, registered under `token`.
+    fn dial(&mut self, token: Token) -> io::Result<TcpStream> {
+        let from = source::address(self.source_offset, self.connects);
+        self.connects += 1;
+        let mut stream = source::connect(self.addr, from)?;
+        self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(stream)
     }
 
     fn request_for(&mut self, path: &str) -> u16 {
@@ -203,14 +243,7 @@ impl Fleet {
     }
 
     fn connect(&mut self, request: u16, group: u16) -> io::Result<Conn> {
-        let mut stream = TcpStream::connect(self.addr)?;
-        stream.set_nodelay(true)?;
-        let token = Token(self.conns.len());
-        self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = self.dial(Token(self.conns.len()))?;
         Ok(Conn {
             stream,
             phase: Phase::Connecting,
@@ -236,13 +269,7 @@ impl Fleet {
     /// Replaces connection `index` with a fresh one to the same path (the old one is
     /// reset).
     pub fn replace(&mut self, index: usize) -> io::Result<()> {
-        let mut stream = TcpStream::connect(self.addr)?;
-        stream.set_nodelay(true)?;
-        self.poll.registry().register(
-            &mut stream,
-            Token(index),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = self.dial(Token(index))?;
         let old = std::mem::replace(&mut self.conns[index].stream, stream);
         let c = &mut self.conns[index];
         c.phase = Phase::Connecting;
@@ -267,45 +294,70 @@ impl Fleet {
         window: usize,
         timeout: Duration,
     ) -> io::Result<std::ops::Range<usize>> {
+        let r = self.ramp(path, n, group, window, timeout)?;
+        if r.failed > 0 {
+            return Err(io::Error::other(format!(
+                "{} of {n} connections to {path} did not open: {}",
+                r.failed,
+                r.error.as_deref().unwrap_or("closed")
+            )));
+        }
+        Ok(r.range)
+    }
+
+    /// Opens `n` connections to `path` like [`Fleet::open`], but counts the ones that fail
+    /// (refused, reset, not upgraded, still opening at `timeout`) instead of giving up.
+    /// They stay in the fleet, closed.
+    pub fn ramp(
+        &mut self,
+        path: &str,
+        n: usize,
+        group: u16,
+        window: usize,
+        timeout: Duration,
+    ) -> io::Result<Ramp> {
         let first = self.conns.len();
-        let end = first + n;
         let deadline = Instant::now() + timeout;
-        let mut started = first;
+        let window = window.max(1);
+        let (mut started, mut refused) = (0, 0);
+        let mut error = None;
         loop {
-            let opening = self.conns[first..]
+            let mut opening = self.conns[first..]
                 .iter()
                 .filter(|c| matches!(c.phase, Phase::Connecting | Phase::Upgrading))
                 .count();
-            let mut room = window.saturating_sub(opening);
-            while room > 0 && started < end {
-                self.add(path, group)?;
+            while opening < window && started < n {
                 started += 1;
-                room -= 1;
+                match self.add(path, group) {
+                    Ok(_) => opening += 1,
+                    Err(e) => {
+                        refused += 1;
+                        error.get_or_insert_with(|| format!("connect: {e}"));
+                    }
+                }
             }
-            if let Some(bad) = self.conns[first..]
-                .iter()
-                .find(|c| c.phase == Phase::Closed)
-            {
-                return Err(io::Error::other(format!(
-                    "a connection to {path} failed while opening: {}",
-                    bad.error.as_deref().unwrap_or("closed")
-                )));
-            }
-            if started == end && self.conns[first..].iter().all(|c| c.phase == Phase::Open) {
-                return Ok(first..end);
+            if started == n && opening == 0 {
+                break;
             }
             if Instant::now() >= deadline {
-                let open = self.conns[first..]
-                    .iter()
-                    .filter(|c| c.phase == Phase::Open)
-                    .count();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("only {open} of {n} connections to {path} opened in {timeout:?}"),
-                ));
+                for c in &mut self.conns[first..] {
+                    if matches!(c.phase, Phase::Connecting | Phase::Upgrading) {
+                        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                        c.fail(format!("not open after {timeout:?}"));
+                    }
+                }
+                break;
             }
             self.turn(Some(Duration::from_millis(5)), &mut Count)?;
         }
+        let conns = &self.conns[first..];
+        let open = conns.iter().filter(|c| c.phase == Phase::Open).count();
+        Ok(Ramp {
+            range: first..self.conns.len(),
+            open,
+            failed: refused + conns.len() - open,
+            error: error.or_else(|| conns.iter().find_map(|c| c.error.clone())),
+        })
     }
 
     /// Waits for events (at most `timeout`) and handles them: connects complete, requests

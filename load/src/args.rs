@@ -1,0 +1,363 @@
+//! The command line: `throng-load hold ...` and `throng-load echo ...`. Every value is
+//! checked here, so a mistyped argument is a usage error, never a panic or a silent
+//! default.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::{echo, hold};
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage:
+  throng-load hold --url ws://HOST:PORT/PATH --connections N [--source-offset K]
+                   [--open-window W (256)] [--open-timeout SECS (120)]
+      N connections held open, pings answered; JSON lines on stdout; commands on stdin:
+      expect-broadcast | stats | close (EOF: close)
+  throng-load echo --url ws://HOST:PORT/PATH --connections N --size BYTES
+                   [--rate MSGS_PER_S] --duration SECS [--warmup SECS (1)]
+                   [--processes P] [--json] [--source-offset K]
+                   [--open-window W (256)] [--open-timeout SECS (120)]
+      echo throughput and latency: closed loop (one message in flight per connection)
+      or a fixed aggregate rate (latency from each message's scheduled time); the result
+      is one JSON object, the last line on stdout";
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// The server address.
+    pub addr: SocketAddr,
+    /// `host[:port]` as written, for the `Host` header.
+    pub host: String,
+    /// The request path (with its query, if any).
+    pub path: String,
+}
+
+/// Reads `ws://host[:port][/path]`; the host may be a name, resolved once here.
+pub fn parse_url(url: &str) -> Result<Url, String> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("wss") => {
+            return Err(format!("{url}: wss:// (TLS) is not supported"));
+        }
+        _ => return Err(format!("{url}: not a ws:// URL")),
+    };
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("{url}: no host (or a user name, not supported)"));
+    }
+    let with_port = if host.ends_with(']') || !host.contains(':') {
+        format!("{host}:80")
+    } else {
+        host.to_string()
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    Ok(Url {
+        addr,
+        host: host.to_string(),
+        path,
+    })
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `hold`.
+    Hold(hold::Options),
+    /// `echo`.
+    Echo(echo::Options),
+    /// `help`, `-h`, `--help`.
+    Help,
+}
+
+/// Flag values as given, checked one by one.
+struct Flags {
+    pairs: Vec<(String, Option<String>)>,
+}
+
+impl Flags {
+    /// Splits `--name value`, `--name=value` and the bare `switches`.
+    fn read(args: &[String], switches: &[&str]) -> Result<Flags, String> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(name) = a.strip_prefix("--") else {
+                return Err(format!("unexpected argument {a:?}"));
+            };
+            if let Some((n, v)) = name.split_once('=') {
+                pairs.push((n.to_string(), Some(v.to_string())));
+            } else if switches.contains(&name) {
+                pairs.push((name.to_string(), None));
+            } else {
+                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                pairs.push((name.to_string(), Some(v.clone())));
+            }
+        }
+        Ok(Flags { pairs })
+    }
+
+    /// Fails on a flag not in `known`, or given twice.
+    fn only(&self, known: &[&str]) -> Result<(), String> {
+        for (i, (name, _)) in self.pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return Err(format!("unknown option --{name}"));
+            }
+            if self.pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(format!("--{name} given twice"));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n == name)
+    }
+
+    fn required(&self, name: &str) -> Result<&str, String> {
+        self.get(name)
+            .ok_or_else(|| format!("--{name} is required"))
+    }
+
+    fn count(&self, name: &str, default: Option<usize>) -> Result<usize, String> {
+        match self.get(name) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{name}: {v:?} is not a whole number")),
+            None => default.ok_or_else(|| format!("--{name} is required")),
+        }
+    }
+
+    fn seconds(&self, name: &str, default: Option<f64>) -> Result<Duration, String> {
+        let s = match self.get(name) {
+            Some(v) => v
+                .parse::<f64>()
+                .map_err(|_| format!("--{name}: {v:?} is not a number of seconds"))?,
+            None => default.ok_or_else(|| format!("--{name} is required"))?,
+        };
+        if !(0.0..=1e6).contains(&s) {
+            return Err(format!("--{name}: {s} is out of range (0 to 1e6 seconds)"));
+        }
+        Ok(Duration::from_secs_f64(s))
+    }
+}
+
+/// The largest message `echo` sends (the engine's default message limit).
+pub const MAX_SIZE: usize = 16 << 20;
+
+/// Reads the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((mode, rest)) = args.split_first() else {
+        return Err("no command".into());
+    };
+    match mode.as_str() {
+        "hold" => {
+            let f = Flags::read(rest, &[])?;
+            f.only(&[
+                "url",
+                "connections",
+                "source-offset",
+                "open-window",
+                "open-timeout",
+            ])?;
+            let url = parse_url(f.required("url")?)?;
+            let connections = f.count("connections", None)?;
+            if connections == 0 {
+                return Err("--connections must be at least 1".into());
+            }
+            Ok(Command::Hold(hold::Options {
+                addr: url.addr,
+                host: url.host,
+                path: url.path,
+                connections,
+                source_offset: f.count("source-offset", Some(0))?,
+                open_window: f.count("open-window", Some(256))?.max(1),
+                open_timeout: f.seconds("open-timeout", Some(120.0))?,
+            }))
+        }
+        "echo" => {
+            let f = Flags::read(rest, &["json", "child"])?;
+            f.only(&[
+                "url",
+                "connections",
+                "size",
+                "rate",
+                "duration",
+                "warmup",
+                "processes",
+                "json",
+                "source-offset",
+                "open-window",
+                "open-timeout",
+                "child",
+            ])?;
+            let url = parse_url(f.required("url")?)?;
+            let connections = f.count("connections", None)?;
+            if connections == 0 {
+                return Err("--connections must be at least 1".into());
+            }
+            let size = f.count("size", None)?;
+            if size > MAX_SIZE {
+                return Err(format!("--size: at most {MAX_SIZE} bytes"));
+            }
+            let rate = match f.get("rate") {
+                None => None,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Some(r),
+                    _ => return Err(format!("--rate: {v:?} is not a rate (0 < r <= 1e9)")),
+                },
+            };
+            let duration = f.seconds("duration", None)?;
+            if duration.is_zero() {
+                return Err("--duration must be more than 0".into());
+            }
+            let processes = match f.get("processes") {
+                None => None,
+                Some(_) => Some(f.count("processes", None)?),
+            };
+            if processes == Some(0) {
+                return Err("--processes must be at least 1".into());
+            }
+            Ok(Command::Echo(echo::Options {
+                url,
+                connections,
+                size,
+                rate,
+                duration,
+                warmup: f.seconds("warmup", Some(1.0))?,
+                processes,
+                json: f.switch("json"),
+                source_offset: f.count("source-offset", Some(0))?,
+                open_window: f.count("open-window", Some(256))?.max(1),
+                open_timeout: f.seconds("open-timeout", Some(120.0))?,
+                child: f.switch("child"),
+            }))
+        }
+        "help" | "-h" | "--help" => Ok(Command::Help),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_url("ws://127.0.0.1:9001/chat?room=1").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str()),
+            ("127.0.0.1:9001", "/chat?room=1")
+        );
+        let u = parse_url("WS://127.0.0.1:9001").unwrap();
+        assert_eq!(u.path, "/");
+        assert_eq!(parse_url("ws://127.0.0.1?x=1").unwrap().path, "/?x=1");
+        assert_eq!(parse_url("ws://127.0.0.1").unwrap().addr.port(), 80);
+        assert_eq!(
+            parse_url("ws://[::1]:7/").unwrap().addr,
+            "[::1]:7".parse().unwrap()
+        );
+        for bad in [
+            "",
+            "127.0.0.1:9001",
+            "http://127.0.0.1/",
+            "wss://127.0.0.1/",
+            "ws://",
+            "ws:///x",
+            "ws://u@127.0.0.1/",
+            "ws://127.0.0.1:99999/",
+            "ws://127.0.0.1:x/",
+            "ws://[::1/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn hold_arguments() {
+        let Ok(Command::Hold(o)) = parse(&args(
+            "hold --url ws://127.0.0.1:9/ --connections 7 --source-offset=3 --open-timeout 0.5",
+        )) else {
+            panic!("not parsed");
+        };
+        assert_eq!((o.connections, o.source_offset, o.open_window), (7, 3, 256));
+        assert_eq!(o.open_timeout, Duration::from_millis(500));
+        for bad in [
+            "",
+            "holdx",
+            "hold",
+            "hold --url ws://127.0.0.1:9/",
+            "hold --url ws://127.0.0.1:9/ --connections",
+            "hold --url ws://127.0.0.1:9/ --connections -1",
+            "hold --url ws://127.0.0.1:9/ --connections 0",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --source-offset x",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout nan",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout -1",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout 1e300",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --connections 6",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --json",
+            "hold --url ws://127.0.0.1:9/ --connections 5 stray",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn echo_arguments() {
+        let Ok(Command::Echo(o)) = parse(&args(
+            "echo --url ws://127.0.0.1:9/ --connections 10 --size 64 --duration 2 --json",
+        )) else {
+            panic!("not parsed");
+        };
+        assert_eq!(
+            (o.connections, o.size, o.rate, o.processes),
+            (10, 64, None, None)
+        );
+        assert!(o.json && !o.child);
+        assert_eq!(o.warmup, Duration::from_secs(1));
+        let Ok(Command::Echo(o)) = parse(&args(
+            "echo --url ws://127.0.0.1:9/ --connections 10 --size 0 --duration 2 --rate 500 \
+             --processes 2 --warmup 0",
+        )) else {
+            panic!("not parsed");
+        };
+        assert_eq!(
+            (o.rate, o.processes, o.warmup),
+            (Some(500.0), Some(2), Duration::ZERO)
+        );
+        let base = "echo --url ws://127.0.0.1:9/ --connections 10";
+        for bad in [
+            format!("{base} --size 64"),
+            format!("{base} --duration 1"),
+            format!("{base} --size 64 --duration 0"),
+            format!("{base} --size 99999999999 --duration 1"),
+            format!("{base} --size 64 --duration 1 --rate 0"),
+            format!("{base} --size 64 --duration 1 --rate inf"),
+            format!("{base} --size 64 --duration 1 --rate -5"),
+            format!("{base} --size 64 --duration 1 --processes 0"),
+            format!("{base} --size 64 --duration 1 --warmup x"),
+            format!("{base} --size 64 --duration 1 --bogus 1"),
+        ] {
+            assert!(parse(&args(&bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! throng-load: the project's WebSocket load generator for loopback targets, as a library
+//! (for throng-bench's comparison) and as the `throng-load` command.
+//!
+//! - [`hold`] (`throng-load hold`): N idle connections kept open with every ping answered,
+//!   broadcast arrival timed, a clean close at the end; driven through stdin and stdout
+//!   so that a demo can run many such processes (see `examples/c10m`).
+//! - [`echo`] (`throng-load echo`): echo throughput and latency, closed loop or at a fixed
+//!   rate, in one process or spread over several.
+//! - [`measure`]: the benchmark's measurements (echo, latency, idle memory, handshakes,
+//!   broadcast, pub/sub) on pinned load threads.
+//!
+//! Two connection cores: [`fleet`] is built to outrun a server (pre-masked frames shared by
+//! all connections, payloads counted, not kept), [`client`] is a strict client for holds
+//! (its own key and a fresh mask per frame, every frame validated, the close handshake
+//! tracked). Connections to a loopback server come from 127.0.0.2..=127.0.0.250
+//! ([`source`]) so that ports do not run out.
+
+pub mod args;
+pub mod client;
+pub mod echo;
+pub mod fleet;
+pub mod frame;
+pub mod hist;
+pub mod hold;
+pub mod measure;
+pub mod source;
+pub mod sys;
