@@ -248,6 +248,13 @@ pub fn markdown(report: &Report) -> String {
         p.pubsub_size,
         group(p.pubsub_subscribers as u64),
     );
+    if report.servers().contains(&ServerKind::Floor) {
+        let _ = writeln!(
+            out,
+            "\nfloor (bare epoll) is a diagnostic, not a competitor: one thread, mio and throng's protocol crate, each write straight to the socket, no timers, backpressure policy, pools or limits beyond the decoder's (benches/src/servers/floor.rs). \
+             The distance from throng to it is what the engine's machinery costs; from it to zero, the kernel's share (over loopback each send also runs the receiver's TCP stack)."
+        );
+    }
     if report.noisy > 0 {
         let _ = writeln!(
             out,
@@ -346,6 +353,7 @@ fn color(s: ServerKind) -> &'static str {
         ServerKind::ThrongEpoll => "#5fa2dd",
         ServerKind::Tungstenite => "#9a9a9a",
         ServerKind::Fastws => "#f28e2b",
+        ServerKind::Floor => "#59a14f",
     }
 }
 
@@ -382,7 +390,7 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="{left}" y="22" font-size="15" font-weight="bold">Times better than tokio-tungstenite (log scale; above 1× is better; ↓ marks figures where lower wins)</text>"##
+        r##"<text x="{left}" y="22" font-size="15" font-weight="bold">Times better than tokio-tungstenite (log scale, above 1× is better)</text>"##
     );
     let _ = writeln!(
         s,
@@ -392,7 +400,7 @@ pub fn svg(report: &Report) -> String {
     let o = &report.options;
     let _ = writeln!(
         s,
-        r##"<text x="{left}" y="55" fill="#555">servers: {} worker thread(s) on CPU {}; load generator on CPU {}; medians of {} round(s)</text>"##,
+        r##"<text x="{left}" y="55" fill="#555">servers: {} worker thread(s) on CPU {}; load generator on CPU {}; medians of {} round(s); ↓: the raw figure is better when lower</text>"##,
         o.threads,
         cpu_list(&o.server_cpus),
         cpu_list(&o.load_cpus),
@@ -492,8 +500,10 @@ pub fn svg(report: &Report) -> String {
 fn short_ratio(a: f64) -> String {
     if a >= 10.0 {
         format!("{a:.0}")
-    } else {
+    } else if a >= 0.1 {
         format!("{a:.1}")
+    } else {
+        format!("{a:.2}")
     }
 }
 

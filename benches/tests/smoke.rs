@@ -32,6 +32,7 @@ fn every_server_answers_every_figure() {
         ServerKind::ThrongEpoll,
         ServerKind::Tungstenite,
         ServerKind::Fastws,
+        ServerKind::Floor,
     ] {
         assert!(ran.contains(&must), "{must} did not run");
     }

@@ -13,11 +13,11 @@ const USAGE: &str = "\
 usage:
   throng-bench compare [--quick | --smoke] [--json FILE] [--svg FILE] [--markdown FILE]
                        [--threads N] [--server-cpus LIST] [--load-cpus LIST]
-                       [--servers throng-uring,throng-epoll,tungstenite,fastws] [--rounds N] [--quiet]
+                       [--servers throng-uring,throng-epoll,tungstenite,fastws,floor] [--rounds N] [--quiet]
                        [--only echo,latency,memory,handshakes,broadcast,pubsub]
                        [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
                        [--latency-conns N] [--latency-rate MSGS_PER_S]
-  throng-bench serve --server throng|tungstenite|fastws [--backend uring|epoll]
+  throng-bench serve --server throng|tungstenite|fastws|floor [--backend uring|epoll]
                      [--threads N] [--addr HOST:PORT] [--cpus LIST]
 
 compare: by default each server gets 1 worker thread pinned to the first allowed CPU and the

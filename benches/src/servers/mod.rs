@@ -16,6 +16,7 @@
 //! goes out 30 to 60 s after the last input; throng's on its 250 ms wheel).
 
 pub mod fastws;
+pub mod floor;
 pub mod keepalive;
 pub mod throng;
 pub mod tungstenite;
@@ -50,15 +51,19 @@ pub enum ServerKind {
     Tungstenite,
     /// fastwebsockets (with hyper for the upgrade) on a multi-thread Tokio runtime.
     Fastws,
+    /// A diagnostic floor: a bare single-threaded epoll loop over throng's protocol crate
+    /// ([`floor`]). Not a competitor; it shows what the kernel alone costs.
+    Floor,
 }
 
 impl ServerKind {
     /// Every server, in report order.
-    pub const ALL: [ServerKind; 4] = [
+    pub const ALL: [ServerKind; 5] = [
         ServerKind::ThrongUring,
         ServerKind::ThrongEpoll,
         ServerKind::Tungstenite,
         ServerKind::Fastws,
+        ServerKind::Floor,
     ];
 
     /// Short name used on the command line and in JSON.
@@ -68,6 +73,7 @@ impl ServerKind {
             ServerKind::ThrongEpoll => "throng-epoll",
             ServerKind::Tungstenite => "tungstenite",
             ServerKind::Fastws => "fastws",
+            ServerKind::Floor => "floor",
         }
     }
 
@@ -78,6 +84,7 @@ impl ServerKind {
             ServerKind::ThrongEpoll => "throng epoll",
             ServerKind::Tungstenite => "tokio-tungstenite",
             ServerKind::Fastws => "fastwebsockets",
+            ServerKind::Floor => "floor (bare epoll)",
         }
     }
 
@@ -88,6 +95,7 @@ impl ServerKind {
             ServerKind::ThrongEpoll => ("throng", "epoll"),
             ServerKind::Tungstenite => ("tungstenite", "epoll"),
             ServerKind::Fastws => ("fastws", "epoll"),
+            ServerKind::Floor => ("floor", "epoll"),
         };
         vec![
             "--server".into(),
@@ -107,7 +115,7 @@ impl fmt::Display for ServerKind {
 impl FromStr for ServerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ServerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| format!("unknown server {s:?} (expected one of throng-uring, throng-epoll, tungstenite, fastws)"))
+        ServerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| format!("unknown server {s:?} (expected one of throng-uring, throng-epoll, tungstenite, fastws, floor)"))
     }
 }
 
@@ -191,6 +199,7 @@ pub fn serve(opts: &ServeOptions) -> std::process::ExitCode {
         "throng" => return throng::run(opts),
         "tungstenite" => tungstenite::run(opts),
         "fastws" => fastws::run(opts),
+        "floor" => floor::run(opts),
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("unknown server {other:?}"),
@@ -216,6 +225,20 @@ pub(crate) fn tokio_listener(addr: SocketAddr) -> std::io::Result<tokio::net::Tc
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
+}
+
+/// A blocking-free std listener like throng's: `SO_REUSEADDR` and the same backlog.
+pub(crate) fn std_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// A multi-thread Tokio runtime with `threads` workers.
