@@ -125,7 +125,7 @@ impl Churn {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        ack_with_request(fd);
+        crate::source::ack_with_first_data(fd);
         if let Err(e) =
             self.poll
                 .registry()
@@ -301,22 +301,6 @@ impl Churn {
             Err(why) => self.drop_failed(i, why),
         }
     }
-}
-
-/// `TCP_DEFER_ACCEPT` on a connecting socket: the ACK that ends the TCP handshake is
-/// held back (Linux's `tcp_rcv_synsent_state_process`) and rides on the request.
-fn ack_with_request(fd: RawFd) {
-    let seconds: libc::c_int = 1;
-    // SAFETY: valid socket; the option value is a c_int of the size passed.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&raw const seconds).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
 }
 
 /// Resets the connection and leaves the socket closed and reusable: `connect` with an

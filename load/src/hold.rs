@@ -108,7 +108,15 @@ impl Hold {
             });
             match opened {
                 Ok(stream) => {
-                    self.conns[i] = Some(Conn::new(stream, self.seed ^ i as u64));
+                    let mut c = Conn::new(stream, self.seed ^ i as u64);
+                    // Most connects have completed by now: the request goes at once.
+                    if let Err(e) = c.send_request(&self.opts.host, &self.opts.path) {
+                        let _ = self.poll.registry().deregister(&mut c.stream);
+                        self.failed += 1;
+                        self.note_error(format!("connect from {from}: {e}"));
+                        continue;
+                    }
+                    self.conns[i] = Some(c);
                     self.handshaking += 1;
                 }
                 Err(e) => {
