@@ -176,8 +176,11 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until the socket would block, handling what arrived.
-    pub fn readable(&mut self, buf: &mut [u8]) -> io::Result<Seen> {
+    /// Reads what arrived and handles it. A read shorter than `buf` drained the socket
+    /// and ends the round (with edge-triggered readiness, later data raises a new edge):
+    /// one read per ping instead of two. With `to_end` (the event also reported the
+    /// peer's FIN, which raises no later edge) it reads on until EOF or `EAGAIN`.
+    pub fn readable(&mut self, buf: &mut [u8], to_end: bool) -> io::Result<Seen> {
         let mut seen = Seen::default();
         loop {
             let n = match self.stream.read(buf) {
@@ -203,6 +206,9 @@ impl Conn {
                 let used = self.handle(&mut data, &mut seen)?;
                 data.drain(..used);
                 self.input = data;
+            }
+            if n < buf.len() && !to_end {
+                return Ok(seen);
             }
         }
     }

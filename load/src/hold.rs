@@ -128,7 +128,7 @@ impl Hold {
     }
 
     /// One readiness event for connection `i`, seen at `now_ns`.
-    fn event(&mut self, i: usize, readable: bool, writable: bool, now_ns: u64) {
+    fn event(&mut self, i: usize, readable: bool, closed: bool, writable: bool, now_ns: u64) {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
@@ -145,7 +145,7 @@ impl Hold {
             }
         }
         if result.is_ok() && readable && c.state != State::Connecting {
-            result = c.readable(&mut self.buf);
+            result = c.readable(&mut self.buf, closed);
         }
         let after = c.state;
         let opening = |s: State| matches!(s, State::Connecting | State::Handshake);
@@ -211,8 +211,9 @@ impl Hold {
                 stdin = true;
                 continue;
             }
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            self.event(ev.token().0, readable, ev.is_writable(), now);
+            let closed = ev.is_read_closed() || ev.is_error();
+            let readable = ev.is_readable() || closed;
+            self.event(ev.token().0, readable, closed, ev.is_writable(), now);
         }
         Ok(stdin)
     }
