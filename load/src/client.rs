@@ -10,12 +10,12 @@
 
 use std::io::{self, Read, Write};
 
-use base64::Engine;
 use mio::net::TcpStream;
 use throng_protocol::frame::{FrameHead, HeaderBuf};
-use throng_protocol::handshake::accept_key;
 use throng_protocol::mask::apply_mask;
 use throng_protocol::{Decoder, DecoderConfig, Event};
+
+use crate::upgrade::{self, Key, check_response, splitmix};
 
 /// Where a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Where it is.
     pub state: State,
-    key: [u8; 24],
+    key: Key,
     mask_seed: u32,
     decoder: Decoder,
     /// Unconsumed input (a partial response head or frame).
@@ -71,19 +71,11 @@ impl Conn {
     /// A connection whose TCP connect is in progress; `seed` (different for every
     /// connection) makes its handshake key and masks.
     pub fn new(stream: TcpStream, seed: u64) -> Conn {
-        let (a, b) = (splitmix(seed), splitmix(seed ^ 0x5851_f42d_4c95_7f2d));
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&a.to_le_bytes());
-        raw[8..].copy_from_slice(&b.to_le_bytes());
-        let mut key = [0u8; 24];
-        base64::engine::general_purpose::STANDARD
-            .encode_slice(raw, &mut key)
-            .expect("16 bytes encode to 24");
         Conn {
             stream,
             state: State::Connecting,
-            key,
-            mask_seed: (splitmix(a) as u32) | 1,
+            key: Key::new(seed),
+            mask_seed: (splitmix(splitmix(seed)) as u32) | 1,
             decoder: Decoder::new(),
             input: Vec::new(),
             output: Vec::new(),
@@ -99,19 +91,27 @@ impl Conn {
         if let Some(e) = self.stream.take_error()? {
             return Err(e);
         }
-        match self.stream.peer_addr() {
-            Ok(_) => {}
-            // An early edge before the connect finished: the real one follows.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
-            Err(e) => return Err(e),
+        self.send_request(host, path)
+    }
+
+    /// Sends the upgrade request if the connect has completed, which on loopback it
+    /// usually has when `connect` returns: callers try this at once and fall back to
+    /// [`Conn::connected`] on `EPOLLOUT`. A socket still connecting refuses the write
+    /// (`EAGAIN`) and the connection stays [`State::Connecting`].
+    pub fn send_request(&mut self, host: &str, path: &str) -> io::Result<()> {
+        if self.state != State::Connecting {
+            return Ok(());
         }
-        let key = std::str::from_utf8(&self.key).expect("base64 is ASCII");
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        self.state = State::Handshake;
-        self.write(req.as_bytes())
+        let req = upgrade::request(host, path, &self.key);
+        match self.stream.write(req.as_bytes()) {
+            Ok(n) => {
+                self.state = State::Handshake;
+                self.output.extend_from_slice(&req.as_bytes()[n..]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
@@ -176,8 +176,11 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until the socket would block, handling what arrived.
-    pub fn readable(&mut self, buf: &mut [u8]) -> io::Result<Seen> {
+    /// Reads what arrived and handles it. A read shorter than `buf` drained the socket
+    /// and ends the round (with edge-triggered readiness, later data raises a new edge):
+    /// one read per ping instead of two. With `to_end` (the event also reported the
+    /// peer's FIN, which raises no later edge) it reads on until EOF or `EAGAIN`.
+    pub fn readable(&mut self, buf: &mut [u8], to_end: bool) -> io::Result<Seen> {
         let mut seen = Seen::default();
         loop {
             let n = match self.stream.read(buf) {
@@ -204,6 +207,9 @@ impl Conn {
                 data.drain(..used);
                 self.input = data;
             }
+            if n < buf.len() && !to_end {
+                return Ok(seen);
+            }
         }
     }
 
@@ -211,32 +217,12 @@ impl Conn {
     fn handle(&mut self, data: &mut [u8], seen: &mut Seen) -> io::Result<usize> {
         let mut used = 0;
         if self.state == State::Handshake {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(data) {
-                Ok(httparse::Status::Partial) => return Ok(0),
-                Ok(httparse::Status::Complete(n)) => {
-                    let expected = accept_key(&self.key);
-                    let accept = res
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-                        .map(|h| h.value);
-                    if res.code != Some(101) || accept != Some(&expected[..]) {
-                        return Err(io::Error::other(format!(
-                            "upgrade refused: status {:?}, accept key {}",
-                            res.code,
-                            if accept == Some(&expected[..]) {
-                                "ok"
-                            } else {
-                                "wrong"
-                            }
-                        )));
-                    }
+            match check_response(data, &self.key).map_err(io::Error::other)? {
+                None => return Ok(0),
+                Some(n) => {
                     self.state = State::Open;
                     used = n;
                 }
-                Err(e) => return Err(io::Error::other(format!("bad response head: {e}"))),
             }
         }
         let cfg = DecoderConfig::client();
@@ -268,13 +254,4 @@ impl Conn {
         }
         Ok(used)
     }
-}
-
-/// SplitMix64: spreads a counter into well-mixed bits (keys and masks need not be secret
-/// here, only different per connection and per frame).
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -16,13 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::frame::{self, Event, ParseError, Parser};
 use crate::source;
-
-/// The `Sec-WebSocket-Key` every client sends (RFC 6455's example) and the answer it
-/// must get.
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-/// Largest response head accepted.
-const MAX_HEAD: usize = 4096;
+use crate::upgrade::{Key, Template, check_response};
 
 /// Where a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +58,8 @@ pub struct Conn {
     pub received: u64,
     /// Which request it sends (index into the fleet's requests).
     request: u16,
+    /// Its own `Sec-WebSocket-Key` and the accept value it expects.
+    key: Key,
     /// Caller's label (e.g. publisher or subscriber).
     pub group: u16,
     /// Why it closed, if it failed.
@@ -182,7 +178,13 @@ pub struct Fleet {
     pub conns: Vec<Conn>,
     buf: Vec<u8>,
     addr: SocketAddr,
-    requests: Vec<Vec<u8>>,
+    /// A request template per path.
+    requests: Vec<(String, Template)>,
+    /// The request being sent (a template with a connection's key in it).
+    scratch: Vec<u8>,
+    /// Makes every connection's key different.
+    seed: u64,
+    serial: u64,
     pong: Vec<u8>,
     /// Connections whose input was cut short at [`READ_BATCH`] reads.
     again: Vec<usize>,
@@ -202,6 +204,9 @@ impl Fleet {
             buf: vec![0; 256 << 10],
             addr,
             requests: Vec::new(),
+            scratch: Vec::new(),
+            seed: crate::sys::monotonic_ns() ^ (u64::from(std::process::id()) << 40),
+            serial: 0,
             pong: Vec::new(),
             again: Vec::new(),
             source_offset: 0,
@@ -230,21 +235,22 @@ impl Fleet {
     }
 
     fn request_for(&mut self, path: &str) -> u16 {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.addr
-        )
-        .into_bytes();
-        if let Some(i) = self.requests.iter().position(|r| *r == req) {
+        if let Some(i) = self.requests.iter().position(|(p, _)| p == path) {
             return i as u16;
         }
-        self.requests.push(req);
+        let template = Template::new(&self.addr.to_string(), path);
+        self.requests.push((path.to_owned(), template));
         (self.requests.len() - 1) as u16
+    }
+
+    fn next_key(&mut self) -> Key {
+        self.serial += 1;
+        Key::new(self.seed ^ self.serial.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
     fn connect(&mut self, request: u16, group: u16) -> io::Result<Conn> {
         let stream = self.dial(Token(self.conns.len()))?;
-        Ok(Conn {
+        let mut conn = Conn {
             stream,
             phase: Phase::Connecting,
             head: Vec::new(),
@@ -253,9 +259,12 @@ impl Fleet {
             sent: VecDeque::new(),
             received: 0,
             request,
+            key: self.next_key(),
             group,
             error: None,
-        })
+        };
+        send_request(&mut conn, &self.requests, &mut self.scratch);
+        Ok(conn)
     }
 
     /// Starts a new connection at the end; returns its index.
@@ -270,14 +279,17 @@ impl Fleet {
     /// reset).
     pub fn replace(&mut self, index: usize) -> io::Result<()> {
         let stream = self.dial(Token(index))?;
+        let key = self.next_key();
         let old = std::mem::replace(&mut self.conns[index].stream, stream);
         let c = &mut self.conns[index];
         c.phase = Phase::Connecting;
+        c.key = key;
         c.head.clear();
         c.parser = Parser::default();
         c.out.clear();
         c.sent.clear();
         c.error = None;
+        send_request(c, &self.requests, &mut self.scratch);
         reset_on_close(&old);
         drop(old);
         Ok(())
@@ -384,6 +396,7 @@ impl Fleet {
             conns,
             buf,
             requests,
+            scratch,
             pong,
             again,
             ..
@@ -404,7 +417,7 @@ impl Fleet {
                 continue;
             };
             if ev.is_writable() {
-                writable(conn, requests);
+                writable(conn, requests, scratch);
             }
             if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
                 && readable(index, conn, buf, pong, driver)
@@ -464,26 +477,31 @@ impl Fleet {
     }
 }
 
-fn writable(conn: &mut Conn, requests: &[Vec<u8>]) {
+fn writable(conn: &mut Conn, requests: &[(String, Template)], scratch: &mut Vec<u8>) {
     match conn.phase {
         Phase::Connecting => {
             if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
                 return conn.fail(format!("connect: {e}"));
             }
-            if conn.stream.peer_addr().is_err() {
-                // Spurious edge before the connect finished; the real one follows.
-                return;
-            }
-            conn.phase = Phase::Upgrading;
-            let req = &requests[conn.request as usize];
-            match write_some(&mut conn.stream, req) {
-                Ok(n) if n == req.len() => {}
-                Ok(n) => conn.out.extend_from_slice(&req[n..]),
-                Err(e) => conn.fail(format!("write request: {e}")),
-            }
+            send_request(conn, requests, scratch);
         }
         Phase::Upgrading | Phase::Open => conn.flush(),
         Phase::Closed => {}
+    }
+}
+
+/// Sends the upgrade request if the connect has completed (on loopback it usually has
+/// when `connect` returns, so this is tried at once: no wait for `EPOLLOUT`); a socket
+/// still connecting refuses the write and the connection waits for `EPOLLOUT`.
+fn send_request(conn: &mut Conn, requests: &[(String, Template)], scratch: &mut Vec<u8>) {
+    let req = requests[conn.request as usize].1.fill(&conn.key, scratch);
+    match write_some(&mut conn.stream, req) {
+        Ok(0) => {}
+        Ok(n) => {
+            conn.phase = Phase::Upgrading;
+            conn.out.extend_from_slice(&req[n..]);
+        }
+        Err(e) => conn.fail(format!("write request: {e}")),
     }
 }
 
@@ -545,29 +563,27 @@ fn readable(
     true
 }
 
-/// Accumulates the response head; `Ok(Some(rest))`: complete, with `rest` bytes of `data`
-/// that follow it.
+/// Checks the response head (accumulated across reads when it comes in pieces);
+/// `Ok(Some(rest))`: a valid 101, with `rest` bytes of `data` that follow it.
 fn upgrade_response(conn: &mut Conn, data: &[u8]) -> Result<Option<usize>, String> {
+    if conn.head.is_empty() {
+        return match check_response(data, &conn.key)? {
+            Some(n) => Ok(Some(data.len() - n)),
+            None => {
+                conn.head.extend_from_slice(data);
+                Ok(None)
+            }
+        };
+    }
     let before = conn.head.len();
     conn.head.extend_from_slice(data);
-    let Some(end) = conn.head.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if conn.head.len() > MAX_HEAD {
-            Err("response head too large".into())
-        } else {
-            Ok(None)
-        };
-    };
-    let head = &conn.head[..end];
-    if !head.starts_with(b"HTTP/1.1 101") {
-        let line = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
-        return Err(format!("upgrade refused: {line}"));
+    match check_response(&conn.head, &conn.key)? {
+        Some(n) => {
+            conn.head = Vec::new();
+            Ok(Some(data.len() - (n - before)))
+        }
+        None => Ok(None),
     }
-    if !head.windows(ACCEPT.len()).any(|w| w == ACCEPT) {
-        return Err("wrong Sec-WebSocket-Accept".into());
-    }
-    let consumed = end + 4 - before;
-    conn.head = Vec::new();
-    Ok(Some(data.len() - consumed))
 }
 
 fn frames(

@@ -108,7 +108,15 @@ impl Hold {
             });
             match opened {
                 Ok(stream) => {
-                    self.conns[i] = Some(Conn::new(stream, self.seed ^ i as u64));
+                    let mut c = Conn::new(stream, self.seed ^ i as u64);
+                    // Most connects have completed by now: the request goes at once.
+                    if let Err(e) = c.send_request(&self.opts.host, &self.opts.path) {
+                        let _ = self.poll.registry().deregister(&mut c.stream);
+                        self.failed += 1;
+                        self.note_error(format!("connect from {from}: {e}"));
+                        continue;
+                    }
+                    self.conns[i] = Some(c);
                     self.handshaking += 1;
                 }
                 Err(e) => {
@@ -120,7 +128,7 @@ impl Hold {
     }
 
     /// One readiness event for connection `i`, seen at `now_ns`.
-    fn event(&mut self, i: usize, readable: bool, writable: bool, now_ns: u64) {
+    fn event(&mut self, i: usize, readable: bool, closed: bool, writable: bool, now_ns: u64) {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
@@ -137,7 +145,7 @@ impl Hold {
             }
         }
         if result.is_ok() && readable && c.state != State::Connecting {
-            result = c.readable(&mut self.buf);
+            result = c.readable(&mut self.buf, closed);
         }
         let after = c.state;
         let opening = |s: State| matches!(s, State::Connecting | State::Handshake);
@@ -203,8 +211,9 @@ impl Hold {
                 stdin = true;
                 continue;
             }
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            self.event(ev.token().0, readable, ev.is_writable(), now);
+            let closed = ev.is_read_closed() || ev.is_error();
+            let readable = ev.is_readable() || closed;
+            self.event(ev.token().0, readable, closed, ev.is_writable(), now);
         }
         Ok(stdin)
     }

@@ -16,6 +16,7 @@
 //! ([`source`]) so that ports do not run out.
 
 pub mod args;
+pub mod churn;
 pub mod client;
 pub mod echo;
 pub mod fleet;
@@ -25,3 +26,4 @@ pub mod hold;
 pub mod measure;
 pub mod source;
 pub mod sys;
+pub mod upgrade;

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::fleet::{Conn, Count, Driver, Fleet, Msg, Phase};
+use crate::churn::Churn;
+use crate::fleet::{Conn, Count, Driver, Fleet, Msg};
 use crate::frame;
 use crate::hist::Histogram;
 use crate::source;
@@ -549,6 +550,10 @@ pub struct HandshakeResult {
     pub server_cpu_ns: u64,
     /// Connections that failed (refused, reset before the 101).
     pub failed: u64,
+    /// CPU the load threads spent in the window, all of them (nanoseconds): with the
+    /// kernel's TCP work for both ends of a loopback connect landing on the connecting
+    /// side, this is what bounds the rate when the server is not busy.
+    pub load_cpu_ns: u64,
 }
 
 impl HandshakeResult {
@@ -558,22 +563,8 @@ impl HandshakeResult {
     }
 }
 
-struct Churn {
-    done: Vec<usize>,
-    counting: bool,
-    count: u64,
-}
-
-impl Driver for Churn {
-    fn opened(&mut self, index: usize, _: &mut Conn) {
-        self.count += u64::from(self.counting);
-        self.done.push(index);
-    }
-    fn message(&mut self, _: usize, _: &mut Conn, _: Msg<'_>) {}
-}
-
 /// Keeps `concurrency` handshakes in progress: connect, upgrade, reset once the 101 is
-/// in, start the next.
+/// in, start the next ([`crate::churn`]).
 pub fn handshakes(
     target: Target,
     load: &Load,
@@ -581,55 +572,39 @@ pub fn handshakes(
     window: Window,
 ) -> io::Result<HandshakeResult> {
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
         meet.wait()?;
-        for _ in 0..share(concurrency, t, threads).max(1) {
-            fleet.add("/", 0)?;
-        }
-        let mut d = Churn {
-            done: Vec::new(),
-            counting: false,
-            count: 0,
-        };
+        let seed = crate::sys::monotonic_ns() ^ ((t as u64) << 48);
+        let slots = share(concurrency, t, threads).max(1);
+        let mut churn = Churn::new(target.addr, "/", slots, seed)?;
         let t0 = Instant::now();
         let (start, end) = (t0 + window.warmup, t0 + window.warmup + window.measure);
-        let mut began: Option<(Instant, u64)> = None;
-        let mut failed = 0u64;
+        let mut began: Option<(Instant, u64, u64, u64)> = None;
         loop {
-            fleet.turn(spin(), &mut d)?;
-            for i in d.done.drain(..) {
-                fleet.replace(i)?;
-            }
-            for i in 0..fleet.conns.len() {
-                if fleet.conns[i].phase == Phase::Closed {
-                    failed += 1;
-                    fleet.replace(i)?;
-                }
-            }
-            if failed > 1000 {
+            churn.turn(spin())?;
+            if churn.failed > 1000 {
                 return Err(io::Error::other(format!(
                     "handshakes keep failing: {}",
-                    fleet.first_error().unwrap_or_default()
+                    churn.first_error.clone().unwrap_or_default()
                 )));
             }
             let now = Instant::now();
             if began.is_none() && now >= start {
-                d.counting = true;
-                d.count = 0;
-                began = Some((now, if t == 0 { target.cpu_ns() } else { 0 }));
+                let server = if t == 0 { target.cpu_ns() } else { 0 };
+                began = Some((now, churn.upgraded, server, crate::sys::thread_cpu_ns()));
             }
             if now >= end {
-                let (b, cpu0) = began.unwrap_or((now, 0));
+                let (b, upgraded0, cpu0, load0) = began.unwrap_or((now, churn.upgraded, 0, 0));
                 let cpu = if t == 0 {
                     target.cpu_ns().saturating_sub(cpu0)
                 } else {
                     0
                 };
                 return Ok(HandshakeResult {
-                    handshakes: d.count,
+                    handshakes: churn.upgraded - upgraded0,
                     seconds: (now - b).as_secs_f64(),
                     server_cpu_ns: cpu,
-                    failed,
+                    failed: churn.failed,
+                    load_cpu_ns: crate::sys::thread_cpu_ns().saturating_sub(load0),
                 });
             }
         }
@@ -639,6 +614,7 @@ pub fn handshakes(
         seconds: parts.iter().map(|p| p.seconds).fold(0.0, f64::max),
         server_cpu_ns: parts[0].server_cpu_ns,
         failed: parts.iter().map(|p| p.failed).sum(),
+        load_cpu_ns: parts.iter().map(|p| p.load_cpu_ns).sum(),
     })
 }
 

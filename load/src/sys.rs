@@ -77,6 +77,17 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
+/// CPU time the calling thread has used so far, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// CLOCK_MONOTONIC in nanoseconds. Unlike `Instant`, its value means the same in every
 /// process on the host, so times reported by several load processes can be compared.
 pub fn monotonic_ns() -> u64 {
