@@ -848,6 +848,19 @@ pub fn run(options: Options) -> io::Result<Report> {
                 server,
                 us,
             );
+            // The other side of the same handshakes: when this is above the server's
+            // figure, the one load CPU, not the server, bounds the rate.
+            run.record(
+                Spec {
+                    key: "handshake_load_cpu",
+                    label: "Handshake: load generator CPU per upgrade",
+                    unit: "us",
+                    better: Better::Lower,
+                    diagnostic: true,
+                },
+                server,
+                r.load_cpu_ns as f64 / 1000.0 / r.handshakes.max(1) as f64,
+            );
         }
     }
 
