@@ -60,6 +60,9 @@ impl TimerWheel {
     /// `visit` (which may file entries again). Returns the entries visited.
     pub fn tick(&mut self, at: u32, mut visit: impl FnMut(&mut Self, u32)) -> usize {
         let mut taken = self.0.take(at);
+        if taken.is_empty() {
+            return 0;
+        }
         let mut batch = [0u32; crate::timer::CHUNK];
         let mut visited = 0;
         loop {

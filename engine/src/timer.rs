@@ -74,6 +74,13 @@ fn new_block() -> Box<[Chunk; BLOCK]> {
 #[derive(Debug)]
 pub(crate) struct Taken(u32);
 
+impl Taken {
+    /// The bucket held nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0 == NIL
+    }
+}
+
 impl Default for Wheel {
     fn default() -> Self {
         Wheel {

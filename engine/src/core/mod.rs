@@ -790,11 +790,8 @@ impl<S> Core<S> {
         for t in now - laps + 1..=now {
             self.now = t;
             let mut taken = self.wheel.take(t);
-            loop {
+            while !taken.is_empty() {
                 let n = self.wheel.next_batch(&mut taken, &mut batch);
-                if n == 0 {
-                    break;
-                }
                 for &key in &batch[..n] {
                     self.visit(h, t, key as usize);
                 }
