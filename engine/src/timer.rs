@@ -29,6 +29,12 @@ pub(crate) const CHUNK: usize = 126;
 /// doubling vector would); at most one block is partly used.
 const BLOCK: usize = 16;
 
+/// Entries a worker visits per turn of its run loop (two chunks; a visit may send a
+/// ping). A tick whose bucket holds more is finished over the next turns, with I/O polled
+/// in between: the run loop never stalls on one bucket, and the pings of one turn (each
+/// holding a spill record until the turn's flush) stay few.
+pub(crate) const TURN_BUDGET: usize = 2 * CHUNK;
+
 /// No chunk.
 const NIL: u32 = u32::MAX;
 
@@ -75,7 +81,10 @@ fn new_block() -> Box<[Chunk; BLOCK]> {
 pub(crate) struct Taken(u32);
 
 impl Taken {
-    /// The bucket held nothing.
+    /// Nothing taken.
+    pub const NONE: Taken = Taken(NIL);
+
+    /// The bucket held nothing, or all of it was drained.
     pub fn is_empty(&self) -> bool {
         self.0 == NIL
     }

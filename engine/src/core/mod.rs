@@ -18,7 +18,7 @@ use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
 use crate::mailbox::{Peer, Publish, Published};
 use crate::pool::{Pool, Spill};
 use crate::sys::{self, Token};
-use crate::timer::{self, Wheel};
+use crate::timer::{self, Taken, Wheel};
 use crate::topics::Topics;
 use crate::ws::{ConnId, SendError, WebSocket};
 
@@ -87,6 +87,11 @@ pub(crate) struct Core<S> {
     pub conns: Slab<Conn<S>>,
     pub pool: Pool,
     pub wheel: Wheel,
+    /// The last tick whose wheel bucket was taken. It lags `now` while a large bucket is
+    /// worked through over several turns.
+    timer_at: u32,
+    /// What is left of that bucket when a turn's timer budget ran out.
+    timer_rest: Taken,
     /// Current tick (starts at 1; 0 means "not filed").
     pub now: u32,
     pub worker: u16,
@@ -132,6 +137,8 @@ impl<S> Core<S> {
             conns: Slab::with_capacity(slab_reserve::<S>(config.max_connections)),
             pool: Pool::default(),
             wheel: Wheel::default(),
+            timer_at: 1,
+            timer_rest: Taken::NONE,
             now: 1,
             worker,
             ops: Vec::new(),
@@ -777,32 +784,59 @@ impl<S> Core<S> {
         }
     }
 
-    /// Advances the clock to `now` and fires what is due, a tick at a time (so whatever
-    /// a visit files lands in a bucket not visited before its tick).
+    /// Advances the clock to `now` and fires what is due, visiting the wheel's buckets in
+    /// tick order but at most about [`timer::TURN_BUDGET`] entries per call: the rest
+    /// waits for the next turn ([`Core::timers_behind`] keeps the run loop from sleeping
+    /// meanwhile). Deadlines are reckoned on the clock, never on the lagging buckets.
     pub fn advance<H: Handler<State = S>>(&mut self, h: &mut H, now: u32) {
-        let from = self.now;
-        if now <= from {
+        self.now = self.now.max(now);
+        let mut budget = timer::TURN_BUDGET;
+        let mut batch = [0u32; timer::CHUNK];
+        if !self.visit_rest(h, &mut budget, &mut batch) {
             return;
         }
         // After a stall of more than a lap every bucket is visited once.
-        let laps = (now - from).min(timer::BUCKETS as u32);
-        let mut batch = [0u32; timer::CHUNK];
-        for t in now - laps + 1..=now {
-            self.now = t;
-            let mut taken = self.wheel.take(t);
-            while !taken.is_empty() {
-                let n = self.wheel.next_batch(&mut taken, &mut batch);
-                for &key in &batch[..n] {
-                    self.visit(h, t, key as usize);
-                }
+        let first = (self.timer_at + 1).max(self.now.saturating_sub(timer::BUCKETS as u32 - 1));
+        for t in first..=self.now {
+            self.timer_at = t;
+            self.timer_rest = self.wheel.take(t);
+            if !self.visit_rest(h, &mut budget, &mut batch) {
+                return;
             }
         }
-        self.now = now;
+    }
+
+    /// Whether buckets up to the current tick are still to be visited.
+    pub fn timers_behind(&self) -> bool {
+        self.timer_at < self.now || !self.timer_rest.is_empty()
+    }
+
+    /// Visits the rest of the bucket of tick `timer_at` a chunk at a time while the
+    /// budget lasts; true once it is all visited.
+    fn visit_rest<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        budget: &mut usize,
+        batch: &mut [u32; timer::CHUNK],
+    ) -> bool {
+        let t = self.timer_at;
+        while !self.timer_rest.is_empty() {
+            if *budget == 0 {
+                return false;
+            }
+            let n = self.wheel.next_batch(&mut self.timer_rest, batch);
+            *budget = budget.saturating_sub(n);
+            for &key in &batch[..n] {
+                self.visit(h, t, key as usize);
+            }
+        }
+        true
     }
 
     /// A wheel entry of bucket `t` came round. It is the connection's current filing if
     /// the record's stamp names this bucket; otherwise it is stale (the connection was
-    /// re-filed, or the slot's connection is gone).
+    /// re-filed, or the slot's connection is gone). A filing a lap ahead of a lagging
+    /// `t` is visited early and simply re-filed.
     fn visit<H: Handler<State = S>>(&mut self, h: &mut H, t: u32, key: usize) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
