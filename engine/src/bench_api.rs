@@ -66,7 +66,9 @@ impl TimerWheel {
         let mut batch = [0u32; crate::timer::CHUNK];
         let mut visited = 0;
         loop {
-            let n = self.0.next_batch(&mut taken, &mut batch);
+            let n = self
+                .0
+                .next_batch(&mut taken, &mut batch, crate::timer::CHUNK);
             if n == 0 {
                 return visited;
             }

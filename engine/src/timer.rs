@@ -6,11 +6,12 @@
 //! the connection is re-filed at its real deadline. So the cost of a tick is the number of
 //! entries in one bucket, never the number of idle connections with nothing due.
 //!
-//! Memory: an entry is the connection's slab key (4 bytes; its record's stamp tells a live
-//! entry from a stale one, so no generation is stored). Buckets are chains of fixed-size
-//! chunks from one arena with a free list, so a bucket emptied by a tick hands its memory
-//! to the buckets filled by the re-filing: the wheel holds about its live entries plus one
-//! partly filled chunk per non-empty bucket, never a doubled vector per bucket.
+//! Memory: an entry is the low 16 bits of the connection's slab key (2 bytes; the chunk
+//! holding it names the key's upper bits, and the record's stamp tells a live entry from a
+//! stale one, so no generation is stored). Buckets are chains of fixed-size chunks from one
+//! arena with a free list, so a bucket emptied by a tick hands its memory to the buckets
+//! filled by the re-filing: the wheel holds about its live entries plus one partly filled
+//! chunk per non-empty bucket and key page, never a doubled vector per bucket.
 
 /// Buckets in the wheel (a power of two dividing 65,536, so a 16-bit stamp names the
 /// bucket). With 250 ms ticks one lap is 128 s; a connection is filed at most
@@ -21,28 +22,31 @@ pub(crate) const BUCKETS: usize = 512;
 /// entry for a later lap and a visit needs no lap count.
 pub(crate) const HORIZON: u32 = BUCKETS as u32 - 1;
 
-/// Entries per chunk: a chunk (keys, length, link) is 512 bytes.
-pub(crate) const CHUNK: usize = 126;
+/// Entries per chunk: a chunk (keys, length, key page, link) is 512 bytes.
+pub(crate) const CHUNK: usize = 252;
 
 /// Chunks per block of the arena: blocks are allocated whole (8 KiB) and never moved, so
 /// growing the arena copies nothing and leaves no freed copies behind in the heap (a
 /// doubling vector would); at most one block is partly used.
 const BLOCK: usize = 16;
 
-/// Entries a worker visits per turn of its run loop (two chunks; a visit may send a
-/// ping). A tick whose bucket holds more is finished over the next turns, with I/O polled
-/// in between: the run loop never stalls on one bucket, and the pings of one turn (each
-/// holding a spill record until the turn's flush) stay few.
-pub(crate) const TURN_BUDGET: usize = 2 * CHUNK;
+/// Entries a worker visits per turn of its run loop (a visit may send a ping). A tick
+/// whose bucket holds more is finished over the next turns, with I/O polled in between:
+/// the run loop never stalls on one bucket, and the pings of one turn (each holding a
+/// spill record until the turn's flush) stay few.
+pub(crate) const TURN_BUDGET: usize = 256;
 
 /// No chunk.
 const NIL: u32 = u32::MAX;
 
-/// A piece of a bucket's chain.
+/// A piece of a bucket's chain: keys of one 65,536-key page.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
-    keys: [u32; CHUNK],
-    len: u32,
+    /// Low 16 bits of the slab keys.
+    keys: [u16; CHUNK],
+    len: u16,
+    /// Upper 16 bits of the slab keys.
+    page: u16,
     next: u32,
 }
 
@@ -59,8 +63,12 @@ pub(crate) struct Wheel {
     /// Chunks handed out so far.
     used: u32,
     free: u32,
-    /// First chunk of each bucket's chain (the one being filled), or [`NIL`].
+    /// First chunk of each bucket's chain (chunks of any key page), or [`NIL`].
     heads: Box<[u32; BUCKETS]>,
+    /// Per key page (slab key >> 16), the chunk of each bucket being filled, or [`NIL`].
+    /// One page serves a worker's first 65,536 connections.
+    #[allow(clippy::vec_box)]
+    filling: Vec<Box<[u32; BUCKETS]>>,
     /// Entries across all buckets, including stale ones not yet swept.
     len: usize,
 }
@@ -71,6 +79,7 @@ fn new_block() -> Box<[Chunk; BLOCK]> {
         [Chunk {
             keys: [0; CHUNK],
             len: 0,
+            page: 0,
             next: NIL,
         }; BLOCK],
     )
@@ -97,6 +106,7 @@ impl Default for Wheel {
             used: 0,
             free: NIL,
             heads: Box::new([NIL; BUCKETS]),
+            filling: Vec::new(),
             len: 0,
         }
     }
@@ -136,15 +146,19 @@ impl Wheel {
     /// Files connection `key` under tick `at`.
     pub fn insert(&mut self, at: u32, key: u32) {
         let b = at as usize % BUCKETS;
-        let mut head = self.heads[b];
-        if head == NIL || self.chunk(head).len as usize == CHUNK {
-            let fresh = self.alloc(head);
-            self.heads[b] = fresh;
-            head = fresh;
+        let page = (key >> 16) as usize;
+        while self.filling.len() <= page {
+            self.filling.push(Box::new([NIL; BUCKETS]));
         }
-        let c = self.chunk(head);
-        c.keys[c.len as usize] = key;
-        c.len += 1;
+        let mut c = self.filling[page][b];
+        if c == NIL || self.chunk(c).len as usize == CHUNK {
+            c = self.alloc(page as u16, self.heads[b]);
+            self.heads[b] = c;
+            self.filling[page][b] = c;
+        }
+        let chunk = self.chunk(c);
+        chunk.keys[chunk.len as usize] = key as u16;
+        chunk.len += 1;
         self.len += 1;
     }
 
@@ -152,8 +166,8 @@ impl Wheel {
         &mut self.blocks[i as usize / BLOCK][i as usize % BLOCK]
     }
 
-    /// A chunk, empty, linked in front of `next`.
-    fn alloc(&mut self, next: u32) -> u32 {
+    /// A chunk of key page `page`, empty, linked in front of `next`.
+    fn alloc(&mut self, page: u16, next: u32) -> u32 {
         let i = if self.free != NIL {
             let i = self.free;
             self.free = self.chunk(i).next;
@@ -167,6 +181,7 @@ impl Wheel {
         };
         let c = self.chunk(i);
         c.len = 0;
+        c.page = page;
         c.next = next;
         i
     }
@@ -175,24 +190,34 @@ impl Wheel {
     /// on lands in the same bucket) start a new chain, visited next lap.
     pub fn take(&mut self, at: u32) -> Taken {
         let b = at as usize % BUCKETS;
+        for page in &mut self.filling {
+            page[b] = NIL;
+        }
         Taken(std::mem::replace(&mut self.heads[b], NIL))
     }
 
-    /// Moves the next chunk of a taken chain into `out` and frees it; returns how many
-    /// keys it held (0 once the chain is drained). Copying out lets the caller re-file
-    /// entries, into this wheel, while it visits them.
-    pub fn next_batch(&mut self, taken: &mut Taken, out: &mut [u32; CHUNK]) -> usize {
+    /// Moves up to `max` keys of a taken chain into `out` (from its first chunk, which is
+    /// freed once empty); returns how many (0 once the chain is drained). Copying out lets
+    /// the caller re-file entries, into this wheel, while it visits them.
+    pub fn next_batch(&mut self, taken: &mut Taken, out: &mut [u32; CHUNK], max: usize) -> usize {
         if taken.0 == NIL {
             return 0;
         }
         let i = taken.0;
         let free = self.free;
         let c = self.chunk(i);
-        let n = c.len as usize;
-        out[..n].copy_from_slice(&c.keys[..n]);
-        taken.0 = c.next;
-        c.next = free;
-        self.free = i;
+        let n = (c.len as usize).min(max);
+        let rest = c.len as usize - n;
+        let page = (c.page as u32) << 16;
+        for (o, &k) in out.iter_mut().zip(&c.keys[rest..rest + n]) {
+            *o = page | k as u32;
+        }
+        c.len = rest as u16;
+        if rest == 0 {
+            taken.0 = c.next;
+            c.next = free;
+            self.free = i;
+        }
         self.len -= n;
         n
     }
@@ -208,9 +233,9 @@ impl Wheel {
         self.len
     }
 
-    /// Bytes of chunk memory the wheel has touched (its peak of entries, in chunks).
+    /// Bytes the wheel has touched: its peak of entries, in chunks, and the bucket heads.
     pub fn bytes(&self) -> usize {
-        self.used as usize * size_of::<Chunk>() + size_of::<[u32; BUCKETS]>()
+        self.used as usize * size_of::<Chunk>() + (1 + self.filling.len()) * BUCKETS * 4
     }
 }
 
@@ -223,7 +248,7 @@ mod tests {
         let mut out = [0; CHUNK];
         let mut keys = Vec::new();
         loop {
-            let n = w.next_batch(&mut taken, &mut out);
+            let n = w.next_batch(&mut taken, &mut out, 100);
             if n == 0 {
                 return keys;
             }
@@ -248,6 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_every_page_come_back_whole() {
+        let mut w = Wheel::default();
+        let keys: Vec<u32> = (0..3_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 300_000)
+            .collect();
+        for &k in &keys {
+            w.insert(9, k);
+        }
+        let mut back = drain(&mut w, 9);
+        back.sort_unstable();
+        let mut want = keys.clone();
+        want.sort_unstable();
+        assert_eq!(back, want);
+        // Five pages of keys, each filling its own chunks.
+        assert_eq!(w.filling.len(), 5);
+        assert!(w.is_empty());
+    }
+
+    #[test]
     fn freed_chunks_are_reused() {
         let mut w = Wheel::default();
         for round in 0..100u32 {
@@ -267,9 +311,9 @@ mod tests {
         let mut taken = w.take(3);
         w.insert(3 + BUCKETS as u32, 2);
         let mut out = [0; CHUNK];
-        assert_eq!(w.next_batch(&mut taken, &mut out), 1);
+        assert_eq!(w.next_batch(&mut taken, &mut out, CHUNK), 1);
         assert_eq!(out[0], 1);
-        assert_eq!(w.next_batch(&mut taken, &mut out), 0);
+        assert_eq!(w.next_batch(&mut taken, &mut out, CHUNK), 0);
         assert_eq!(drain(&mut w, 3), vec![2]);
     }
 

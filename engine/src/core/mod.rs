@@ -785,7 +785,7 @@ impl<S> Core<S> {
     }
 
     /// Advances the clock to `now` and fires what is due, visiting the wheel's buckets in
-    /// tick order but at most about [`timer::TURN_BUDGET`] entries per call: the rest
+    /// tick order but at most [`timer::TURN_BUDGET`] entries per call: the rest
     /// waits for the next turn ([`Core::timers_behind`] keeps the run loop from sleeping
     /// meanwhile). Deadlines are reckoned on the clock, never on the lagging buckets.
     pub fn advance<H: Handler<State = S>>(&mut self, h: &mut H, now: u32) {
@@ -811,8 +811,8 @@ impl<S> Core<S> {
         self.timer_at < self.now || !self.timer_rest.is_empty()
     }
 
-    /// Visits the rest of the bucket of tick `timer_at` a chunk at a time while the
-    /// budget lasts; true once it is all visited.
+    /// Visits the rest of the bucket of tick `timer_at` while the budget lasts; true once
+    /// it is all visited.
     fn visit_rest<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -824,8 +824,8 @@ impl<S> Core<S> {
             if *budget == 0 {
                 return false;
             }
-            let n = self.wheel.next_batch(&mut self.timer_rest, batch);
-            *budget = budget.saturating_sub(n);
+            let n = self.wheel.next_batch(&mut self.timer_rest, batch, *budget);
+            *budget -= n;
             for &key in &batch[..n] {
                 self.visit(h, t, key as usize);
             }
