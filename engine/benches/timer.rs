@@ -1,6 +1,7 @@
 //! The timer wheel: one tick costs the entries due in that bucket, never the idle
-//! connections filed elsewhere. `tick_nothing_due/N` stays flat from 0 to 1,000,000
-//! filed entries; `tick_due` shows the per-entry cost when a bucket does come round.
+//! connections filed elsewhere. `tick_nothing_due/N` stays within a few nanoseconds from 0
+//! to 1,000,000 filed entries (taking a bucket resets one fill slot per 65,536-key page);
+//! `tick_due` shows the per-entry cost (take, visit, re-file) when a bucket comes round.
 
 use std::hint::black_box;
 

@@ -65,10 +65,9 @@ pub(crate) struct Wheel {
     free: u32,
     /// First chunk of each bucket's chain (chunks of any key page), or [`NIL`].
     heads: Box<[u32; BUCKETS]>,
-    /// Per key page (slab key >> 16), the chunk of each bucket being filled, or [`NIL`].
-    /// One page serves a worker's first 65,536 connections.
-    #[allow(clippy::vec_box)]
-    filling: Vec<Box<[u32; BUCKETS]>>,
+    /// Per key page (slab key >> 16) and bucket, at `page * BUCKETS + bucket`, the chunk
+    /// being filled, or [`NIL`]. One page serves a worker's first 65,536 connections.
+    filling: Vec<u32>,
     /// Entries across all buckets, including stale ones not yet swept.
     len: usize,
 }
@@ -144,17 +143,18 @@ pub(crate) fn filing_tick(due: u32, now: u32) -> u32 {
 
 impl Wheel {
     /// Files connection `key` under tick `at`.
+    #[inline]
     pub fn insert(&mut self, at: u32, key: u32) {
         let b = at as usize % BUCKETS;
-        let page = (key >> 16) as usize;
-        while self.filling.len() <= page {
-            self.filling.push(Box::new([NIL; BUCKETS]));
+        let fill = (key >> 16) as usize * BUCKETS + b;
+        if fill >= self.filling.len() {
+            self.filling.resize(fill - b + BUCKETS, NIL);
         }
-        let mut c = self.filling[page][b];
+        let mut c = self.filling[fill];
         if c == NIL || self.chunk(c).len as usize == CHUNK {
-            c = self.alloc(page as u16, self.heads[b]);
+            c = self.alloc((key >> 16) as u16, self.heads[b]);
             self.heads[b] = c;
-            self.filling[page][b] = c;
+            self.filling[fill] = c;
         }
         let chunk = self.chunk(c);
         chunk.keys[chunk.len as usize] = key as u16;
@@ -162,6 +162,7 @@ impl Wheel {
         self.len += 1;
     }
 
+    #[inline]
     fn chunk(&mut self, i: u32) -> &mut Chunk {
         &mut self.blocks[i as usize / BLOCK][i as usize % BLOCK]
     }
@@ -190,8 +191,8 @@ impl Wheel {
     /// on lands in the same bucket) start a new chain, visited next lap.
     pub fn take(&mut self, at: u32) -> Taken {
         let b = at as usize % BUCKETS;
-        for page in &mut self.filling {
-            page[b] = NIL;
+        for fill in self.filling.iter_mut().skip(b).step_by(BUCKETS) {
+            *fill = NIL;
         }
         Taken(std::mem::replace(&mut self.heads[b], NIL))
     }
@@ -235,7 +236,7 @@ impl Wheel {
 
     /// Bytes the wheel has touched: its peak of entries, in chunks, and the bucket heads.
     pub fn bytes(&self) -> usize {
-        self.used as usize * size_of::<Chunk>() + (1 + self.filling.len()) * BUCKETS * 4
+        self.used as usize * size_of::<Chunk>() + (BUCKETS + self.filling.len()) * 4
     }
 }
 
@@ -287,7 +288,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(back, want);
         // Five pages of keys, each filling its own chunks.
-        assert_eq!(w.filling.len(), 5);
+        assert_eq!(w.filling.len(), 5 * BUCKETS);
         assert!(w.is_empty());
     }
 
