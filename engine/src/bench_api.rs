@@ -52,44 +52,79 @@ pub struct TimerWheel(crate::timer::Wheel);
 pub const WHEEL_BUCKETS: usize = crate::timer::BUCKETS;
 
 impl TimerWheel {
-    /// Files `(key, generation)` under tick `at`.
-    pub fn insert(&mut self, at: u32, key: u32, generation: u32) {
-        self.0.insert(at, key, generation)
+    /// Files connection `key` under tick `at`.
+    pub fn insert(&mut self, at: u32, key: u32) {
+        self.0.insert(at, key)
     }
-    /// One tick of the run loop: takes the bucket of tick `at`, hands each entry to
-    /// `visit`, gives the bucket back. Returns the entries visited.
-    pub fn tick(&mut self, at: u32, mut visit: impl FnMut(u32, u32)) -> usize {
-        let entries = self.0.take(at);
-        let n = entries.len();
-        for &(key, generation) in &entries {
-            visit(key, generation);
+    /// One tick of the run loop: takes the bucket of tick `at` and hands each entry to
+    /// `visit` (which may file entries again). Returns the entries visited.
+    pub fn tick(&mut self, at: u32, mut visit: impl FnMut(&mut Self, u32)) -> usize {
+        let mut taken = self.0.take(at);
+        if taken.is_empty() {
+            return 0;
         }
-        self.0.restore(at, entries);
-        n
+        let mut batch = [0u32; crate::timer::CHUNK];
+        let mut visited = 0;
+        loop {
+            let n = self
+                .0
+                .next_batch(&mut taken, &mut batch, crate::timer::CHUNK);
+            if n == 0 {
+                return visited;
+            }
+            visited += n;
+            for &key in &batch[..n] {
+                visit(self, key);
+            }
+        }
+    }
+    /// Bytes of memory the wheel holds.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes()
     }
 }
 
-/// A worker's topic table.
+/// A worker's topic table, with the topic slot of each connection's record beside it.
 #[derive(Default)]
-pub struct TopicTable(crate::topics::Topics);
+pub struct TopicTable {
+    table: crate::topics::Topics,
+    inline: Vec<u16>,
+}
 
 impl TopicTable {
-    /// Subscribes connection `key` (of `generation`) to `topic`.
-    pub fn subscribe(&mut self, key: u32, generation: u32, topic: &str) -> bool {
-        self.0.subscribe(key, generation, topic)
+    /// Subscribes connection `key` to `topic`.
+    pub fn subscribe(&mut self, key: u32, topic: &str) -> bool {
+        let k = key as usize;
+        if k >= self.inline.len() {
+            self.inline.resize(k + 1, 0);
+        }
+        self.table.subscribe(key, &mut self.inline[k], topic)
+    }
+    /// Ends every subscription of connection `key`, as closing it does.
+    pub fn remove(&mut self, key: u32) {
+        if let Some(slot) = self.inline.get_mut(key as usize) {
+            self.table.remove_conn(key, std::mem::take(slot));
+        }
     }
     /// The member walk of a publish (lend the members out, visit each, give them back),
     /// with `send` standing in for the write to each subscriber. Returns the members
     /// visited.
-    pub fn publish_walk(&mut self, topic: &str, mut send: impl FnMut(u32, u32)) -> usize {
-        let Some(members) = self.0.take(topic) else {
+    pub fn publish_walk(&mut self, topic: &str, mut send: impl FnMut(u32)) -> usize {
+        let Some(id) = self.table.id(topic) else {
             return 0;
         };
-        let n = members.len();
-        for (&key, &generation) in members.iter() {
-            send(key, generation);
-        }
-        self.0.restore(topic, members);
+        let members = self.table.take(id);
+        let mut n = 0;
+        members.for_each(|key| {
+            n += 1;
+            send(key)
+        });
+        self.table.restore(id, members);
         n
+    }
+    /// Heap bytes the table holds (the records' topic slots not counted: they are part of
+    /// the 48-byte record).
+    pub fn bytes(&self) -> usize {
+        self.table.bytes()
     }
 }

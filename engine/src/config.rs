@@ -76,6 +76,9 @@ pub struct Config {
     /// Listen backlog per worker. Default 4096.
     pub backlog: i32,
     /// Connections per worker; more are accepted and closed at once. Default 1,000,000.
+    /// Each worker reserves address space for this many connection records up front (at
+    /// most 64 MiB; 48 bytes each plus the handler's state), so its slab never moves; only
+    /// the pages of slots in use become resident.
     pub max_connections: usize,
     /// Per-worker receive buffer, shared by all its connections. Default 64 KiB.
     pub recv_buffer: usize,

@@ -38,7 +38,7 @@ pub(crate) const OPENED: u16 = 1 << 5;
 pub(crate) const CLEAN: u16 = 1 << 6;
 /// The socket failed; the connection is being torn down.
 pub(crate) const BROKEN: u16 = 1 << 7;
-/// Subscribed to at least one topic (so closing it must clean the topic table).
+/// Joined a topic at some point (so closing it must clean the topic table).
 pub(crate) const SUBSCRIBED: u16 = 1 << 8;
 /// Output was staged this turn; the connection is on the core's flush list.
 pub(crate) const DIRTY: u16 = 1 << 9;
@@ -46,7 +46,9 @@ pub(crate) const DIRTY: u16 = 1 << 9;
 pub(crate) const PEER_EOF: u16 = 1 << 10;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
-/// plus the handler's state. Everything that varies in size (partial input, a message
+/// plus the handler's state, with the timer stamp and the first topic inline so that an
+/// idle subscriber needs no other per-connection object (the wheel holds its 4-byte key,
+/// the topic a bit or a key). Everything that varies in size (partial input, a message
 /// being assembled, queued output) lives in a pooled [`Spill`] lent only while needed.
 pub(crate) struct Conn<S> {
     pub fd: RawFd,
@@ -55,8 +57,12 @@ pub(crate) struct Conn<S> {
     /// Tick the current timer clock started: accept (handshake), last input (open),
     /// close sent (closing, draining).
     pub since: u32,
-    /// Tick of the wheel bucket this connection is filed under; 0 when not filed.
-    pub wheel_at: u32,
+    /// Low 16 bits of the tick this connection is filed under in the timer wheel; 0 when
+    /// not filed (see `timer::stamp`).
+    pub wheel_at: u16,
+    /// The first topic this connection joined, as `Topics` encodes it inline; 0 for none.
+    /// Further topics live in the topic table's side map.
+    pub topic: u16,
     pub phase: Phase,
     pub flags: u16,
     pub decoder: Decoder,
@@ -65,10 +71,24 @@ pub(crate) struct Conn<S> {
     pub state: Option<S>,
 }
 
-/// The record's size without user state: fd, generation, two ticks, phase, flags, the
-/// 20-byte decoder and the spill pointer. Checked so that growth is a deliberate choice.
+/// The record's size without user state: fd (4), generation (4), the clock's start tick
+/// (4), the timer stamp (2), the inline topic (2), phase (1), flags (2), the 20-byte
+/// decoder, the spill pointer (8) and `Option<()>` (1). Checked so that growth is a
+/// deliberate choice; the slab stores it with no tag of its own (its vacant/occupied
+/// tag hides in the phase byte's spare values), checked by a test below.
 pub(crate) const CONN_BYTES: usize = 48;
 const _: () = assert!(size_of::<Conn<()>>() <= CONN_BYTES);
+
+/// Most address space a worker reserves for its slab up front (64 MiB: 1.4 million
+/// 48-byte records). Reserved, the slab never moves: a doubling vector copies itself as it
+/// grows and leaves the freed copies behind in the heap, resident. Untouched pages of the
+/// reservation cost no memory; a slot's page is touched when a connection first uses it.
+pub(crate) const SLAB_RESERVE_BYTES: usize = 64 << 20;
+
+/// The slots to reserve for a worker allowing `max_connections` records of `Conn<S>`.
+pub(crate) fn slab_reserve<S>(max_connections: usize) -> usize {
+    max_connections.min(SLAB_RESERVE_BYTES / size_of::<Conn<S>>().max(1))
+}
 
 impl<S> Conn<S> {
     pub fn new(fd: RawFd, generation: u32, now: u32) -> Self {
@@ -77,6 +97,7 @@ impl<S> Conn<S> {
             generation,
             since: now,
             wheel_at: 0,
+            topic: 0,
             phase: Phase::Handshake,
             flags: 0,
             decoder: Decoder::new(),
@@ -92,5 +113,21 @@ impl<S> Conn<S> {
     /// Bytes of output not yet confirmed written (staged, queued or in flight).
     pub fn buffered(&self) -> usize {
         self.spill.as_ref().map_or(0, |s| s.out_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slab's entry (an enum of a vacant link and the record) costs no more than the
+    /// record: measured as the distance between neighbouring slots.
+    #[test]
+    fn slab_slot_is_the_record() {
+        let mut slab = slab::Slab::<Conn<()>>::with_capacity(2);
+        let a = slab.insert(Conn::new(3, 1, 1));
+        let b = slab.insert(Conn::new(4, 2, 1));
+        let stride = &slab[b] as *const Conn<()> as usize - &slab[a] as *const Conn<()> as usize;
+        assert_eq!(stride, CONN_BYTES);
     }
 }

@@ -172,6 +172,9 @@ fn next_timeout<S>(
     tick: Duration,
     deadline: Option<Instant>,
 ) -> Option<Duration> {
+    if core.timers_behind() {
+        return Some(Duration::ZERO); // a large bucket is being worked through
+    }
     if core.wheel.is_empty() && deadline.is_none() {
         return None;
     }

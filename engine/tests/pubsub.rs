@@ -342,3 +342,95 @@ fn a_slow_subscriber_is_closed_with_the_close_policy() {
         server.shutdown().unwrap();
     }
 }
+
+/// Waits until the worker(s) count `n` subscribers of `topic` (closes land asynchronously).
+fn wait_subscribers(server: &Server<PubSub>, topic: &'static str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribers(server, topic).iter().sum::<usize>() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: expected {n} subscribers, have {:?}",
+            subscribers(server, topic)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn close_client(mut c: Client<TcpStream>) {
+    c.close(None).unwrap();
+    while c.read().is_ok() {}
+}
+
+#[test]
+fn a_reused_slot_gets_none_of_the_old_subscriptions() {
+    for backend in backends() {
+        // One worker: its slab hands the slot freed by a close to the next connection.
+        let server = start(backend, |c| c.workers = 1);
+        let addr = server.local_addr();
+        let mut keeper = connect(addr);
+        subscribe(&mut keeper, "t");
+        let mut old = connect(addr);
+        // The first topic sits in the record, the second in the side map.
+        subscribe(&mut old, "t");
+        subscribe(&mut old, "u");
+        close_client(old);
+        wait_subscribers(&server, "t", 1);
+        wait_subscribers(&server, "u", 0);
+        let mut new = connect(addr);
+        let handle = server.handle();
+        for (topic, reached) in [("t", 1), ("u", 0)] {
+            let p = handle
+                .publish(topic, true, topic.as_bytes())
+                .wait(Duration::from_secs(5))
+                .unwrap();
+            assert_eq!(p.reached, reached, "{topic}");
+        }
+        assert_eq!(text(&mut keeper), "t");
+        // The new connection got neither message: its first is the answer to a command.
+        new.send(TMessage::text("unsub t")).unwrap();
+        assert_eq!(text(&mut new), "ok false");
+        subscribe(&mut new, "u");
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_topic_grows_and_shrinks_through_every_form() {
+    for backend in backends() {
+        // One worker, so its topic holds every subscriber: a list up to 32, then a bit
+        // set over the slab's slots, and a list again once most have left.
+        let server = start(backend, |c| c.workers = 1);
+        let addr = server.local_addr();
+        let mut clients: Vec<_> = (0..120).map(|_| connect(addr)).collect();
+        for c in &mut clients {
+            subscribe(c, "all");
+        }
+        for round in 0..2 {
+            let p = server
+                .handle()
+                .publish("all", true, format!("r{round}").as_bytes())
+                .wait(Duration::from_secs(5))
+                .unwrap();
+            assert_eq!((p.reached, p.dropped), (clients.len(), 0));
+            for c in &mut clients {
+                assert_eq!(text(c), format!("r{round}"));
+            }
+            // Every other one leaves, half by unsubscribing and half by closing, until 8
+            // are left.
+            let mut kept = Vec::new();
+            for (i, mut c) in clients.into_iter().enumerate() {
+                if kept.len() >= 8 && i % 2 == 0 {
+                    c.send(TMessage::text("unsub all")).unwrap();
+                    assert_eq!(text(&mut c), "ok false");
+                } else if kept.len() >= 8 {
+                    close_client(c);
+                } else {
+                    kept.push(c);
+                }
+            }
+            clients = kept;
+            wait_subscribers(&server, "all", clients.len());
+        }
+        server.shutdown().unwrap();
+    }
+}

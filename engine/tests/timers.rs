@@ -158,3 +158,33 @@ fn a_half_open_peer_is_dropped_at_the_pong_deadline() {
         server.shutdown().unwrap();
     }
 }
+
+#[test]
+fn more_connections_due_in_one_tick_than_a_turn_visits_are_all_pinged() {
+    for backend in backends() {
+        let mut cfg = timer_config(backend);
+        // One coarse tick: the connections opened within it are due in the same bucket,
+        // several hundred per worker, more than one turn of the run loop visits.
+        cfg.timer_tick = Duration::from_secs(1);
+        cfg.ping_interval = Some(Duration::from_secs(1));
+        cfg.pong_timeout = Duration::from_secs(60);
+        let (server, _events) = start(cfg);
+        let mut clients: Vec<_> = (0..800)
+            .map(|_| connect(server.local_addr(), "/"))
+            .collect();
+        for ws in &mut clients {
+            match ws.read().expect("a ping") {
+                tungstenite::Message::Ping(p) => assert!(p.is_empty()),
+                other => panic!("expected a ping, got {other:?}"),
+            }
+            ws.flush().unwrap(); // the queued pong
+        }
+        let s = stats(&server);
+        assert_eq!(
+            (s.opened, s.timed_out, s.closed_abnormally),
+            (800, 0, 0),
+            "{s:?}"
+        );
+        server.shutdown().unwrap();
+    }
+}

@@ -18,7 +18,7 @@ use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
 use crate::mailbox::{Peer, Publish, Published};
 use crate::pool::{Pool, Spill};
 use crate::sys::{self, Token};
-use crate::timer::Wheel;
+use crate::timer::{self, Taken, Wheel};
 use crate::topics::Topics;
 use crate::ws::{ConnId, SendError, WebSocket};
 
@@ -59,6 +59,9 @@ pub(crate) struct Ticks {
     ping: Option<u32>,
     pong: u32,
     close: u32,
+    /// The earliest an open connection's clock can run out (idle or ping), or a lap when
+    /// it has none: how far ahead a handshaking connection is filed.
+    open_first: u32,
 }
 
 /// Counters a worker keeps.
@@ -84,6 +87,11 @@ pub(crate) struct Core<S> {
     pub conns: Slab<Conn<S>>,
     pub pool: Pool,
     pub wheel: Wheel,
+    /// The last tick whose wheel bucket was taken. It lags `now` while a large bucket is
+    /// worked through over several turns.
+    timer_at: u32,
+    /// What is left of that bucket when a turn's timer budget ran out.
+    timer_rest: Taken,
     /// Current tick (starts at 1; 0 means "not filed").
     pub now: u32,
     pub worker: u16,
@@ -126,9 +134,11 @@ impl<S> Core<S> {
         handshake.max_header_bytes = config.max_header_bytes;
         handshake.max_headers = config.max_headers;
         Core {
-            conns: Slab::new(),
+            conns: Slab::with_capacity(slab_reserve::<S>(config.max_connections)),
             pool: Pool::default(),
             wheel: Wheel::default(),
+            timer_at: 1,
+            timer_rest: Taken::NONE,
             now: 1,
             worker,
             ops: Vec::new(),
@@ -143,6 +153,12 @@ impl<S> Core<S> {
                 ping: config.ping_interval.map(|d| ticks(d, tick)),
                 pong: ticks(config.pong_timeout, tick),
                 close: ticks(config.close_timeout, tick),
+                open_first: [config.idle_timeout, config.ping_interval]
+                    .into_iter()
+                    .flatten()
+                    .map(|d| ticks(d, tick))
+                    .min()
+                    .unwrap_or(timer::HORIZON),
             },
             decoder: DecoderConfig::server(
                 config.max_frame_size as u64,
@@ -241,7 +257,9 @@ impl<S> Core<S> {
         let token = self.token(key);
         let conn = self.conns.remove(key);
         if conn.has(SUBSCRIBED) {
-            self.topics.remove_conn(key as u32);
+            // The slot is free from here: its subscriptions end with it, so a connection
+            // that reuses it starts with none.
+            self.topics.remove_conn(key as u32, conn.topic);
         }
         if conn.has(CLEAN) {
             self.stats.closed_cleanly += 1;
@@ -650,11 +668,12 @@ impl<S> Core<S> {
     pub fn subscribe(&mut self, key: usize, topic: &str) -> bool {
         let c = &mut self.conns[key];
         c.flags |= SUBSCRIBED;
-        self.topics.subscribe(key as u32, c.generation, topic)
+        self.topics.subscribe(key as u32, &mut c.topic, topic)
     }
 
     pub fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
-        self.topics.unsubscribe(key as u32, topic)
+        let c = &mut self.conns[key];
+        self.topics.unsubscribe(key as u32, &mut c.topic, topic)
     }
 
     pub fn is_subscribed(&self, key: usize, topic: &str) -> bool {
@@ -695,26 +714,24 @@ impl<S> Core<S> {
         except: Option<usize>,
     ) -> Published {
         let mut result = Published::default();
-        let Some(members) = self.topics.take(topic) else {
+        let Some(id) = self.topics.id(topic) else {
             return result;
         };
-        for (&key, &generation) in members.iter() {
+        let members = self.topics.take(id);
+        members.for_each(|key| {
             let key = key as usize;
-            if Some(key) == except
-                || self
-                    .conns
-                    .get(key)
-                    .is_none_or(|c| c.generation != generation)
-            {
-                continue;
+            // Members are live connections (membership ends in `remove`); the check only
+            // keeps a broken invariant from becoming a panic.
+            if Some(key) == except || !self.conns.contains(key) {
+                return;
             }
             match self.send_encoded(key, frame) {
                 Ok(_) => result.reached += 1,
                 Err(SendError::Backpressure) => result.dropped += 1,
                 Err(SendError::Closed) => {}
             }
-        }
-        self.topics.restore(topic, members);
+        });
+        self.topics.restore(id, members);
         result
     }
 
@@ -750,49 +767,81 @@ impl<S> Core<S> {
     /// Files the connection at its deadline unless it is already filed at or before it
     /// (a later deadline is found lazily when the earlier bucket comes round).
     fn schedule(&mut self, key: usize) {
-        let Some(at) = self.deadline(&self.conns[key]) else {
+        let c = &self.conns[key];
+        let Some(mut due) = self.deadline(c) else {
             return;
         };
-        let at = at.max(self.now + 1);
+        if c.phase == Phase::Handshake {
+            // No further than the open clock reaches: opening then never needs filing
+            // earlier, which would leave a stale entry behind for every connection.
+            due = due.min(self.now + self.ticks.open_first);
+        }
+        let at = timer::filing_tick(due, self.now);
         let c = &mut self.conns[key];
-        if c.wheel_at == 0 || at < c.wheel_at {
-            c.wheel_at = at;
-            self.wheel.insert(at, key as u32, c.generation);
+        if c.wheel_at == 0 || at < timer::filed_tick(c.wheel_at, self.now) {
+            c.wheel_at = timer::stamp(at);
+            self.wheel.insert(at, key as u32);
         }
     }
 
-    /// Advances the clock to `now` and fires what is due.
+    /// Advances the clock to `now` and fires what is due, visiting the wheel's buckets in
+    /// tick order but at most [`timer::TURN_BUDGET`] entries per call: the rest
+    /// waits for the next turn ([`Core::timers_behind`] keeps the run loop from sleeping
+    /// meanwhile). Deadlines are reckoned on the clock, never on the lagging buckets.
     pub fn advance<H: Handler<State = S>>(&mut self, h: &mut H, now: u32) {
-        let from = self.now;
-        if now <= from {
+        self.now = self.now.max(now);
+        let mut budget = timer::TURN_BUDGET;
+        let mut batch = [0u32; timer::CHUNK];
+        if !self.visit_rest(h, &mut budget, &mut batch) {
             return;
         }
-        self.now = now;
-        let laps = (now - from).min(crate::timer::BUCKETS as u32);
-        for t in now - laps + 1..=now {
-            let entries = self.wheel.take(t);
-            for &(key, generation) in &entries {
-                self.visit(h, t, key as usize, generation);
+        // After a stall of more than a lap every bucket is visited once.
+        let first = (self.timer_at + 1).max(self.now.saturating_sub(timer::BUCKETS as u32 - 1));
+        for t in first..=self.now {
+            self.timer_at = t;
+            self.timer_rest = self.wheel.take(t);
+            if !self.visit_rest(h, &mut budget, &mut batch) {
+                return;
             }
-            self.wheel.restore(t, entries);
         }
     }
 
-    fn visit<H: Handler<State = S>>(&mut self, h: &mut H, t: u32, key: usize, generation: u32) {
+    /// Whether buckets up to the current tick are still to be visited.
+    pub fn timers_behind(&self) -> bool {
+        self.timer_at < self.now || !self.timer_rest.is_empty()
+    }
+
+    /// Visits the rest of the bucket of tick `timer_at` while the budget lasts; true once
+    /// it is all visited.
+    fn visit_rest<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        budget: &mut usize,
+        batch: &mut [u32; timer::CHUNK],
+    ) -> bool {
+        let t = self.timer_at;
+        while !self.timer_rest.is_empty() {
+            if *budget == 0 {
+                return false;
+            }
+            let n = self.wheel.next_batch(&mut self.timer_rest, batch, *budget);
+            *budget -= n;
+            for &key in &batch[..n] {
+                self.visit(h, t, key as usize);
+            }
+        }
+        true
+    }
+
+    /// A wheel entry of bucket `t` came round. It is the connection's current filing if
+    /// the record's stamp names this bucket; otherwise it is stale (the connection was
+    /// re-filed, or the slot's connection is gone). A filing a lap ahead of a lagging
+    /// `t` is visited early and simply re-filed.
+    fn visit<H: Handler<State = S>>(&mut self, h: &mut H, t: u32, key: usize) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.generation != generation || c.wheel_at == 0 {
-            return;
-        }
-        let same_bucket =
-            c.wheel_at as usize % crate::timer::BUCKETS == t as usize % crate::timer::BUCKETS;
-        if !same_bucket {
-            return; // a stale entry: the connection was re-filed elsewhere
-        }
-        if c.wheel_at > t {
-            // Filed a lap or more ahead.
-            self.wheel.insert(c.wheel_at, key as u32, generation);
+        if !timer::in_bucket(c.wheel_at, t) {
             return;
         }
         c.wheel_at = 0;
