@@ -65,9 +65,9 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         }
     }
 
-    fn sent(&mut self, token: Token, result: io::Result<usize>) {
+    fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool) {
         if let Some(key) = self.core.lookup(token) {
-            self.core.sent(self.h, key, result);
+            self.core.sent(self.h, key, result, ended);
         }
     }
 
