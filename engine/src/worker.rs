@@ -117,6 +117,7 @@ pub(crate) fn run<H: Handler, B: Backend>(
         };
         backend.poll(timeout, &mut dispatch)?;
         let woken = dispatch.woken;
+        core.stats.recv_enobufs = backend.enobufs();
         apply(&mut backend, &mut core.ops);
 
         let now = 1 + (start.elapsed().as_nanos() / tick.as_nanos()) as u32;

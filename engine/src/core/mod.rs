@@ -81,6 +81,9 @@ pub struct WorkerStats {
     pub timed_out: u64,
     /// Messages refused by the backpressure cap.
     pub dropped: u64,
+    /// Receives that found the io_uring buffer ring empty (re-armed once buffers were
+    /// back; no byte is lost, the connection waited). Always 0 on epoll.
+    pub recv_enobufs: u64,
 }
 
 pub(crate) struct Core<S> {

@@ -325,6 +325,8 @@ impl<S> Core<S> {
         };
         let c = &mut self.conns[key];
         c.flags &= !(DIRTY | DIRECT);
+        // A direct piece is only staged while nothing is in flight.
+        debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
         if c.has(BROKEN) || c.has(SENDING) {
             return;
         }
@@ -347,6 +349,12 @@ impl<S> Core<S> {
         match backend.send(fd, d.token, &mut spill.out) {
             Ok(Handed::Wrote(n)) => {
                 spill.out_bytes -= n;
+                if let Some(head) = spill.out.head.take() {
+                    // The socket is full: keep the rest in memory of the outbox's own, so
+                    // a slow reader does not pin an arena chunk.
+                    let rest = Bytes::copy_from_slice(head.as_slice());
+                    spill.out.queue.push_front(rest);
+                }
                 self.after_output(h, key);
             }
             Ok(Handed::Taken) => c.flags |= SENDING,

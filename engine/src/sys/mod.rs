@@ -111,6 +111,10 @@ pub trait Backend: Sized {
     /// The worker is exiting: settle whatever is still in flight before the backend's
     /// buffers are freed.
     fn finish(&mut self) {}
+    /// Receives that found no buffer and waited for one (completion backends).
+    fn enobufs(&self) -> u64 {
+        0
+    }
 }
 
 /// What a backend did with output handed to it.

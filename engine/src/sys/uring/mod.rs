@@ -10,6 +10,8 @@
 
 mod bufring;
 pub mod probe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -182,6 +184,66 @@ pub struct Uring {
     in_flight: usize,
     /// Receives that found the buffer ring empty.
     pub enobufs: u64,
+    wait: Wait,
+    /// Sends queued since the last submit.
+    sends_submitted: usize,
+    /// Sends ask the kernel to finish short writes itself (`MSG_WAITALL`); tests turn it
+    /// off to drive the backend's own continuation of a partial send.
+    waitall: bool,
+}
+
+/// How a poll waits. With deferred task work the kernel wakes a waiting worker only once
+/// as many completions are pending as it waits for; waiting for one each time (the
+/// simple way) means that a worker faster than its peers sleeps and is woken for almost
+/// every message, and each wakeup (an IPI, in the sender's context) is paid by the
+/// peer's send. Under load the worker therefore waits for about half as many completions
+/// as its last poll brought, and at most `min_wait_us` for them (then it takes what is
+/// there), so one wakeup covers a batch; when the load is light (a poll brought one or
+/// two) it waits for one and answers at once.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// Most completions waited for; 1 turns batching off.
+    max_nr: usize,
+    /// Longest wait for a batch once one completion is there.
+    min_wait_us: u32,
+    /// Receives (and accepts) the last poll handled.
+    last: usize,
+}
+
+/// Default longest wait for a batch: small against the round trip over a network, and it
+/// only applies while completions arrive faster than one per this interval.
+const MIN_WAIT_US: u32 = 20;
+/// Default most completions waited for.
+const MAX_WAIT_NR: usize = 32;
+
+impl Wait {
+    /// The defaults, or `THRONG_URING_WAIT_NR` / `THRONG_URING_MIN_WAIT_US` (for A/B
+    /// measurements); batching needs the kernel's minimum-wait timeout (6.12+).
+    fn new(min_timeout: bool) -> Wait {
+        let get = |k: &str, d: u32| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let max_nr = get("THRONG_URING_WAIT_NR", MAX_WAIT_NR as u32).max(1) as usize;
+        Wait {
+            max_nr: if min_timeout { max_nr } else { 1 },
+            min_wait_us: get("THRONG_URING_MIN_WAIT_US", MIN_WAIT_US),
+            last: 0,
+        }
+    }
+
+    /// Completions to wait for now, and the batch timeout to go with them. `sends`: sends
+    /// this submit carries; they mostly complete at once and must not count as the batch.
+    fn next(&self, sends: usize) -> (usize, u32) {
+        let nr = (self.last / 2).clamp(1, self.max_nr);
+        if nr == 1 || self.min_wait_us == 0 {
+            (1, 0)
+        } else {
+            (nr + sends, self.min_wait_us)
+        }
+    }
 }
 
 /// The worker's eventfd, written by other threads and read by the ring.
@@ -262,11 +324,14 @@ impl Uring {
     }
 
     fn submit_send(&mut self, slot: usize) {
-        let op = &mut self.sends[slot];
         let ud = (OP_SEND << 60) | slot as u64;
         // MSG_WAITALL: the kernel itself continues a short send on a stream socket, so a
         // partial completion reaches us only when the socket fails midway.
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let flags = match self.waitall {
+            true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
+            false => libc::MSG_NOSIGNAL,
+        };
+        let op = &mut self.sends[slot];
         let entry = match (&op.one, &mut op.multi) {
             (Some(b), _) => {
                 let b = b.as_slice();
@@ -517,6 +582,9 @@ impl Uring {
     fn handle(&mut self, ud: u64, res: i32, flags: u32, sink: &mut impl Sink) {
         let (op, token) = decode(ud);
         let ends = !cqueue::more(flags);
+        if op == OP_RECV || op == OP_ACCEPT {
+            self.wait.last += 1;
+        }
         match op {
             OP_ACCEPT => self.on_accept(res, flags, sink),
             OP_RECV => self.on_recv(token, res, flags, sink),
@@ -538,25 +606,23 @@ impl Uring {
     }
 }
 
-impl Backend for Uring {
-    type Waker = UringWaker;
-    const KIND: BackendKind = BackendKind::Uring;
-
-    fn new(listener: RawFd, _recv_buffer: usize) -> io::Result<Self> {
-        let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+impl Uring {
+    /// A backend whose receive ring has `entries` buffers of `size` bytes (`flags`: ring
+    /// flags such as incremental consumption), accepting on `listener` if given.
+    fn with_buffers(
+        listener: Option<RawFd>,
+        (entries, size, flags): (u16, u32, u16),
+    ) -> io::Result<Self> {
         let ring = probe::build_ring(SQ_ENTRIES)?;
         let _ = ring.submitter().register_ring_fd();
-        let bufs = if features.incremental_buffers {
-            BufRing::new(&ring, INC_BUFFERS.0, INC_BUFFERS.1, bufring::RING_INC)?
-        } else {
-            BufRing::new(&ring, WHOLE_BUFFERS.0, WHOLE_BUFFERS.1, 0)?
-        };
+        let bufs = BufRing::new(&ring, entries, size, flags)?;
+        let min_timeout = ring.params().is_feature_min_timeout();
         let efd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         let entries = bufs.entries();
         let mut u = Uring {
             ring,
             bufs,
-            listener: Some(listener),
+            listener,
             accept_armed: false,
             wake: Arc::new(EventFd(efd)),
             wake_buf: Box::new(0),
@@ -573,10 +639,27 @@ impl Backend for Uring {
             batch: Vec::with_capacity(1024),
             in_flight: 0,
             enobufs: 0,
+            wait: Wait::new(min_timeout),
+            sends_submitted: 0,
+            waitall: true,
         };
         u.arm_accept();
         u.arm_wake();
         Ok(u)
+    }
+}
+
+impl Backend for Uring {
+    type Waker = UringWaker;
+    const KIND: BackendKind = BackendKind::Uring;
+
+    fn new(listener: RawFd, _recv_buffer: usize) -> io::Result<Self> {
+        let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        let buffers = match features.incremental_buffers {
+            true => (INC_BUFFERS.0, INC_BUFFERS.1, bufring::RING_INC),
+            false => (WHOLE_BUFFERS.0, WHOLE_BUFFERS.1, 0),
+        };
+        Uring::with_buffers(Some(listener), buffers)
     }
 
     fn waker(&self) -> io::Result<UringWaker> {
@@ -679,12 +762,20 @@ impl Backend for Uring {
             } else {
                 Some(Duration::ZERO)
             };
-        let res = match timeout {
-            None => self.ring.submit_and_wait(1),
-            Some(d) => {
+        let res = match (
+            timeout,
+            self.wait.next(std::mem::take(&mut self.sends_submitted)),
+        ) {
+            (None, (1, _)) => self.ring.submit_and_wait(1),
+            (None, (nr, us)) => {
+                let args = SubmitArgs::new().min_wait_usec(us);
+                self.ring.submitter().submit_with_args(nr, &args)
+            }
+            (Some(d), (nr, us)) => {
                 let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                let (nr, us) = if d.is_zero() { (1, 0) } else { (nr, us) };
+                let args = SubmitArgs::new().timespec(&ts).min_wait_usec(us);
+                self.ring.submitter().submit_with_args(nr, &args)
             }
         };
         match res {
@@ -699,6 +790,7 @@ impl Backend for Uring {
         for fd in self.closing.drain(..) {
             super::close(fd);
         }
+        self.wait.last = 0;
         let mut batch = std::mem::take(&mut self.batch);
         if !self.backlog.is_empty() {
             std::mem::swap(&mut batch, &mut self.backlog);
@@ -733,6 +825,10 @@ impl Backend for Uring {
             }
         }
         Ok(())
+    }
+
+    fn enobufs(&self) -> u64 {
+        self.enobufs
     }
 
     fn finish(&mut self) {
