@@ -123,6 +123,35 @@ fn replies_and_publishes_interleaved_in_one_turn_arrive_in_order() {
 }
 
 #[test]
+fn small_large_small_to_one_connection_in_one_turn_arrive_in_order() {
+    // The first small message becomes a direct piece, the large one goes to the outbox;
+    // the last must not join the piece (it would overtake the large one).
+    let sizes = [5, 200, BIG, 7, 64 << 10, 1, BIG + 1, 0, 3000];
+    for backend in backends() {
+        let (server, opened) = start(backend);
+        let addr = server.local_addr();
+        let mut ws = connect(addr, "/");
+        let id = opened.recv_timeout(EVENT_TIMEOUT).unwrap();
+        on_workers_one(&server, move |conns| {
+            let mut ws = conns.get(id).expect("open");
+            for (i, &n) in sizes.iter().enumerate() {
+                ws.send_binary(&pattern(i as u64, n)).expect("accepted");
+            }
+        });
+        for (i, &n) in sizes.iter().enumerate() {
+            match read_data(&mut ws) {
+                TMessage::Binary(b) => assert!(
+                    b[..] == pattern(i as u64, n)[..],
+                    "{backend:?}: message {i} ({n} B) out of order"
+                ),
+                other => panic!("expected binary, got {}", describe(&other)),
+            }
+        }
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
 fn a_broadcast_to_many_leaves_no_spill_record_and_reaches_everyone() {
     const N: usize = 300;
     for backend in backends() {

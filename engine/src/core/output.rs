@@ -187,6 +187,13 @@ impl<S> Core<S> {
     /// Appends to the connection's direct piece in place when it was the last one staged
     /// (a burst of replies to one connection stays one piece and one write).
     fn extend_direct(&mut self, key: usize, parts: &[&[u8]]) -> bool {
+        if self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.out.is_empty())
+        {
+            return false; // later output already waits in the outbox, after the piece
+        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let token = self.token(key);
         let Some(d) = self.dirty.get_mut(self.last_direct) else {
