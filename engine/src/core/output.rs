@@ -427,8 +427,12 @@ pub(super) fn output_pending<S>(c: &Conn<S>) -> bool {
     c.buffered() > 0 || c.has(DIRECT | SENDING)
 }
 
-/// Whether a send to this connection may skip the spill: nothing staged this turn,
-/// nothing queued, nothing in flight.
+/// Whether a send to this connection may skip the outbox: nothing staged this turn,
+/// nothing queued, nothing in flight. (A spill record held for input, such as a message
+/// assembled from pieces, does not matter.)
 fn fresh<S>(c: &Conn<S>) -> bool {
-    c.spill.is_none() && c.flags & (DIRTY | SENDING) == 0
+    c.flags & (DIRTY | SENDING) == 0
+        && c.spill
+            .as_ref()
+            .is_none_or(|s| s.out_bytes == 0 && s.out.is_empty())
 }
