@@ -44,6 +44,10 @@ pub(crate) const SUBSCRIBED: u16 = 1 << 8;
 pub(crate) const DIRTY: u16 = 1 << 9;
 /// The peer's FIN arrived while output was still pending: remove once it is out.
 pub(crate) const PEER_EOF: u16 = 1 << 10;
+/// This turn's first output waits as an arena piece on the flush list, not in the spill.
+pub(crate) const DIRECT: u16 = 1 << 11;
+/// A completion backend holds this connection's output until it reports the send over.
+pub(crate) const SENDING: u16 = 1 << 12;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an

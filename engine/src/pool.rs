@@ -75,6 +75,7 @@ impl Pool {
                 *buf = Vec::new();
             }
         }
+        spill.out.head = None;
         spill.out.queue.clear();
         spill.out.stage.clear();
         if spill.out.stage.capacity() > KEEP_CAPACITY {

@@ -239,6 +239,7 @@ fn add_stats(sum: &mut crate::WorkerStats, s: &crate::WorkerStats) {
     sum.closed_abnormally += s.closed_abnormally;
     sum.timed_out += s.timed_out;
     sum.dropped += s.dropped;
+    sum.recv_enobufs += s.recv_enobufs;
 }
 
 /// The configured backend, overridden by `THRONG_BACKEND`, and why it was chosen.

@@ -65,9 +65,9 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         }
     }
 
-    fn sent(&mut self, token: Token, result: io::Result<usize>) {
+    fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool) {
         if let Some(key) = self.core.lookup(token) {
-            self.core.sent(self.h, key, result);
+            self.core.sent(self.h, key, result, ended);
         }
     }
 
@@ -117,6 +117,7 @@ pub(crate) fn run<H: Handler, B: Backend>(
         };
         backend.poll(timeout, &mut dispatch)?;
         let woken = dispatch.woken;
+        core.stats.recv_enobufs = backend.enobufs();
         apply(&mut backend, &mut core.ops);
 
         let now = 1 + (start.elapsed().as_nanos() / tick.as_nanos()) as u32;

@@ -17,12 +17,15 @@ use crate::conn::*;
 use crate::handler::{Decision, Handler, HttpResponse, Message, UpgradeRequest};
 use crate::mailbox::{Peer, Publish, Published};
 use crate::pool::{Pool, Spill};
+use crate::sys::arena::{Arena, Piece};
 use crate::sys::{self, Token};
 use crate::timer::{self, Taken, Wheel};
 use crate::topics::Topics;
 use crate::ws::{ConnId, SendError, WebSocket};
 
 mod output;
+
+use output::output_pending;
 
 /// The longest run of bytes the decoder may leave unconsumed: a full frame header plus a
 /// control frame's 125-byte payload.
@@ -81,6 +84,9 @@ pub struct WorkerStats {
     pub timed_out: u64,
     /// Messages refused by the backpressure cap.
     pub dropped: u64,
+    /// Receives that found the io_uring buffer ring empty (re-armed once buffers were
+    /// back; no byte is lost, the connection waited). Always 0 on epoll.
+    pub recv_enobufs: u64,
 }
 
 pub(crate) struct Core<S> {
@@ -102,7 +108,14 @@ pub(crate) struct Core<S> {
     /// callback that was sending has returned.
     broken: Vec<Token>,
     /// Connections with output staged this turn, flushed by [`Core::flush_dirty`].
-    dirty: Vec<Token>,
+    dirty: Vec<Dirty>,
+    /// Index in `dirty` of the last direct entry (where a following send may extend it).
+    last_direct: usize,
+    /// Where a turn's direct pieces are staged.
+    arena: Arena,
+    /// The largest piece staged outside the spill (and so not counted in `buffered()`
+    /// until the flush): at most the low-water mark, so the marks stay right to within it.
+    direct_max: usize,
     generation: u32,
     ticks: Ticks,
     decoder: DecoderConfig,
@@ -117,6 +130,12 @@ pub(crate) struct Core<S> {
     pub topics: Topics,
     /// Every worker's publish mailbox (filled once all workers have started).
     peers: Arc<OnceLock<Box<[Peer]>>>,
+}
+
+/// A connection on the flush list, with its direct piece if its output is just that.
+pub(crate) struct Dirty {
+    token: Token,
+    direct: Option<Piece>,
 }
 
 /// The peers of a server's workers, shared by all of them.
@@ -146,6 +165,9 @@ impl<S> Core<S> {
             shutting_down: false,
             broken: Vec::new(),
             dirty: Vec::new(),
+            last_direct: usize::MAX,
+            arena: Arena::default(),
+            direct_max: sys::arena::CHUNK.min(config.write_low_water),
             generation: 0,
             ticks: Ticks {
                 handshake: ticks(config.handshake_timeout, tick),
@@ -280,7 +302,7 @@ impl<S> Core<S> {
         if c.has(PEER_EOF) {
             return;
         }
-        if c.buffered() == 0 || c.has(BROKEN) {
+        if !output_pending(c) || c.has(BROKEN) {
             return self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
         }
         c.flags |= PEER_EOF;
@@ -630,7 +652,8 @@ impl<S> Core<S> {
     /// removes the connection, if the peer has already gone).
     fn finish_if_flushed(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if matches!(c.phase, Phase::Http | Phase::Draining) && c.buffered() == 0 && !c.has(BROKEN) {
+        if matches!(c.phase, Phase::Http | Phase::Draining) && !output_pending(c) && !c.has(BROKEN)
+        {
             if c.has(PEER_EOF) {
                 let token = self.token(key);
                 self.broken.push(token); // removed by the next reap

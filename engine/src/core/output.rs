@@ -8,11 +8,12 @@ use throng_protocol::CloseCode;
 use throng_protocol::close::write_close_payload;
 use throng_protocol::frame::{FrameHead, HeaderBuf};
 
-use super::{Core, Op, Payload};
+use super::{Core, Dirty, Op, Payload};
 use crate::config::Backpressure;
 use crate::conn::*;
 use crate::handler::Handler;
-use crate::sys::Backend;
+use crate::sys::arena::Piece;
+use crate::sys::{Backend, Handed};
 use crate::ws::{SendError, Sent, WebSocket};
 
 /// Shared payloads up to this size are copied into the stage (cheaper than an iovec and a
@@ -20,6 +21,8 @@ use crate::ws::{SendError, Sent, WebSocket};
 const COPY_SHARED_MAX: usize = 512;
 /// Flush rounds per turn: `on_drain` may send again, which dirties the connection again.
 const FLUSH_ROUNDS: usize = 4;
+/// Flush list entries kept allocated between turns.
+const KEEP_DIRTY: usize = 1 << 16;
 
 impl<S> Core<S> {
     pub(super) fn send_close(&mut self, key: usize, code: Option<CloseCode>, reason: &str) {
@@ -81,13 +84,27 @@ impl<S> Core<S> {
         Ok(())
     }
 
-    /// Sends a frame encoded once for many connections: queued by reference, not copied
-    /// (unless it is small enough that copying is cheaper than the reference).
+    /// Sends a frame encoded once for many connections: to a connection with nothing
+    /// pending it waits for the flush as a piece sharing the frame (no copy, no spill
+    /// record, no allocation); otherwise it is queued by reference, or copied when it is
+    /// small enough that copying is cheaper than the reference.
     pub(super) fn send_encoded(&mut self, key: usize, frame: &Bytes) -> Result<Sent, SendError> {
         if !self.is_open(key) || self.conns[key].has(BROKEN) {
             return Err(SendError::Closed);
         }
         self.admit(key, frame.len())?;
+        let c = &self.conns[key];
+        if frame.len() <= self.direct_max {
+            if c.has(DIRECT) {
+                if self.extend_direct(key, &[frame]) {
+                    return Ok(Sent::Written);
+                }
+            } else if fresh(c) {
+                let piece = self.arena.frame(frame);
+                self.push_direct(key, piece);
+                return Ok(Sent::Written);
+            }
+        }
         let out = &mut self.spill(key).out;
         if frame.len() <= COPY_SHARED_MAX {
             out.stage.extend_from_slice(frame);
@@ -112,16 +129,16 @@ impl<S> Core<S> {
         let mut hb = HeaderBuf::default();
         let header = head.encode(&mut hb);
         let total = header.len() + payload.as_slice().len();
-        let out = &mut self.spill(key).out;
-        out.stage.extend_from_slice(header);
         match payload {
             Payload::Shared(b) if b.len() > COPY_SHARED_MAX => {
+                let out = &mut self.spill(key).out;
+                out.stage.extend_from_slice(header);
                 out.seal();
                 out.queue.push_back(b);
+                self.queued(key, total);
             }
-            p => out.stage.extend_from_slice(p.as_slice()),
+            p => self.stage(key, &[header, p.as_slice()], total),
         }
-        self.queued(key, total);
         Ok(self.backed_up(key))
     }
 
@@ -130,9 +147,64 @@ impl<S> Core<S> {
         if self.conns[key].has(BROKEN) {
             return Err(SendError::Closed);
         }
-        self.spill(key).out.stage.extend_from_slice(bytes);
-        self.queued(key, bytes.len());
+        self.stage(key, &[bytes], bytes.len());
         Ok(self.backed_up(key))
+    }
+
+    /// Stages `parts` (`len` bytes in all) after everything the connection has pending:
+    /// as a direct piece when it has nothing pending, else in its outbox.
+    fn stage(&mut self, key: usize, parts: &[&[u8]], len: usize) {
+        let c = &self.conns[key];
+        if len <= self.direct_max {
+            if c.has(DIRECT) {
+                if self.extend_direct(key, parts) {
+                    return;
+                }
+            } else if fresh(c) {
+                let piece = self.arena.stage(parts);
+                self.push_direct(key, piece);
+                return;
+            }
+        }
+        let out = &mut self.spill(key).out;
+        for p in parts {
+            out.stage.extend_from_slice(p);
+        }
+        self.queued(key, len);
+    }
+
+    /// Puts the connection on the flush list with `piece` as its only output.
+    fn push_direct(&mut self, key: usize, piece: Piece) {
+        let token = self.token(key);
+        self.conns[key].flags |= DIRTY | DIRECT;
+        self.last_direct = self.dirty.len();
+        self.dirty.push(Dirty {
+            token,
+            direct: Some(piece),
+        });
+    }
+
+    /// Appends to the connection's direct piece in place when it was the last one staged
+    /// (a burst of replies to one connection stays one piece and one write).
+    fn extend_direct(&mut self, key: usize, parts: &[&[u8]]) -> bool {
+        if self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.out.is_empty())
+        {
+            return false; // later output already waits in the outbox, after the piece
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let token = self.token(key);
+        let Some(d) = self.dirty.get_mut(self.last_direct) else {
+            return false;
+        };
+        match d.direct.as_mut() {
+            Some(piece) if d.token == token && piece.len() + len <= self.direct_max => {
+                self.arena.extend(piece, parts)
+            }
+            _ => false,
+        }
     }
 
     /// How a send made now is reported: `Queued` when the connection has a backlog:
@@ -149,22 +221,31 @@ impl<S> Core<S> {
     /// `len` bytes were staged: count them, mark the connection for this turn's flush,
     /// pause reading above the high mark.
     fn queued(&mut self, key: usize, len: usize) {
+        if self.count(key, len) {
+            let token = self.token(key);
+            self.conns[key].flags |= DIRTY;
+            self.dirty.push(Dirty {
+                token,
+                direct: None,
+            });
+        }
+    }
+
+    /// Counts `len` more bytes of output in the spill and applies the marks; returns
+    /// whether the connection still has to be put on the flush list.
+    fn count(&mut self, key: usize, len: usize) -> bool {
         let (low, high) = (self.low_water, self.high_water);
-        let token = self.token(key);
         let c = &mut self.conns[key];
         let spill = c.spill.as_mut().expect("staged output lives in the spill");
         spill.out_bytes += len;
         let buffered = spill.out_bytes;
-        if !c.has(DIRTY) {
-            c.flags |= DIRTY;
-            self.dirty.push(token);
-        }
         if buffered > low {
             c.flags |= DRAIN_WANTED;
         }
         if buffered > high {
             c.flags |= READ_PAUSED;
         }
+        !c.has(DIRTY)
     }
 
     /// The socket can take more (readiness backends): flush at the end of this turn.
@@ -173,31 +254,43 @@ impl<S> Core<S> {
         if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| !s.out.is_empty()) {
             let token = self.token(key);
             self.conns[key].flags |= DIRTY;
-            self.dirty.push(token);
+            self.dirty.push(Dirty {
+                token,
+                direct: None,
+            });
         }
     }
 
-    /// A completion backend finished (part of) a send.
+    /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
+    /// `ended`, is over; or the socket failed.
     pub fn sent<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
         key: usize,
         result: std::io::Result<usize>,
+        ended: bool,
     ) {
         match result {
             Ok(n) => {
+                let token = self.token(key);
                 let c = &mut self.conns[key];
+                if ended {
+                    c.flags &= !SENDING;
+                }
                 if let Some(s) = c.spill.as_mut() {
                     s.out_bytes -= n.min(s.out_bytes);
-                    if !s.out.is_empty() && !c.has(DIRTY) {
+                    if ended && !s.out.is_empty() && !c.has(DIRTY) {
                         c.flags |= DIRTY;
-                        let token = self.token(key);
-                        self.dirty.push(token);
+                        self.dirty.push(Dirty {
+                            token,
+                            direct: None,
+                        });
                     }
                 }
                 self.after_output(h, key);
             }
             Err(_) => {
+                self.conns[key].flags &= !SENDING;
                 self.broke(key);
                 self.reap(h);
             }
@@ -212,31 +305,91 @@ impl<S> Core<S> {
                 break;
             }
             let mut dirty = std::mem::take(&mut self.dirty);
-            for token in dirty.drain(..) {
-                let Some(key) = self.lookup(token) else {
-                    continue;
-                };
-                let c = &mut self.conns[key];
-                c.flags &= !DIRTY;
-                let fd = c.fd;
-                if c.has(BROKEN) {
-                    continue;
-                }
-                let Some(spill) = c.spill.as_mut() else {
-                    continue;
-                };
-                match backend.send(fd, token, &mut spill.out) {
-                    Ok(n) => {
-                        spill.out_bytes -= n;
-                        self.after_output(h, key);
-                    }
-                    Err(_) => self.broke(key),
-                }
+            self.last_direct = usize::MAX;
+            for d in dirty.drain(..) {
+                self.flush_one(h, backend, d);
             }
             if self.dirty.is_empty() {
+                if dirty.capacity() > KEEP_DIRTY {
+                    dirty = Vec::new(); // a broadcast to many: do not keep its list
+                }
                 self.dirty = dirty; // keep the allocation
             }
             self.reap(h);
+        }
+        self.arena.settle();
+    }
+
+    /// Hands one connection's output to the backend.
+    fn flush_one<H: Handler<State = S>, B: Backend>(
+        &mut self,
+        h: &mut H,
+        backend: &mut B,
+        d: Dirty,
+    ) {
+        let Some(key) = self.lookup(d.token) else {
+            return;
+        };
+        let c = &mut self.conns[key];
+        c.flags &= !(DIRTY | DIRECT);
+        // A direct piece is only staged while nothing is in flight.
+        debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
+        if c.has(BROKEN) || c.has(SENDING) {
+            return;
+        }
+        let fd = c.fd;
+        if let Some(piece) = d.direct {
+            match c.spill.as_mut() {
+                Some(s) if !s.out.is_empty() => {
+                    // Joined by later output: it leaves first, in the same write, and is
+                    // counted from now on.
+                    s.out_bytes += piece.len();
+                    s.out.head = Some(piece);
+                }
+                _ => return self.flush_direct(h, backend, key, d.token, piece),
+            }
+        }
+        let c = &mut self.conns[key];
+        let Some(spill) = c.spill.as_mut() else {
+            return;
+        };
+        match backend.send(fd, d.token, &mut spill.out) {
+            Ok(Handed::Wrote(n)) => {
+                spill.out_bytes -= n;
+                if let Some(head) = spill.out.head.take() {
+                    // The socket is full: keep the rest in memory of the outbox's own, so
+                    // a slow reader does not pin an arena chunk.
+                    let rest = Bytes::copy_from_slice(head.as_slice());
+                    spill.out.queue.push_front(rest);
+                }
+                self.after_output(h, key);
+            }
+            Ok(Handed::Taken) => c.flags |= SENDING,
+            Err(_) => self.broke(key),
+        }
+    }
+
+    /// Writes a direct piece; what the socket does not take now moves to the outbox.
+    fn flush_direct<H: Handler<State = S>, B: Backend>(
+        &mut self,
+        h: &mut H,
+        backend: &mut B,
+        key: usize,
+        token: crate::sys::Token,
+        piece: Piece,
+    ) {
+        let fd = self.conns[key].fd;
+        match backend.send_direct(fd, token, &piece) {
+            Ok(Handed::Taken) => self.conns[key].flags |= SENDING,
+            Ok(Handed::Wrote(n)) if n >= piece.len() => self.after_output(h, key),
+            Ok(Handed::Wrote(n)) => {
+                // The socket is full: the rest waits in the outbox (copied, so the arena
+                // chunk is free again) until the backend reports it writable.
+                let rest = &piece.as_slice()[n..];
+                self.spill(key).out.stage.extend_from_slice(rest);
+                self.count(key, rest.len());
+            }
+            Err(_) => self.broke(key),
         }
     }
 
@@ -266,4 +419,20 @@ impl<S> Core<S> {
             self.reap(h);
         }
     }
+}
+
+/// Whether the connection has output that has not been confirmed written: counted in its
+/// spill, or a direct piece waiting for the flush or in a completion backend's hands.
+pub(super) fn output_pending<S>(c: &Conn<S>) -> bool {
+    c.buffered() > 0 || c.has(DIRECT | SENDING)
+}
+
+/// Whether a send to this connection may skip the outbox: nothing staged this turn,
+/// nothing queued, nothing in flight. (A spill record held for input, such as a message
+/// assembled from pieces, does not matter.)
+fn fresh<S>(c: &Conn<S>) -> bool {
+    c.flags & (DIRTY | SENDING) == 0
+        && c.spill
+            .as_ref()
+            .is_none_or(|s| s.out_bytes == 0 && s.out.is_empty())
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Waker};
 
-use super::{Backend, IOV_BATCH, Outbox, Sink, Token, Wake, read, write_vectored};
+use super::arena::Piece;
+use super::{Backend, Handed, IOV_BATCH, Outbox, Sink, Token, Wake, read, write, write_vectored};
 use crate::config::BackendKind;
 
 const LISTENER: mio::Token = mio::Token(usize::MAX);
@@ -141,7 +142,7 @@ impl Backend for Epoll {
         self.accept_again = false;
     }
 
-    fn send(&mut self, fd: RawFd, _token: Token, out: &mut Outbox) -> io::Result<usize> {
+    fn send(&mut self, fd: RawFd, _token: Token, out: &mut Outbox) -> io::Result<Handed> {
         let mut total = 0;
         while !out.is_empty() {
             let mut iov = [io::IoSlice::new(&[]); IOV_BATCH];
@@ -154,7 +155,11 @@ impl Backend for Epoll {
                 break;
             }
         }
-        Ok(total)
+        Ok(Handed::Wrote(total))
+    }
+
+    fn send_direct(&mut self, fd: RawFd, _token: Token, piece: &Piece) -> io::Result<Handed> {
+        write(fd, piece.as_slice()).map(Handed::Wrote)
     }
 
     fn resume_read(&mut self, fd: RawFd, token: Token) {

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use arena::Piece;
+
+pub mod arena;
 pub mod epoll;
 pub mod socket;
 pub mod uring;
@@ -59,9 +62,12 @@ pub trait Sink {
     fn input_closed(&mut self, token: Token, error: Option<io::Error>);
     /// The connection can take more output (readiness backends).
     fn writable(&mut self, token: Token);
-    /// A send the backend took over from an [`Outbox`] completed: `Ok(n)` bytes went out
-    /// (completion backends; a partial send continues on its own), or the socket failed.
-    fn sent(&mut self, token: Token, result: io::Result<usize>);
+    /// A send the backend took over (completion backends) progressed: `Ok(n)` bytes of
+    /// counted output (taken from an [`Outbox`]; 0 for a direct piece, which the core does
+    /// not count) went out, and `ended` says the send is over, so the connection may hand
+    /// over output again. A partial send continues on its own. `Err`: the socket failed
+    /// (the send is over).
+    fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool);
     /// The worker's mailbox may hold mail.
     fn woken(&mut self);
 }
@@ -86,12 +92,18 @@ pub trait Backend: Sized {
     fn close(&mut self, fd: RawFd, token: Token);
     /// Stops accepting (graceful shutdown); the caller closes the listener afterwards.
     fn stop_accepting(&mut self);
-    /// Writes the connection's output, in order. Returns the bytes that went out now (taken
-    /// off the front of `out`). A readiness backend writes what the socket takes and reports
+    /// Writes the connection's output, in order. A readiness backend writes what the socket
+    /// takes (taken off the front of `out`), returns [`Handed::Wrote`] and reports
     /// `writable` when it takes more; a completion backend moves the buffers into its own
-    /// send (at most one in flight per connection), returns 0, and reports through
-    /// [`Sink::sent`]. Called with a send in flight, a completion backend leaves `out` alone.
-    fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<usize>;
+    /// send, returns [`Handed::Taken`], and reports through [`Sink::sent`]. The core never
+    /// calls `send` or `send_direct` for a connection while a send it handed over is in
+    /// flight (at most one per connection, so output stays in order).
+    fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<Handed>;
+    /// Writes one piece for a connection with nothing else pending (the common reply, a
+    /// broadcast delivery): no outbox, no allocation. A readiness backend returns what the
+    /// socket took (the core keeps the rest); a completion backend keeps the piece until
+    /// its send completes.
+    fn send_direct(&mut self, fd: RawFd, token: Token, piece: &Piece) -> io::Result<Handed>;
     /// The sink can take input for this connection again (after `input` returned false).
     fn resume_read(&mut self, fd: RawFd, token: Token);
     /// Waits for events (at most `timeout`) and delivers them to `sink`.
@@ -99,6 +111,19 @@ pub trait Backend: Sized {
     /// The worker is exiting: settle whatever is still in flight before the backend's
     /// buffers are freed.
     fn finish(&mut self) {}
+    /// Receives that found no buffer and waited for one (completion backends).
+    fn enobufs(&self) -> u64 {
+        0
+    }
+}
+
+/// What a backend did with output handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// This many bytes went out now (readiness backends); the rest stays with the core.
+    Wrote(usize),
+    /// The backend took all of it and reports through [`Sink::sent`].
+    Taken,
 }
 
 /// The cross-thread half of a backend's wakeup.
@@ -107,11 +132,14 @@ pub trait Wake: Send + Sync + 'static {
     fn wake(&self) -> io::Result<()>;
 }
 
-/// Output of one connection that the backend has not taken yet: shared buffers first, then
-/// the bytes staged this turn (small frames copied back to back, so a turn's replies to one
-/// connection cost one buffer and one iovec).
+/// Output of one connection that the backend has not taken yet: a direct piece staged
+/// before the outbox was needed, shared buffers, then the bytes staged this turn (small
+/// frames copied back to back, so a turn's replies to one connection cost one buffer and
+/// one iovec).
 #[derive(Debug, Default)]
 pub struct Outbox {
+    /// Oldest: an arena piece that was to leave alone and was joined by later output.
+    pub head: Option<Piece>,
     /// Whole buffers, in order: sealed stages and shared frames (a publish's one encoding).
     pub queue: VecDeque<Bytes>,
     /// Frames staged since the last seal; they go after `queue`.
@@ -124,7 +152,7 @@ pub const IOV_BATCH: usize = 64;
 impl Outbox {
     /// Nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.stage.is_empty()
+        self.head.is_none() && self.queue.is_empty() && self.stage.is_empty()
     }
 
     /// Moves the staged bytes to the end of the queue as one shared buffer (before a
@@ -140,7 +168,12 @@ impl Outbox {
         let mut n = 0;
         let mut bytes = 0;
         let stage = (!self.stage.is_empty()).then_some(&self.stage[..]);
-        for b in self.queue.iter().map(|b| &b[..]).chain(stage) {
+        let head = self.head.as_ref().map(|p| p.as_slice());
+        for b in head
+            .into_iter()
+            .chain(self.queue.iter().map(|b| &b[..]))
+            .chain(stage)
+        {
             if n == IOV_BATCH {
                 break;
             }
@@ -153,6 +186,14 @@ impl Outbox {
 
     /// Drops `n` written bytes from the front.
     pub fn consume(&mut self, mut n: usize) {
+        if let Some(head) = self.head.as_mut() {
+            let k = n.min(head.len());
+            head.advance(k);
+            n -= k;
+            if head.is_empty() {
+                self.head = None;
+            }
+        }
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 self.stage.advance(n);
@@ -185,6 +226,24 @@ pub fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> 
     // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call and the kernel
     // only reads from these buffers; no address or control data is passed.
     match syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now (`send` with `MSG_NOSIGNAL`, as
+/// [`write_vectored`]). `Ok(0)` with non-empty input means the socket is full.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let res = syscall!(send(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+    ));
+    match res {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),

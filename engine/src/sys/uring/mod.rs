@@ -10,6 +10,8 @@
 
 mod bufring;
 pub mod probe;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,10 +25,13 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
-use super::{Backend, IOV_BATCH, Outbox, Sink, Token, Wake, syscall};
+use super::arena::Piece;
+use super::{Backend, Handed, IOV_BATCH, Outbox, Sink, Token, Wake, syscall};
 use crate::config::BackendKind;
 use bufring::BufRing;
 
+/// Send records kept allocated once none is in flight.
+const KEEP_SENDS: usize = 4096;
 /// Submission queue entries per ring (the completion queue is four times larger).
 const SQ_ENTRIES: u32 = 4096;
 /// Provided buffers: with incremental consumption a few large ones serve everyone.
@@ -95,17 +100,50 @@ struct Held {
     len: u32,
 }
 
-/// One send in flight: the buffers it reads from stay owned here until it completes.
+/// A buffer a send reads from, kept alive until the send completes.
+enum Buf {
+    /// A direct piece (arena or shared frame, non-atomic count), or an outbox's head.
+    Piece(Piece),
+    /// A sealed stage or a shared frame from an outbox.
+    Bytes(Bytes),
+}
+
+impl Buf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Buf::Piece(p) => p.as_slice(),
+            Buf::Bytes(b) => b,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Buf::Piece(p) => p.advance(n),
+            Buf::Bytes(b) => bytes::Buf::advance(b, n),
+        }
+    }
+}
+
+/// A send of several buffers: boxed so the msghdr and iovecs keep their address while
+/// the slab of sends grows.
+struct Multi {
+    bufs: Vec<Buf>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+/// One send in flight (at most one per connection: the core waits for its end).
 struct SendOp {
     token: Token,
     fd: RawFd,
-    bufs: Vec<Bytes>,
-    iov: Vec<libc::iovec>,
-    msg: libc::msghdr,
+    /// Whether the core counts these bytes (outbox) or not (direct piece).
+    counted: bool,
     /// Bytes not yet confirmed.
     left: usize,
-    /// The connection closed: complete silently.
-    orphan: bool,
+    /// The one buffer of a plain `send`.
+    one: Option<Buf>,
+    /// Or several, for a `sendmsg`.
+    multi: Option<Box<Multi>>,
 }
 
 /// io_uring.
@@ -118,13 +156,17 @@ pub struct Uring {
     accept_armed: bool,
     wake: Arc<EventFd>,
     wake_buf: Box<u64>,
-    /// Boxed so the msghdr and iovecs keep their address while the slab grows.
+    /// Sends in flight; `user_data` holds the slot.
+    sends: Slab<SendOp>,
+    /// Multi-buffer records kept for reuse.
     #[allow(clippy::vec_box)]
-    sends: Slab<Box<SendOp>>,
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<SendOp>>,
-    /// Connection key → slot of its send in flight.
-    sending: KeyMap<u32>,
+    spare: Vec<Box<Multi>>,
+    /// Descriptors of closed connections: closed after the submit that carries their
+    /// cancel (a cancel by descriptor needs the number to still name the socket).
+    closing: Vec<RawFd>,
+    /// Completions taken off the queue while submitting (the submission queue was full),
+    /// handled at the next poll so the completion queue cannot overflow.
+    backlog: Vec<(u64, i32, u32)>,
     recv: KeyMap<Recv>,
     /// Receives ended by an empty buffer ring, re-armed once buffers are back.
     starved: Vec<(RawFd, Token)>,
@@ -142,6 +184,66 @@ pub struct Uring {
     in_flight: usize,
     /// Receives that found the buffer ring empty.
     pub enobufs: u64,
+    wait: Wait,
+    /// Sends queued since the last submit.
+    sends_submitted: usize,
+    /// Sends ask the kernel to finish short writes itself (`MSG_WAITALL`); tests turn it
+    /// off to drive the backend's own continuation of a partial send.
+    waitall: bool,
+}
+
+/// How a poll waits. With deferred task work the kernel wakes a waiting worker only once
+/// as many completions are pending as it waits for; waiting for one each time (the
+/// simple way) means that a worker faster than its peers sleeps and is woken for almost
+/// every message, and each wakeup (an IPI, in the sender's context) is paid by the
+/// peer's send. Under load the worker therefore waits for about half as many completions
+/// as its last poll brought, and at most `min_wait_us` for them (then it takes what is
+/// there), so one wakeup covers a batch; when the load is light (a poll brought one or
+/// two) it waits for one and answers at once.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// Most completions waited for; 1 turns batching off.
+    max_nr: usize,
+    /// Longest wait for a batch once one completion is there.
+    min_wait_us: u32,
+    /// Receives (and accepts) the last poll handled.
+    last: usize,
+}
+
+/// Default longest wait for a batch: small against the round trip over a network, and it
+/// only applies while completions arrive faster than one per this interval.
+const MIN_WAIT_US: u32 = 20;
+/// Default most completions waited for.
+const MAX_WAIT_NR: usize = 32;
+
+impl Wait {
+    /// The defaults, or `THRONG_URING_WAIT_NR` / `THRONG_URING_MIN_WAIT_US` (for A/B
+    /// measurements); batching needs the kernel's minimum-wait timeout (6.12+).
+    fn new(min_timeout: bool) -> Wait {
+        let get = |k: &str, d: u32| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let max_nr = get("THRONG_URING_WAIT_NR", MAX_WAIT_NR as u32).max(1) as usize;
+        Wait {
+            max_nr: if min_timeout { max_nr } else { 1 },
+            min_wait_us: get("THRONG_URING_MIN_WAIT_US", MIN_WAIT_US),
+            last: 0,
+        }
+    }
+
+    /// Completions to wait for now, and the batch timeout to go with them. `sends`: sends
+    /// this submit carries; they mostly complete at once and must not count as the batch.
+    fn next(&self, sends: usize) -> (usize, u32) {
+        let nr = (self.last / 2).clamp(1, self.max_nr);
+        if nr == 1 || self.min_wait_us == 0 {
+            (1, 0)
+        } else {
+            (nr + sends, self.min_wait_us)
+        }
+    }
 }
 
 /// The worker's eventfd, written by other threads and read by the ring.
@@ -175,7 +277,15 @@ impl Uring {
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
+            // Full (a broadcast to many): submit, and take the completions this produced
+            // off their queue now so that a long run of sends cannot overflow it.
             let _ = self.ring.submit();
+            let backlog = &mut self.backlog;
+            backlog.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
         }
     }
 
@@ -214,21 +324,63 @@ impl Uring {
     }
 
     fn submit_send(&mut self, slot: usize) {
-        let op = &mut self.sends[slot];
         let ud = (OP_SEND << 60) | slot as u64;
-        let entry = if op.iov.len() == 1 {
-            let v = op.iov[0];
-            opcode::Send::new(Fd(op.fd), v.iov_base.cast(), v.iov_len as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            op.msg.msg_iov = op.iov.as_mut_ptr();
-            op.msg.msg_iovlen = op.iov.len() as _;
-            opcode::SendMsg::new(Fd(op.fd), &raw const op.msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+        // MSG_WAITALL: the kernel itself continues a short send on a stream socket, so a
+        // partial completion reaches us only when the socket fails midway.
+        let flags = match self.waitall {
+            true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
+            false => libc::MSG_NOSIGNAL,
+        };
+        let op = &mut self.sends[slot];
+        let entry = match (&op.one, &mut op.multi) {
+            (Some(b), _) => {
+                let b = b.as_slice();
+                opcode::Send::new(Fd(op.fd), b.as_ptr(), b.len() as u32)
+                    .flags(flags)
+                    .build()
+            }
+            (None, Some(m)) => {
+                m.msg.msg_iov = m.iov.as_mut_ptr();
+                m.msg.msg_iovlen = m.iov.len() as _;
+                opcode::SendMsg::new(Fd(op.fd), &raw const m.msg)
+                    .flags(flags as u32)
+                    .build()
+            }
+            (None, None) => unreachable!("a send has buffers"),
         };
         self.push(entry.user_data(ud));
+    }
+
+    /// Starts a send of `bufs` (in order) for a connection.
+    fn start_send(&mut self, fd: RawFd, token: Token, counted: bool, mut bufs: Vec<Buf>) {
+        let left = bufs.iter().map(|b| b.as_slice().len()).sum();
+        let (one, multi) = if bufs.len() == 1 {
+            (bufs.pop(), None)
+        } else {
+            let mut m = self.spare.pop().unwrap_or_else(|| {
+                Box::new(Multi {
+                    bufs: Vec::new(),
+                    iov: Vec::new(),
+                    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
+                    msg: unsafe { std::mem::zeroed() },
+                })
+            });
+            m.iov.extend(bufs.iter().map(|b| libc::iovec {
+                iov_base: b.as_slice().as_ptr() as *mut libc::c_void,
+                iov_len: b.as_slice().len(),
+            }));
+            m.bufs = bufs;
+            (None, Some(m))
+        };
+        let slot = self.sends.insert(SendOp {
+            token,
+            fd,
+            counted,
+            left,
+            one,
+            multi,
+        });
+        self.submit_send(slot);
     }
 
     fn on_accept(&mut self, res: i32, flags: u32, sink: &mut impl Sink) {
@@ -249,7 +401,11 @@ impl Uring {
             let len = res as usize;
             let start = self.bufs.claim(bid, len);
             if live {
-                if let Some(held) = self.held.get_mut(&token.key) {
+                let held = match self.held.is_empty() {
+                    true => None,
+                    false => self.held.get_mut(&token.key),
+                };
+                if let Some(held) = held {
                     held.push(Held {
                         bid,
                         start,
@@ -270,11 +426,12 @@ impl Uring {
         if cqueue::more(flags) {
             return;
         }
-        // The multishot receive ended.
-        let state = self.recv.remove(&token.key);
+        // The multishot receive ended. A connection that is gone had its state dropped by
+        // `close`; its key may already name a new connection, whose state stays.
         if !live || !sink.alive(token) {
             return;
         }
+        let state = self.recv.remove(&token.key);
         match res {
             0 => return sink.input_closed(token, None),
             r if r < 0 && r != -libc::ENOBUFS && r != -libc::ECANCELED => {
@@ -371,56 +528,63 @@ impl Uring {
             return;
         };
         let token = op.token;
-        if op.orphan {
-            return self.free_send(slot);
-        }
         if res < 0 || (res == 0 && op.left > 0) {
-            // A zero-byte completion for a non-empty send: the socket is gone.
+            // A zero-byte completion for a non-empty send: the socket is gone. (A cancel
+            // at close lands here too; the core no longer knows the token then.)
             self.free_send(slot);
             let err = match res {
                 0 => io::ErrorKind::WriteZero.into(),
                 r => io::Error::from_raw_os_error(-r),
             };
-            return sink.sent(token, Err(err));
+            return sink.sent(token, Err(err), true);
         }
-        let n = res as usize;
-        op.left -= n.min(op.left);
-        if op.left > 0 {
-            // Partial: continue from where the kernel stopped, before anything queued later.
-            let mut skip = n;
-            let mut first = 0;
-            while skip >= op.iov[first].iov_len {
-                skip -= op.iov[first].iov_len;
-                first += 1;
-            }
-            op.iov.drain(..first);
-            op.bufs.drain(..first);
-            let v = &mut op.iov[0];
-            // SAFETY: `skip` < iov_len, so the new base stays inside the same buffer.
-            v.iov_base = unsafe { v.iov_base.cast::<u8>().add(skip).cast() };
-            v.iov_len -= skip;
-            self.submit_send(slot);
-        } else {
+        let n = (res as usize).min(op.left);
+        op.left -= n;
+        let counted = if op.counted { n } else { 0 };
+        if op.left == 0 {
             self.free_send(slot);
+            return sink.sent(token, Ok(counted), true);
         }
-        sink.sent(token, Ok(n));
+        // Partial: continue from where the kernel stopped, before anything queued later.
+        match (&mut op.one, &mut op.multi) {
+            (Some(b), _) => b.advance(n),
+            (None, Some(m)) => {
+                let mut skip = n;
+                let mut first = 0;
+                while skip >= m.iov[first].iov_len {
+                    skip -= m.iov[first].iov_len;
+                    first += 1;
+                }
+                m.iov.drain(..first);
+                m.bufs.drain(..first);
+                let v = &mut m.iov[0];
+                // SAFETY: `skip` < iov_len, so the new base stays inside the same buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(skip).cast() };
+                v.iov_len -= skip;
+            }
+            (None, None) => {}
+        }
+        self.submit_send(slot);
+        sink.sent(token, Ok(counted), false);
     }
 
     fn free_send(&mut self, slot: usize) {
-        let mut op = self.sends.remove(slot);
-        if !op.orphan && self.sending.get(&op.token.key) == Some(&(slot as u32)) {
-            self.sending.remove(&op.token.key);
-        }
-        op.bufs.clear();
-        op.iov.clear();
-        if self.spare.len() < 1024 {
-            self.spare.push(op);
+        let op = self.sends.remove(slot);
+        if let Some(mut m) = op.multi
+            && self.spare.len() < 64
+        {
+            m.bufs.clear();
+            m.iov.clear();
+            self.spare.push(m);
         }
     }
 
     fn handle(&mut self, ud: u64, res: i32, flags: u32, sink: &mut impl Sink) {
         let (op, token) = decode(ud);
         let ends = !cqueue::more(flags);
+        if op == OP_RECV || op == OP_ACCEPT {
+            self.wait.last += 1;
+        }
         match op {
             OP_ACCEPT => self.on_accept(res, flags, sink),
             OP_RECV => self.on_recv(token, res, flags, sink),
@@ -442,31 +606,30 @@ impl Uring {
     }
 }
 
-impl Backend for Uring {
-    type Waker = UringWaker;
-    const KIND: BackendKind = BackendKind::Uring;
-
-    fn new(listener: RawFd, _recv_buffer: usize) -> io::Result<Self> {
-        let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+impl Uring {
+    /// A backend whose receive ring has `entries` buffers of `size` bytes (`flags`: ring
+    /// flags such as incremental consumption), accepting on `listener` if given.
+    fn with_buffers(
+        listener: Option<RawFd>,
+        (entries, size, flags): (u16, u32, u16),
+    ) -> io::Result<Self> {
         let ring = probe::build_ring(SQ_ENTRIES)?;
         let _ = ring.submitter().register_ring_fd();
-        let bufs = if features.incremental_buffers {
-            BufRing::new(&ring, INC_BUFFERS.0, INC_BUFFERS.1, bufring::RING_INC)?
-        } else {
-            BufRing::new(&ring, WHOLE_BUFFERS.0, WHOLE_BUFFERS.1, 0)?
-        };
+        let bufs = BufRing::new(&ring, entries, size, flags)?;
+        let min_timeout = ring.params().is_feature_min_timeout();
         let efd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         let entries = bufs.entries();
         let mut u = Uring {
             ring,
             bufs,
-            listener: Some(listener),
+            listener,
             accept_armed: false,
             wake: Arc::new(EventFd(efd)),
             wake_buf: Box::new(0),
             sends: Slab::new(),
             spare: Vec::new(),
-            sending: KeyMap::default(),
+            closing: Vec::new(),
+            backlog: Vec::new(),
             recv: KeyMap::default(),
             starved: Vec::new(),
             held: KeyMap::default(),
@@ -476,10 +639,27 @@ impl Backend for Uring {
             batch: Vec::with_capacity(1024),
             in_flight: 0,
             enobufs: 0,
+            wait: Wait::new(min_timeout),
+            sends_submitted: 0,
+            waitall: true,
         };
         u.arm_accept();
         u.arm_wake();
         Ok(u)
+    }
+}
+
+impl Backend for Uring {
+    type Waker = UringWaker;
+    const KIND: BackendKind = BackendKind::Uring;
+
+    fn new(listener: RawFd, _recv_buffer: usize) -> io::Result<Self> {
+        let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        let buffers = match features.incremental_buffers {
+            true => (INC_BUFFERS.0, INC_BUFFERS.1, bufring::RING_INC),
+            false => (WHOLE_BUFFERS.0, WHOLE_BUFFERS.1, 0),
+        };
+        Uring::with_buffers(Some(listener), buffers)
     }
 
     fn waker(&self) -> io::Result<UringWaker> {
@@ -499,20 +679,21 @@ impl Backend for Uring {
     }
 
     fn close(&mut self, fd: RawFd, token: Token) {
-        // Cancel by user_data, not by descriptor: the number may be reused at once.
-        match self.recv.remove(&token.key) {
-            Some(Recv::Idle) | Some(Recv::Cancelling { .. }) => {}
-            None => self.cancel(user_data(OP_RECV, token.key, token.generation)),
+        // One cancel by descriptor ends the receive and a send in flight alike (no map
+        // from connection to send). The descriptor is closed only after the submit that
+        // carries the cancel, so its number cannot name another socket meanwhile; the
+        // operations hold their own reference to the socket, so the peer sees the close
+        // at once.
+        self.recv.remove(&token.key);
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+            .build()
+            .user_data(user_data(OP_CANCEL, 0, 0));
+        self.push(e);
+        self.closing.push(fd);
+        if !self.starved.is_empty() {
+            self.starved.retain(|&(_, t)| t != token);
         }
-        if let Some(slot) = self.sending.remove(&token.key) {
-            self.sends[slot as usize].orphan = true;
-            self.cancel((OP_SEND << 60) | slot as u64);
-        }
-        self.starved.retain(|&(_, t)| t != token);
         self.drop_held(token.key);
-        // The operations hold their own reference to the socket; closing the descriptor
-        // now and cancelling them at this turn's submit ends the connection right away.
-        super::close(fd);
     }
 
     fn stop_accepting(&mut self) {
@@ -521,42 +702,36 @@ impl Backend for Uring {
         }
     }
 
-    fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<usize> {
-        if out.is_empty() || self.sending.contains_key(&token.key) {
-            return Ok(0);
+    fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<Handed> {
+        if out.is_empty() {
+            return Ok(Handed::Wrote(0));
         }
         out.seal();
-        let mut op = self.spare.pop().unwrap_or_else(|| {
-            Box::new(SendOp {
-                token,
-                fd,
-                bufs: Vec::new(),
-                iov: Vec::new(),
-                // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
-                msg: unsafe { std::mem::zeroed() },
-                left: 0,
-                orphan: false,
-            })
-        });
-        op.token = token;
-        op.fd = fd;
-        op.orphan = false;
-        op.left = 0;
-        while op.bufs.len() < IOV_BATCH {
+        let mut bufs = Vec::new();
+        if let Some(p) = out.head.take() {
+            bufs.push(Buf::Piece(p));
+        }
+        while bufs.len() < IOV_BATCH {
             let Some(b) = out.queue.pop_front() else {
                 break;
             };
-            op.iov.push(libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            });
-            op.left += b.len();
-            op.bufs.push(b);
+            bufs.push(Buf::Bytes(b));
         }
-        let slot = self.sends.insert(op);
-        self.sending.insert(token.key, slot as u32);
+        self.start_send(fd, token, true, bufs);
+        Ok(Handed::Taken)
+    }
+
+    fn send_direct(&mut self, fd: RawFd, token: Token, piece: &Piece) -> io::Result<Handed> {
+        let slot = self.sends.insert(SendOp {
+            token,
+            fd,
+            counted: false,
+            left: piece.len(),
+            one: Some(Buf::Piece(piece.clone())),
+            multi: None,
+        });
         self.submit_send(slot);
-        Ok(0)
+        Ok(Handed::Taken)
     }
 
     fn resume_read(&mut self, fd: RawFd, token: Token) {
@@ -581,17 +756,26 @@ impl Backend for Uring {
             self.deliver_held(sink);
             self.bufs.publish();
         }
-        let timeout = if self.starved.is_empty() && self.deliver.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        let res = match timeout {
-            None => self.ring.submit_and_wait(1),
-            Some(d) => {
+        let timeout =
+            if self.starved.is_empty() && self.deliver.is_empty() && self.backlog.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+        let res = match (
+            timeout,
+            self.wait.next(std::mem::take(&mut self.sends_submitted)),
+        ) {
+            (None, (1, _)) => self.ring.submit_and_wait(1),
+            (None, (nr, us)) => {
+                let args = SubmitArgs::new().min_wait_usec(us);
+                self.ring.submitter().submit_with_args(nr, &args)
+            }
+            (Some(d), (nr, us)) => {
                 let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                let (nr, us) = if d.is_zero() { (1, 0) } else { (nr, us) };
+                let args = SubmitArgs::new().timespec(&ts).min_wait_usec(us);
+                self.ring.submitter().submit_with_args(nr, &args)
             }
         };
         match res {
@@ -603,7 +787,17 @@ impl Backend for Uring {
                 ) => {}
             Err(e) => return Err(e),
         }
+        for fd in self.closing.drain(..) {
+            super::close(fd);
+        }
+        self.wait.last = 0;
         let mut batch = std::mem::take(&mut self.batch);
+        if !self.backlog.is_empty() {
+            std::mem::swap(&mut batch, &mut self.backlog);
+            for &(ud, res, flags) in &batch {
+                self.handle(ud, res, flags, sink);
+            }
+        }
         loop {
             batch.clear();
             batch.extend(
@@ -619,6 +813,9 @@ impl Backend for Uring {
             }
         }
         self.batch = batch;
+        if self.sends.is_empty() && self.sends.capacity() > KEEP_SENDS {
+            self.sends = Slab::new(); // after a broadcast to many, do not keep its records
+        }
         self.bufs.publish();
         for (fd, token) in std::mem::take(&mut self.starved) {
             if sink.reader(token) == Some(fd) {
@@ -630,6 +827,10 @@ impl Backend for Uring {
         Ok(())
     }
 
+    fn enobufs(&self) -> u64 {
+        self.enobufs
+    }
+
     fn finish(&mut self) {
         // Cancel everything still in flight and wait (bounded) for the completions, so no
         // operation outlives the buffers it uses.
@@ -639,6 +840,11 @@ impl Backend for Uring {
         self.in_flight += 1;
         // SAFETY: a cancel references no memory.
         let _ = unsafe { self.ring.submission().push(&e) };
+        for (_, _, flags) in std::mem::take(&mut self.backlog) {
+            if !cqueue::more(flags) {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while self.in_flight > 0 && std::time::Instant::now() < deadline {
             let ts = Timespec::from(Duration::from_millis(50));
@@ -659,6 +865,9 @@ impl Backend for Uring {
                         self.sends.remove(slot);
                     }
                 }
+            }
+            for fd in self.closing.drain(..) {
+                super::close(fd);
             }
         }
     }
