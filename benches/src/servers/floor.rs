@@ -144,7 +144,11 @@ impl Floor {
                         e.reason(),
                         &mut payload,
                     );
-                    control(FrameHead::close(len as u8), &payload[..len], &mut self.reply);
+                    control(
+                        FrameHead::close(len as u8),
+                        &payload[..len],
+                        &mut self.reply,
+                    );
                     c.done = true;
                     return data.len();
                 }
@@ -170,7 +174,9 @@ impl Floor {
                                 }
                             }
                         }
-                        Event::Ping(p) => control(FrameHead::pong(p.len() as u8), p, &mut self.reply),
+                        Event::Ping(p) => {
+                            control(FrameHead::pong(p.len() as u8), p, &mut self.reply)
+                        }
                         Event::Pong(_) => {}
                         Event::Close(close) => {
                             let mut payload = [0u8; 125];
@@ -182,7 +188,11 @@ impl Floor {
                                 ),
                                 None => 0,
                             };
-                            control(FrameHead::close(len as u8), &payload[..len], &mut self.reply);
+                            control(
+                                FrameHead::close(len as u8),
+                                &payload[..len],
+                                &mut self.reply,
+                            );
                             c.done = true;
                         }
                     }

@@ -130,7 +130,10 @@ impl Backend for Epoll {
     }
 
     fn close(&mut self, fd: RawFd, _token: Token) {
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // No EPOLL_CTL_DEL first: the engine never duplicates a connection's descriptor, so
+        // close(2) drops the last reference and the kernel removes it from the epoll set
+        // itself (one syscall per close instead of two). Events already returned for it
+        // carry the old token's generation and are ignored.
         self.again.retain(|&(f, _)| f != fd);
         super::close(fd);
     }
