@@ -290,7 +290,7 @@ fn a_peer_that_vanishes_without_a_close_reports_1006() {
         // Reset (SO_LINGER 0).
         let raw = Raw::open(addr);
         let id = events.opened();
-        socket2::SockRef::from(&raw.stream)
+        socket2::SockRef::from(&raw.stream.0)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(raw);

@@ -1,9 +1,12 @@
 //! Pub/sub across workers, against real tungstenite clients on loopback, on each backend.
 
+mod common;
+
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Tcp;
 use throng_engine::{
     BackendChoice, Backpressure, CloseCode, Config, Decision, Handler, Message, Server,
     UpgradeRequest, WebSocket,
@@ -69,16 +72,16 @@ fn start(backend: BackendChoice, tweak: impl FnOnce(&mut Config)) -> Server<PubS
     server
 }
 
-fn connect(addr: SocketAddr) -> Client<TcpStream> {
+fn connect(addr: SocketAddr) -> Client<Tcp> {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).expect("handshake");
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), Tcp(stream)).expect("handshake");
     ws
 }
 
-fn text(ws: &mut Client<TcpStream>) -> String {
+fn text(ws: &mut Client<Tcp>) -> String {
     loop {
         match ws.read().expect("read") {
             TMessage::Text(t) => return t.to_string(),
@@ -88,7 +91,7 @@ fn text(ws: &mut Client<TcpStream>) -> String {
     }
 }
 
-fn subscribe(ws: &mut Client<TcpStream>, topic: &str) {
+fn subscribe(ws: &mut Client<Tcp>, topic: &str) {
     ws.send(TMessage::text(format!("sub {topic}"))).unwrap();
     assert_eq!(text(ws), "ok true");
 }
@@ -207,7 +210,7 @@ fn unsubscribe_and_close_end_subscriptions() {
 /// counts and each fast reader's received count.
 fn flood(
     server: &Server<PubSub>,
-    fast: Vec<Client<TcpStream>>,
+    fast: Vec<Client<Tcp>>,
     count: usize,
     size: usize,
 ) -> (usize, usize, Vec<usize>) {
@@ -356,7 +359,7 @@ fn wait_subscribers(server: &Server<PubSub>, topic: &'static str, n: usize) {
     }
 }
 
-fn close_client(mut c: Client<TcpStream>) {
+fn close_client(mut c: Client<Tcp>) {
     c.close(None).unwrap();
     while c.read().is_ok() {}
 }

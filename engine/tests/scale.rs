@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ fn scale_client_process() {
     let slices: Vec<Vec<usize>> = (0..CLIENT_THREADS)
         .map(|t| (t..n).step_by(CLIENT_THREADS).collect())
         .collect();
-    let mut conns: Vec<Vec<(usize, TcpStream)>> = std::thread::scope(|s| {
+    let mut conns: Vec<Vec<(usize, Tcp)>> = std::thread::scope(|s| {
         let threads: Vec<_> = slices
             .iter()
             .map(|slice| s.spawn(move || open_all(addr, slice)))
@@ -193,7 +193,7 @@ fn scale_client_process() {
     std::io::stdout().flush().unwrap();
 }
 
-fn open_all(server: SocketAddr, slice: &[usize]) -> Vec<(usize, TcpStream)> {
+fn open_all(server: SocketAddr, slice: &[usize]) -> Vec<(usize, Tcp)> {
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -213,7 +213,7 @@ fn open_all(server: SocketAddr, slice: &[usize]) -> Vec<(usize, TcpStream)> {
         socket
             .connect_timeout(&server.into(), Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("connection {i}: connect: {e}"));
-        let mut stream: TcpStream = socket.into();
+        let mut stream = Tcp(socket.into());
         stream.set_nodelay(true).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -262,7 +262,7 @@ fn open_all(server: SocketAddr, slice: &[usize]) -> Vec<(usize, TcpStream)> {
     conns
 }
 
-fn close_all(conns: &mut Vec<(usize, TcpStream)>) {
+fn close_all(conns: &mut Vec<(usize, Tcp)>) {
     let close = encode(true, OP_CLOSE, &close_payload(1000, b""), Some(MASK));
     for (_, stream) in conns.iter_mut() {
         stream.write_all(&close).unwrap();

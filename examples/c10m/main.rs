@@ -69,7 +69,7 @@ struct Args {
 const USAGE: &str = "usage: c10m [--connections N (100000)] [--backend auto|uring|epoll] \
      [--hold SECS (30)] [--ping-interval SECS (N/30000, 5..30)] [--pong-timeout SECS (= ping \
      interval)] [--per-process N] \
-     [--open-window N] [--open-timeout SECS] [--no-subscribe] [--json]";
+     [--open-window N] [--open-timeout SECS (N/2500, >= 120)] [--no-subscribe] [--json]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -343,7 +343,13 @@ fn run(args: &Args) -> Result<u64, Stop> {
             connections: n,
             per_process,
             open_window: args.open_window,
-            open_timeout: args.open_timeout,
+            // A connection gives up after this long (it counts as a failure). The ramp
+            // slows as N grows (both ends and the heartbeats of the connections already
+            // open share the cores), so the default allows 2,500/s on average.
+            open_timeout: Some(
+                args.open_timeout
+                    .unwrap_or((n as u64).div_ceil(2_500).max(120)),
+            ),
         },
     )?;
     let client_pids = load.pids();

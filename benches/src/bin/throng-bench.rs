@@ -211,7 +211,10 @@ fn compare_cmd(args: &[String]) -> Result<(), String> {
         options.plan.latency_window.measure = m;
     }
     options.progress = !quiet;
-    options.command = format!("cargo run --release -p throng-bench -- {}", args.join(" "));
+    options.command = format!(
+        "cargo run --release -p throng-bench -- compare {}",
+        args.join(" ")
+    );
     let report = compare::run(options).map_err(|e| e.to_string())?;
     let md = report::markdown(&report);
     println!("{md}");

@@ -472,15 +472,62 @@ pub fn text_pattern(len: usize) -> String {
 
 // ---- tungstenite client ------------------------------------------------------------
 
-pub type Client = tungstenite::WebSocket<TcpStream>;
+pub type Client = tungstenite::WebSocket<Tcp>;
+
+/// A blocking TCP stream whose reads and writes retry `EINTR`.
+///
+/// A socket with `SO_RCVTIMEO` returns `EINTR` rather than restarting when the thread is
+/// stopped and continued (a debugger, a cgroup freeze of the CI container); tungstenite
+/// treats that as a failed handshake. The server never sees any of this, so the tests
+/// must not either.
+pub struct Tcp(pub TcpStream);
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl std::ops::Deref for Tcp {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Tcp {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.0
+    }
+}
 
 /// A TCP connection to `addr` with read and write timeouts.
-pub fn tcp(addr: SocketAddr) -> TcpStream {
+pub fn tcp(addr: SocketAddr) -> Tcp {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
-    stream
+    Tcp(stream)
 }
 
 /// A tungstenite client on `path`, accepting messages up to 64 MiB.
@@ -664,7 +711,7 @@ pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
 
 /// A client that speaks the protocol by hand over a blocking socket with timeouts.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Tcp,
     /// Bytes read but not consumed yet.
     pending: Vec<u8>,
 }
