@@ -87,7 +87,7 @@ pub trait Backend: Sized {
     /// Starts watching an accepted connection (already non-blocking).
     fn register(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
     /// Stops watching a connection and closes its descriptor, after whatever the backend
-    /// has in flight for it is cancelled (so the peer sees the close now, not when a
+    /// has in flight for it is ended (so the peer sees the close now, not when a
     /// pending operation happens to finish). Later events for `token` are not delivered.
     fn close(&mut self, fd: RawFd, token: Token);
     /// Stops accepting (graceful shutdown); the caller closes the listener afterwards.

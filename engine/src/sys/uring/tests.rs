@@ -210,3 +210,55 @@ fn receives_that_find_the_buffer_ring_empty_lose_nothing_and_are_counted() {
         crate::sys::close(*fd);
     }
 }
+
+#[test]
+fn close_ends_the_receive_and_a_blocked_send_without_the_peer_doing_anything() {
+    let Some(mut u) = uring((8, 4096, 0)) else {
+        return;
+    };
+    let mut sink = Recorder::default();
+    // Many armed receives (a mass close must not cost a scan of all of them per close)
+    // and one send blocked on a full socket whose peer never reads.
+    let mut peers = Vec::new();
+    for key in 0..500u32 {
+        let (fd, peer) = pair(Some(4096));
+        let token = Token { key, generation: 1 };
+        sink.fds.insert(key, fd);
+        u.register(fd, token).unwrap();
+        peers.push(peer);
+    }
+    let blocked = Token {
+        key: 0,
+        generation: 1,
+    };
+    let mut out = Outbox::default();
+    out.queue.push_back(Bytes::from(pattern(3, 1 << 20)));
+    assert_eq!(
+        u.send(sink.fds[&0], blocked, &mut out).unwrap(),
+        Handed::Taken
+    );
+    u.poll(Some(Duration::from_millis(20)), &mut sink).unwrap();
+    assert_eq!(u.sends.len(), 1, "the send waits for the peer");
+    let baseline = u.in_flight - 501; // what is armed besides the receives and the send
+    for (key, fd) in std::mem::take(&mut sink.fds) {
+        u.close(fd, Token { key, generation: 1 });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while u.in_flight > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "operations of closed connections still in flight"
+        );
+        u.poll(Some(Duration::from_millis(5)), &mut sink).unwrap();
+    }
+    assert!(u.sends.is_empty(), "the blocked send ended");
+    assert_eq!(sink.errors, 1, "and was reported as failed");
+    for mut peer in peers {
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest)
+            .expect("the peer sees the end of the stream");
+    }
+    u.finish();
+}
