@@ -274,7 +274,12 @@ pub fn markdown(report: &Report) -> String {
                 "| {what} | {} | {} | {} |",
                 s.label(),
                 r.map_or("n/a".into(), fmt_ratio),
-                if met { "met" } else { "**missed**" }
+                match (r, met) {
+                    // Not run (`--only`) or a server did not answer: no verdict.
+                    (None, _) => "not measured",
+                    (Some(_), true) => "met",
+                    (Some(_), false) => "**missed**",
+                }
             );
         }
     }
