@@ -359,6 +359,19 @@ fn run(args: &Args) -> Result<u64, Stop> {
         load_bin.display(),
         load.assigned()
     ));
+    // Both ends are on this host: 2 sockets per connection in the TCP established hash.
+    if let Some(buckets) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        && buckets < 2 * n
+    {
+        say.line(format!(
+            "note: the TCP established hash has {buckets} buckets for {} sockets: every \
+             packet searches a chain of ~{} (see net.ipv4.tcp_child_ehash_entries in tuning/sysctl.conf)",
+            2 * n,
+            (2 * n).div_ceil(buckets)
+        ));
+    }
     let ramp_timeout = Duration::from_secs(120 + n as u64 / 2_000);
     let started = Instant::now();
     let ramp = load.wait_ramped(ramp_timeout, |c, f| {
