@@ -2,29 +2,17 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Tcp;
+use common::{Tcp, backends, tcp};
 use throng_engine::{
     BackendChoice, Backpressure, CloseCode, Config, Decision, Handler, Message, Server,
     UpgradeRequest, WebSocket,
 };
 use tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
 use tungstenite::{Message as TMessage, WebSocket as Client};
-
-/// Backends under test: `THRONG_TEST_BACKENDS` (comma list) or both.
-fn backends() -> Vec<BackendChoice> {
-    match std::env::var("THRONG_TEST_BACKENDS") {
-        Ok(list) => list
-            .split(',')
-            .map(|b| b.parse().expect("backend name"))
-            .collect(),
-        // Every backend this build has; Uring joins when the io_uring backend lands.
-        Err(_) => vec![BackendChoice::Uring, BackendChoice::Epoll],
-    }
-}
 
 /// Subscribes to the topic named by the path (`/news`); text commands:
 /// `pub TOPIC TEXT` publishes from the callback, `unsub TOPIC` and `sub TOPIC` answer `ok`.
@@ -73,11 +61,7 @@ fn start(backend: BackendChoice, tweak: impl FnOnce(&mut Config)) -> Server<PubS
 }
 
 fn connect(addr: SocketAddr) -> Client<Tcp> {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), Tcp(stream)).expect("handshake");
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), tcp(addr)).expect("handshake");
     ws
 }
 

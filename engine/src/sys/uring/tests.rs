@@ -74,6 +74,15 @@ fn pair(sndbuf: Option<i32>) -> (RawFd, UnixStream) {
     (fds[0], unsafe { UnixStream::from_raw_fd(fds[1]) })
 }
 
+/// A pair whose backend end is registered as connection `key` (generation 1) and known
+/// to `sink`; returns the peer.
+fn watched(u: &mut Uring, sink: &mut Recorder, key: u32, sndbuf: Option<i32>) -> UnixStream {
+    let (fd, peer) = pair(sndbuf);
+    sink.fds.insert(key, fd);
+    u.register(fd, Token { key, generation: 1 }).unwrap();
+    peer
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -184,10 +193,7 @@ fn receives_that_find_the_buffer_ring_empty_lose_nothing_and_are_counted() {
     let mut peers = Vec::new();
     let mut expected = HashMap::new();
     for key in 0..6u32 {
-        let (fd, mut peer) = pair(None);
-        let token = Token { key, generation: 1 };
-        sink.fds.insert(key, fd);
-        u.register(fd, token).unwrap();
+        let mut peer = watched(&mut u, &mut sink, key, None);
         let data = pattern(key as u8, 64 << 10);
         std::io::Write::write_all(&mut peer, &data).unwrap();
         expected.insert(key, data);
@@ -219,14 +225,9 @@ fn close_ends_the_receive_and_a_blocked_send_without_the_peer_doing_anything() {
     let mut sink = Recorder::default();
     // Many armed receives (a mass close must not cost a scan of all of them per close)
     // and one send blocked on a full socket whose peer never reads.
-    let mut peers = Vec::new();
-    for key in 0..500u32 {
-        let (fd, peer) = pair(Some(4096));
-        let token = Token { key, generation: 1 };
-        sink.fds.insert(key, fd);
-        u.register(fd, token).unwrap();
-        peers.push(peer);
-    }
+    let peers: Vec<UnixStream> = (0..500u32)
+        .map(|key| watched(&mut u, &mut sink, key, Some(4096)))
+        .collect();
     let blocked = Token {
         key: 0,
         generation: 1,
