@@ -12,7 +12,7 @@ fn encode(c: &mut Criterion) {
         let payload = vec![b'x'; size];
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::from_parameter(size), &payload, |b, p| {
-            b.iter(|| encode_frame(true, black_box(p)))
+            b.iter(|| encode_frame(throng_protocol::DataKind::Text, black_box(p)))
         });
     }
     g.finish();

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 /// Encodes a whole unmasked data frame into one shared buffer, as a publish does once
 /// for all its subscribers.
-pub fn encode_frame(text: bool, payload: &[u8]) -> Bytes {
-    crate::core::encode_frame(text, payload)
+pub fn encode_frame(kind: throng_protocol::DataKind, payload: &[u8]) -> Bytes {
+    crate::core::encode_frame(kind, payload)
 }
 
 /// A spill record lent by [`SpillPool`].
@@ -26,8 +26,15 @@ impl Spill {
 }
 
 /// A worker's pool of spill records.
-#[derive(Default)]
 pub struct SpillPool(crate::pool::Pool);
+
+impl Default for SpillPool {
+    fn default() -> Self {
+        SpillPool(crate::pool::Pool::new(
+            crate::Config::default().spill_pool_keep,
+        ))
+    }
+}
 
 impl SpillPool {
     /// Lends a record.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use throng_protocol::CloseCode;
 
+pub use crate::error::ConfigError;
+
 /// Which I/O backend runs the workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
@@ -120,13 +122,38 @@ pub struct Config {
     pub timer_tick: Duration,
     /// Graceful shutdown waits this long for peers to answer the 1001 close. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Spill records each worker keeps for reuse after connections give them back; more
+    /// are freed. Default 1,024. A kept record costs about 100 bytes plus the buffers it
+    /// still holds (each kept buffer at most 64 KiB; larger ones are freed on return).
+    pub spill_pool_keep: usize,
+    /// io_uring: buffers in each worker's receive ring (rounded up to a power of two, at
+    /// most 32,768). Default 256. Memory: `uring_recv_buffers * uring_recv_buffer_size`
+    /// per worker (4 MiB by default), mapped and populated at start-up, shared by all the
+    /// worker's connections. A receive that finds the ring empty waits for a buffer
+    /// (counted in [`crate::WorkerStats::recv_enobufs`]); nothing is lost.
+    pub uring_recv_buffers: usize,
+    /// io_uring: bytes per receive buffer. Default 16 KiB. Buffers are consumed
+    /// incrementally (Linux 6.12+), so a small receive takes only what it needs; kernels
+    /// without that get 4 KiB buffers taken whole, as many as fit in the same memory.
+    pub uring_recv_buffer_size: u32,
+    /// io_uring: under load a worker waits for up to this many completions per wakeup
+    /// (about half as many as its last turn brought), so one wakeup covers a batch.
+    /// Default 32; 1 turns batching off (needs Linux 6.12's minimum-wait timeout).
+    pub uring_wait_batch: u32,
+    /// io_uring: how long a busy worker waits for such a batch once one completion is
+    /// there. Default 20 us.
+    pub uring_batch_wait: Duration,
+    /// io_uring: deferred task work (`IORING_SETUP_DEFER_TASKRUN`), so completions are
+    /// processed when the worker asks for them, not by interrupting it. Default on; off
+    /// only for A/B measurements.
+    pub uring_defer_taskrun: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
-            workers: crate::sys::socket::allowed_cpus().len().max(1),
+            workers: crate::cpu::allowed_cpus().len().max(1),
             pin: true,
             backend: BackendChoice::Auto,
             backlog: 4096,
@@ -147,6 +174,12 @@ impl Default for Config {
             backpressure: Backpressure::Drop,
             timer_tick: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(5),
+            spill_pool_keep: 1024,
+            uring_recv_buffers: 256,
+            uring_recv_buffer_size: 16 << 10,
+            uring_wait_batch: 32,
+            uring_batch_wait: Duration::from_micros(20),
+            uring_defer_taskrun: true,
         }
     }
 }
@@ -159,9 +192,9 @@ impl Config {
             ..Config::default()
         }
     }
-    /// Sets the worker count.
+    /// Sets the worker count ([`Config::validate`] refuses 0).
     pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
+        self.workers = workers;
         self
     }
     /// Sets the backend.
@@ -179,5 +212,140 @@ impl Config {
     pub fn with_pinning(mut self, pin: bool) -> Self {
         self.pin = pin;
         self
+    }
+}
+
+/// The longest any timeout may be, in timer ticks (the wheel counts ticks in 32 bits
+/// with room to add two deadlines).
+const MAX_TICKS: u128 = u32::MAX as u128 / 4;
+/// The largest frame or message the decoder can track (its counters are 32-bit).
+const MAX_DECODER_BYTES: usize = u32::MAX as usize;
+
+impl Config {
+    /// Checks every setting; [`crate::Server::start`] calls it and refuses to start on an
+    /// error, so nothing is clamped or changed silently.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field: &'static str, reason: String| Err(ConfigError::new(field, reason));
+        if self.workers == 0 {
+            return fail("workers", "must be at least 1".into());
+        }
+        if self.workers > u16::MAX as usize {
+            return fail("workers", format!("{} is more than 65,535", self.workers));
+        }
+        if self.backlog <= 0 {
+            return fail("backlog", format!("{} is not positive", self.backlog));
+        }
+        if self.max_connections == 0 {
+            return fail("max_connections", "must be at least 1".into());
+        }
+        let uring_max = crate::sys::uring::MAX_CONNECTIONS;
+        if self.backend != BackendChoice::Epoll && self.max_connections > uring_max {
+            return fail(
+                "max_connections",
+                format!(
+                    "{} is more than an io_uring worker can name ({uring_max}); use the epoll backend or fewer",
+                    self.max_connections
+                ),
+            );
+        }
+        if self.recv_buffer < 1024 {
+            return fail(
+                "recv_buffer",
+                format!("{} bytes is below the minimum of 1,024", self.recv_buffer),
+            );
+        }
+        if self.max_header_bytes == 0 {
+            return fail("max_header_bytes", "must be at least 1".into());
+        }
+        let cap = throng_protocol::handshake::MAX_HEADERS_CAP;
+        if self.max_headers == 0 || self.max_headers > cap {
+            return fail(
+                "max_headers",
+                format!("{} is not in 1..={cap}", self.max_headers),
+            );
+        }
+        for (field, v) in [
+            ("max_frame_size", self.max_frame_size),
+            ("max_message_size", self.max_message_size),
+        ] {
+            if v == 0 || v > MAX_DECODER_BYTES {
+                return fail(
+                    field,
+                    format!(
+                        "{v} is not in 1..={MAX_DECODER_BYTES} (the decoder counts in 32 bits)"
+                    ),
+                );
+            }
+        }
+        if self.write_low_water > self.write_high_water {
+            return fail(
+                "write_low_water",
+                format!(
+                    "{} is above write_high_water ({})",
+                    self.write_low_water, self.write_high_water
+                ),
+            );
+        }
+        if self.write_high_water == 0 {
+            return fail("write_high_water", "must be at least 1".into());
+        }
+        if self.max_buffered == 0 {
+            return fail("max_buffered", "must be at least 1".into());
+        }
+        if let Backpressure::Close(code) = self.backpressure
+            && !code.is_sendable()
+        {
+            return fail(
+                "backpressure",
+                format!("close code {} cannot be sent", code.0),
+            );
+        }
+        if self.timer_tick.is_zero() {
+            return fail("timer_tick", "must be longer than zero".into());
+        }
+        let timeouts = [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("idle_timeout", self.idle_timeout),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", Some(self.pong_timeout)),
+            ("close_timeout", Some(self.close_timeout)),
+        ];
+        for (field, d) in timeouts {
+            let Some(d) = d else { continue };
+            if d.is_zero() {
+                return fail(
+                    field,
+                    "must be longer than zero (use None to turn it off where allowed)".into(),
+                );
+            }
+            if d.as_nanos() / self.timer_tick.as_nanos() > MAX_TICKS {
+                return fail(
+                    field,
+                    format!(
+                        "{d:?} is too long for a timer tick of {:?}",
+                        self.timer_tick
+                    ),
+                );
+            }
+        }
+        if self.uring_recv_buffers == 0 || self.uring_recv_buffers > 1 << 15 {
+            return fail(
+                "uring_recv_buffers",
+                format!("{} is not in 1..=32768", self.uring_recv_buffers),
+            );
+        }
+        if !(1024..=1 << 20).contains(&self.uring_recv_buffer_size) {
+            return fail(
+                "uring_recv_buffer_size",
+                format!("{} is not in 1 KiB..=1 MiB", self.uring_recv_buffer_size),
+            );
+        }
+        if self.uring_wait_batch == 0 {
+            return fail(
+                "uring_wait_batch",
+                "must be at least 1 (1 turns batching off)".into(),
+            );
+        }
+        Ok(())
     }
 }

@@ -52,7 +52,7 @@ impl<'r> UpgradeRequest<'r> {
     }
     /// The peer's address (one `getpeername` call; not stored per connection).
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        crate::sys::socket::peer_addr(self.fd)
+        crate::net::peer_addr(self.fd)
     }
 }
 
@@ -92,28 +92,9 @@ impl<'r, S> Decision<'r, S> {
 }
 
 /// A received message, borrowed: straight from the receive buffer when it arrived in one
-/// frame and one read, otherwise from the connection's assembly buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A text message (validated UTF-8).
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
-}
-
-impl<'a> Message<'a> {
-    /// The payload bytes.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        match *self {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-        }
-    }
-    /// Whether this is a text message.
-    pub fn is_text(&self) -> bool {
-        matches!(self, Message::Text(_))
-    }
-}
+/// frame and one read, otherwise from the connection's assembly buffer. Text is always
+/// validated UTF-8 (the protocol crate hands it out no other way).
+pub use throng_protocol::Message;
 
 /// A response to a plain HTTP request, built in [`Handler::on_request`].
 #[derive(Debug, Clone)]

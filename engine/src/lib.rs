@@ -29,26 +29,35 @@
 pub mod bench_api;
 mod config;
 mod conn;
+mod connections;
 mod core;
+mod cpu;
+mod error;
 mod handler;
 mod mailbox;
+mod net;
+mod output;
 mod pool;
 mod server;
 mod signal;
+mod stats;
 mod sys;
+mod syscall;
 mod timer;
 mod topics;
 mod worker;
 mod ws;
 
-pub use config::{BackendChoice, BackendKind, Backpressure, Config};
-pub use core::WorkerStats;
+pub use config::{BackendChoice, BackendKind, Backpressure, Config, ConfigError};
+pub use connections::Connections;
+pub use error::Error;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
-pub use mailbox::{Connections, Job, Published};
+pub use mailbox::{Job, Published};
 pub use pool::PoolStats;
 pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};
 pub use signal::ShutdownSignals;
-pub use throng_protocol::CloseCode;
+pub use stats::WorkerStats;
+pub use throng_protocol::{CloseCode, DataKind};
 pub use ws::{ConnId, SendError, Sent, WebSocket};
 
 /// Per-connection record size without user state (bytes), as asserted at compile time.

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 use bytes::Bytes;
-use throng_protocol::CloseCode;
+use throng_protocol::{CloseCode, DataKind};
 
-use crate::core::Core;
+use crate::connections::Connections;
 use crate::handler::Handler;
 use crate::sys::Wake;
-use crate::ws::{ConnId, WebSocket};
+use crate::ws::ConnId;
 
 /// A job run on a worker's thread with its handler and connections.
 pub type Job<H> = Box<dyn FnOnce(&mut H, &mut Connections<'_, <H as Handler>::State>) + Send>;
@@ -20,7 +20,7 @@ pub type Job<H> = Box<dyn FnOnce(&mut H, &mut Connections<'_, <H as Handler>::St
 pub(crate) enum Command<H: Handler> {
     Send {
         id: ConnId,
-        text: bool,
+        kind: DataKind,
         payload: Bytes,
     },
     Close {
@@ -123,62 +123,5 @@ impl<H: Handler> Inbox<H> {
     /// new wakeup rather than being stranded.
     pub fn clear_pending(&self) {
         self.wakeup.pending.store(false, Ordering::Release);
-    }
-}
-
-/// A worker's connections, for a [`Job`] posted through [`crate::ServerHandle::post`].
-pub struct Connections<'w, S> {
-    pub(crate) core: &'w mut Core<S>,
-}
-
-impl<S> Connections<'_, S> {
-    /// The connection `id` names, if it is still there and on this worker.
-    pub fn get(&mut self, id: ConnId) -> Option<WebSocket<'_, S>> {
-        if id.worker != self.core.worker {
-            return None;
-        }
-        let key = self.core.lookup_id(id)?;
-        Some(WebSocket::new(self.core, key))
-    }
-
-    /// Ids of the open WebSocket connections on this worker.
-    pub fn ids(&self) -> Vec<ConnId> {
-        self.core
-            .conns
-            .iter()
-            .filter(|(k, _)| self.core.is_open(*k))
-            .map(|(k, _)| self.core.conn_id(k))
-            .collect()
-    }
-
-    /// Connections of any phase on this worker.
-    pub fn len(&self) -> usize {
-        self.core.conns.len()
-    }
-
-    /// Whether the worker has no connection.
-    pub fn is_empty(&self) -> bool {
-        self.core.conns.is_empty()
-    }
-
-    /// Publishes to `topic` on every worker; returns this worker's counts (the others
-    /// deliver asynchronously).
-    pub fn publish(&mut self, topic: &str, text: bool, payload: &[u8]) -> Published {
-        self.core.publish(topic, text, payload, None)
-    }
-
-    /// Subscribers of `topic` on this worker.
-    pub fn subscribers(&self, topic: &str) -> usize {
-        self.core.topics.count(topic)
-    }
-
-    /// The pool's counters (heap records lent to connections).
-    pub fn pool_stats(&self) -> crate::PoolStats {
-        self.core.pool.stats()
-    }
-
-    /// This worker's counters.
-    pub fn stats(&self) -> crate::WorkerStats {
-        self.core.stats
     }
 }

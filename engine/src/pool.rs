@@ -2,7 +2,9 @@
 //! it has something in flight (an incomplete frame or request, a message being assembled,
 //! output the kernel did not take). An idle connection holds none; the counters prove it.
 
-use crate::sys::Outbox;
+use throng_protocol::Assembly;
+
+use crate::output::Outbox;
 
 /// Heap state a connection holds only while it needs it.
 #[derive(Debug, Default)]
@@ -10,7 +12,7 @@ pub(crate) struct Spill {
     /// Unconsumed input: a partial request head, frame header or control frame.
     pub input: Vec<u8>,
     /// A message arriving in pieces, assembled for `on_message`.
-    pub message: Vec<u8>,
+    pub message: Assembly,
     /// Output the backend has not taken yet, in order.
     pub out: Outbox,
     /// Bytes of output not yet confirmed written: in `out`, plus what a completion
@@ -21,15 +23,13 @@ pub(crate) struct Spill {
 impl Spill {
     /// Nothing in flight: the record can go back to the pool.
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.message.is_empty() && self.out_bytes == 0
+        self.input.is_empty() && !self.message.is_open() && self.out_bytes == 0
     }
 }
 
 /// Buffers larger than this are freed instead of kept when a record comes back, so a
 /// burst of large messages does not pin memory in the pool.
 const KEEP_CAPACITY: usize = 64 << 10;
-/// Records kept for reuse; more are freed.
-const KEEP_RECORDS: usize = 1024;
 
 /// Counters of the pool, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct PoolStats {
 }
 
 /// A free list of spill records.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pool {
     // Boxed: a connection holds its record through one pointer (8 bytes in the slab),
     // and records move between the pool and connections without copying.
@@ -51,9 +51,21 @@ pub(crate) struct Pool {
     free: Vec<Box<Spill>>,
     in_use: usize,
     allocated: usize,
+    /// Records kept for reuse; more are freed (`Config::spill_pool_keep`).
+    keep: usize,
 }
 
 impl Pool {
+    /// A pool that keeps at most `keep` free records.
+    pub fn new(keep: usize) -> Self {
+        Pool {
+            free: Vec::new(),
+            in_use: 0,
+            allocated: 0,
+            keep,
+        }
+    }
+
     /// Lends a record, empty.
     pub fn take(&mut self) -> Box<Spill> {
         self.in_use += 1;
@@ -66,14 +78,16 @@ impl Pool {
     /// Takes a record back (its contents are dropped).
     pub fn give(&mut self, mut spill: Box<Spill>) {
         self.in_use -= 1;
-        if self.free.len() >= KEEP_RECORDS {
+        if self.free.len() >= self.keep {
             return;
         }
-        for buf in [&mut spill.input, &mut spill.message] {
-            buf.clear();
-            if buf.capacity() > KEEP_CAPACITY {
-                *buf = Vec::new();
-            }
+        spill.input.clear();
+        if spill.input.capacity() > KEEP_CAPACITY {
+            spill.input = Vec::new();
+        }
+        spill.message.clear();
+        if spill.message.capacity() > KEEP_CAPACITY {
+            spill.message.release();
         }
         spill.out.head = None;
         spill.out.queue.clear();

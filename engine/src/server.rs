@@ -3,29 +3,39 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use throng_protocol::CloseCode;
+use throng_protocol::{CloseCode, DataKind};
 
 use crate::config::{BackendChoice, BackendKind, Config};
+use crate::connections::Connections;
 use crate::core::{Peers, encode_frame};
+use crate::error::Error;
 use crate::handler::Handler;
-use crate::mailbox::{Command, Connections, Inbox, Mailbox, Peer, Published, Wakeup};
+use crate::mailbox::{Command, Inbox, Mailbox, Peer, Published, Wakeup};
 use crate::sys::{self, Backend};
 use crate::worker::{self, WorkerReport};
 use crate::ws::ConnId;
 
-/// How a graceful shutdown went.
+/// How a graceful shutdown went. Every connection open when it began is in exactly one of
+/// `closed_cleanly`, `closed_uncleanly` and `forced`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Connections open when shutdown began (all workers).
     pub connections: usize,
     /// Of those, closed with a completed close handshake.
     pub closed_cleanly: usize,
-    /// Of those, cut at the deadline.
+    /// Of those, ended before the deadline without a completed close handshake: the peer
+    /// never answered the 1001 (the close timer ended it), reset the connection, or was
+    /// still in its opening handshake.
+    pub closed_uncleanly: usize,
+    /// Of those, still open at the deadline and cut then.
     pub forced: usize,
     /// Counters summed over the workers.
     pub stats: crate::WorkerStats,
@@ -35,6 +45,8 @@ pub struct ShutdownReport {
 pub struct ServerHandle<H: Handler> {
     mailboxes: Arc<Vec<Mailbox<H>>>,
     peers: Peers,
+    /// Per worker: false once its thread has exited (normally or by a panic).
+    alive: Arc<[AtomicBool]>,
 }
 
 impl<H: Handler> Clone for ServerHandle<H> {
@@ -42,11 +54,22 @@ impl<H: Handler> Clone for ServerHandle<H> {
         ServerHandle {
             mailboxes: self.mailboxes.clone(),
             peers: self.peers.clone(),
+            alive: self.alive.clone(),
         }
     }
 }
 
+impl<H: Handler> std::fmt::Debug for ServerHandle<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("workers", &self.workers())
+            .field("live_workers", &self.live_workers())
+            .finish()
+    }
+}
+
 /// Waits for the counts of a publish made through [`ServerHandle::publish`].
+#[derive(Debug)]
 pub struct PublishTicket {
     replies: mpsc::Receiver<Published>,
     workers: usize,
@@ -82,9 +105,9 @@ impl<H: Handler> ServerHandle<H> {
     /// Sends a message to a connection on any worker. False when the worker has exited;
     /// whether the connection still exists is known only on its worker (use [`post`](Self::post)
     /// to learn the outcome).
-    pub fn send(&self, id: ConnId, text: bool, payload: Bytes) -> bool {
+    pub fn send(&self, id: ConnId, kind: DataKind, payload: Bytes) -> bool {
         self.mailbox(id.worker as usize)
-            .is_some_and(|m| m.post(Command::Send { id, text, payload }))
+            .is_some_and(|m| m.post(Command::Send { id, kind, payload }))
     }
 
     /// Starts the close handshake of a connection on any worker.
@@ -106,8 +129,8 @@ impl<H: Handler> ServerHandle<H> {
     /// Publishes a message to every subscriber of `topic` on every worker. The frame is
     /// encoded once here and shared by all workers and subscribers. The ticket tells how
     /// many subscribers it reached and how many refused it (backpressure).
-    pub fn publish(&self, topic: &str, text: bool, payload: &[u8]) -> PublishTicket {
-        let frame = encode_frame(text, payload);
+    pub fn publish(&self, topic: &str, kind: DataKind, payload: &[u8]) -> PublishTicket {
+        let frame = encode_frame(kind, payload);
         let topic: Arc<str> = topic.into();
         let (tx, replies) = mpsc::channel();
         let mut workers = 0;
@@ -129,6 +152,16 @@ impl<H: Handler> ServerHandle<H> {
         }
     }
 
+    /// Workers whose thread is still running. Fewer than [`workers`](Self::workers)
+    /// only during shutdown, or after a worker died of a panic (an engine bug; it is
+    /// reported on stderr and by [`Server::wait`]).
+    pub fn live_workers(&self) -> usize {
+        self.alive
+            .iter()
+            .filter(|a| a.load(Ordering::Relaxed))
+            .count()
+    }
+
     fn mailbox(&self, worker: usize) -> Option<&Mailbox<H>> {
         self.mailboxes.get(worker)
     }
@@ -143,13 +176,24 @@ pub struct Server<H: Handler> {
     backend_note: String,
 }
 
+impl<H: Handler> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("backend", &self.backend)
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
 impl<H: Handler> Server<H> {
-    /// Binds the listeners and starts the workers. `factory(i)` builds worker `i`'s
-    /// handler on that worker's thread.
-    pub fn start<F>(config: Config, factory: F) -> io::Result<Server<H>>
+    /// Checks the config ([`Config::validate`]), binds the listeners and starts the
+    /// workers. `factory(i)` builds worker `i`'s handler on that worker's thread.
+    pub fn start<F>(config: Config, factory: F) -> Result<Server<H>, Error>
     where
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        config.validate()?;
         let (backend, note) = choose_backend(&config)?;
         let mut server = match backend {
             BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory)?,
@@ -186,38 +230,68 @@ impl<H: Handler> Server<H> {
 
     /// Graceful shutdown: stop accepting, send close 1001 to every connection, wait for
     /// the peers' answers up to the configured deadline, join the workers.
-    pub fn shutdown(mut self) -> io::Result<ShutdownReport> {
+    pub fn shutdown(mut self) -> Result<ShutdownReport, Error> {
         self.handle.shutdown();
         self.join()
     }
 
     /// Waits until the workers exit (after someone calls [`ServerHandle::shutdown`]).
-    pub fn wait(mut self) -> io::Result<ShutdownReport> {
+    pub fn wait(mut self) -> Result<ShutdownReport, Error> {
         self.join()
     }
 
-    fn join(&mut self) -> io::Result<ShutdownReport> {
+    fn join(&mut self) -> Result<ShutdownReport, Error> {
         let mut report = ShutdownReport::default();
         let mut first_error = None;
-        for t in self.threads.drain(..) {
+        for (worker, t) in self.threads.drain(..).enumerate() {
             match t.join() {
                 Ok(Ok(r)) => {
                     report.connections += r.at_shutdown;
                     report.closed_cleanly += r.closed_cleanly;
+                    report.closed_uncleanly += r.closed_uncleanly;
                     report.forced += r.forced;
-                    add_stats(&mut report.stats, &r.stats);
+                    report.stats += r.stats;
                 }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
+                Ok(Err(source)) => {
+                    first_error.get_or_insert(Error::Worker { worker, source });
                 }
-                Err(_) => {
-                    first_error.get_or_insert(io::Error::other("worker panicked"));
+                Err(panic) => {
+                    let message = panic_message(&panic);
+                    first_error.get_or_insert(Error::WorkerPanicked { worker, message });
                 }
             }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),
+        }
+    }
+}
+
+/// The text of a panic payload, when it has one.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_owned(),
+    }
+}
+
+/// Marks a worker dead when its thread ends, and says so on stderr if it ended by a panic.
+struct Alive {
+    alive: Arc<[AtomicBool]>,
+    worker: usize,
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.alive[self.worker].store(false, Ordering::Relaxed);
+        if std::thread::panicking() {
+            eprintln!(
+                "throng: worker {} died of a panic (an engine bug); its connections were \
+                 closed and its listener left the port; the other workers go on",
+                self.worker
+            );
         }
     }
 }
@@ -231,26 +305,15 @@ impl<H: Handler> Drop for Server<H> {
     }
 }
 
-fn add_stats(sum: &mut crate::WorkerStats, s: &crate::WorkerStats) {
-    sum.accepted += s.accepted;
-    sum.refused_full += s.refused_full;
-    sum.opened += s.opened;
-    sum.closed_cleanly += s.closed_cleanly;
-    sum.closed_abnormally += s.closed_abnormally;
-    sum.timed_out += s.timed_out;
-    sum.dropped += s.dropped;
-    sum.recv_enobufs += s.recv_enobufs;
-}
-
 /// The configured backend, overridden by `THRONG_BACKEND`, and why it was chosen.
 /// `Auto` runs io_uring when the probe passes and says why not otherwise (also on
 /// stderr: an operator should know the engine runs on its fallback); a forced `Uring`
 /// fails loudly instead of falling back.
-fn choose_backend(config: &Config) -> io::Result<(BackendKind, String)> {
+fn choose_backend(config: &Config) -> Result<(BackendKind, String), Error> {
     let (choice, from) = match std::env::var("THRONG_BACKEND") {
         Ok(v) => (
             v.parse::<BackendChoice>()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                .map_err(|_| Error::BadBackendVariable { value: v.clone() })?,
             "THRONG_BACKEND",
         ),
         Err(_) => (config.backend, "config"),
@@ -269,10 +332,9 @@ fn choose_backend(config: &Config) -> io::Result<(BackendKind, String)> {
                 format!("io_uring (probe passed; {buffers})"),
             ))
         }
-        (BackendChoice::Uring, Err(why)) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("{from} asks for io_uring, which cannot run here: {why}"),
-        )),
+        (BackendChoice::Uring, Err(why)) => Err(Error::BackendUnavailable {
+            reason: format!("{from} asks for io_uring: {why}"),
+        }),
         (BackendChoice::Auto, Err(why)) => {
             eprintln!("throng: io_uring unavailable ({why}); running on epoll");
             Ok((
@@ -283,62 +345,55 @@ fn choose_backend(config: &Config) -> io::Result<(BackendKind, String)> {
     }
 }
 
-fn start_with<H, B, F>(config: Config, factory: F) -> io::Result<Server<H>>
+fn start_with<H, B, F>(config: Config, factory: F) -> Result<Server<H>, Error>
 where
     H: Handler,
     B: Backend,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
-    let workers = config.workers.max(1);
-    let first = sys::socket::listener(config.addr, config.backlog)?;
-    let local_addr = sys::socket::local_addr(first)?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        match sys::socket::listener(local_addr, config.backlog) {
-            Ok(fd) => listeners.push(fd),
-            Err(e) => {
-                listeners.iter().for_each(|&fd| sys::close(fd));
-                return Err(e);
-            }
-        }
-    }
-    let cpus = sys::socket::allowed_cpus();
+    let workers = config.workers;
+    let (listeners, local_addr) = crate::net::listeners(config.addr, config.backlog, workers)?;
+    let cpus = crate::cpu::allowed_cpus();
     let config = Arc::new(config);
     let factory = Arc::new(factory);
     let peers: Peers = Arc::new(OnceLock::new());
+    let alive: Arc<[AtomicBool]> = (0..workers).map(|_| AtomicBool::new(true)).collect();
     let mut mailboxes = Vec::with_capacity(workers);
     let mut peer_list = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     let mut listeners = listeners.into_iter();
     for i in 0..workers {
-        let listener = listeners.next().expect("one listener per worker");
+        let listener: OwnedFd = listeners.next().expect("one listener per worker");
         let (command_tx, commands) = mpsc::channel();
         let (publish_tx, publishes) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<Arc<Wakeup>>>(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Arc<Wakeup>, Error>>(1);
         let config = config.clone();
         let factory = factory.clone();
         let worker_peers = peers.clone();
+        let guard = Alive {
+            alive: alive.clone(),
+            worker: i,
+        };
         let cpu = (config.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         let spawned = std::thread::Builder::new()
             .name(format!("throng-{i}"))
             .spawn(move || {
+                let _guard = guard;
                 if let Some(cpu) = cpu {
-                    let _ = sys::socket::pin_current_thread(cpu);
+                    let _ = crate::cpu::pin_current_thread(cpu);
                 }
-                let (backend, wakeup) = match B::new(listener, config.recv_buffer)
-                    .and_then(|b| b.waker().map(|w| (b, w)))
-                {
-                    Ok((b, w)) => (b, Arc::new(Wakeup::new(Box::new(w)))),
-                    Err(e) => {
-                        let err = io::Error::new(
-                            e.kind(),
-                            format!("{} backend setup failed: {e}", B::KIND.name()),
-                        );
-                        let _ = ready_tx.send(Err(e));
-                        sys::close(listener);
-                        return Err(err);
-                    }
-                };
+                let (backend, wakeup) =
+                    match B::new(listener, &config).and_then(|b| b.waker().map(|w| (b, w))) {
+                        Ok((b, w)) => (b, Arc::new(Wakeup::new(Box::new(w)))),
+                        Err(source) => {
+                            let kind = source.kind();
+                            let _ = ready_tx.send(Err(Error::BackendSetup {
+                                backend: B::KIND,
+                                source,
+                            }));
+                            return Err(io::Error::new(kind, "backend setup failed"));
+                        }
+                    };
                 let _ = ready_tx.send(Ok(wakeup.clone()));
                 let inbox = Inbox {
                     commands,
@@ -346,22 +401,20 @@ where
                     wakeup,
                 };
                 let handler = factory(i);
-                worker::run(
-                    backend,
-                    listener,
-                    handler,
-                    &config,
-                    inbox,
-                    i as u16,
-                    worker_peers,
-                )
+                worker::run(backend, handler, &config, inbox, i as u16, worker_peers)
             });
-        let ready = spawned.and_then(|thread| {
-            threads.push(thread);
-            ready_rx
-                .recv()
-                .map_err(|_| io::Error::other("worker exited during start"))?
-        });
+        let ready = match spawned {
+            Ok(thread) => {
+                threads.push(thread);
+                ready_rx.recv().unwrap_or_else(|_| {
+                    Err(Error::WorkerPanicked {
+                        worker: i,
+                        message: "the worker exited during start".into(),
+                    })
+                })
+            }
+            Err(e) => Err(Error::Spawn(e)),
+        };
         match ready {
             Ok(wakeup) => {
                 mailboxes.push(Mailbox {
@@ -374,18 +427,18 @@ where
                 });
             }
             Err(e) => {
-                // Stop the workers already running, and release the unused listeners.
+                // Stop the workers already running; the unused listeners close as dropped.
                 let mut partial = Server {
                     handle: ServerHandle {
                         mailboxes: Arc::new(mailboxes),
                         peers,
+                        alive,
                     },
                     threads,
                     local_addr,
                     backend: B::KIND,
                     backend_note: String::new(),
                 };
-                listeners.for_each(sys::close);
                 partial.handle.shutdown();
                 let _ = partial.join();
                 return Err(e);
@@ -397,6 +450,7 @@ where
         handle: ServerHandle {
             mailboxes: Arc::new(mailboxes),
             peers,
+            alive,
         },
         threads,
         local_addr,

@@ -40,7 +40,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-type KeyMap<V> = HashMap<u32, V, BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeyMap<V> = HashMap<u32, V, BuildHasherDefault<KeyHasher>>;
 
 /// A topic's id, as stored inline in a connection record: id + 1, or 0 when the id does
 /// not fit (those subscriptions go to the side map like second topics do).

@@ -1,16 +1,19 @@
-//! The run loop of one worker: poll the backend, apply descriptor operations, advance the
-//! timer wheel, read the mailbox. Generic over the backend, so each backend gets its own
-//! monomorphized loop with no dynamic dispatch on the message path.
+//! The run loop of one worker: wait, read the clock, dispatch the backend's events, apply
+//! descriptor operations, advance the timer wheel, read the mailbox, flush. Generic over
+//! the backend, so each backend gets its own monomorphized loop with no dynamic dispatch
+//! on the message path.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::core::{Core, Op, Peers, WorkerStats};
+use crate::connections::Connections;
+use crate::core::{Core, Op, Peers};
 use crate::handler::Handler;
-use crate::mailbox::{Command, Connections, Inbox};
-use crate::sys::{self, Backend, Sink, Token};
+use crate::mailbox::{Command, Inbox};
+use crate::stats::WorkerStats;
+use crate::sys::{Backend, Sink, Token};
 
 /// What a worker reports when it exits.
 #[derive(Debug, Default, Clone, Copy)]
@@ -20,8 +23,28 @@ pub(crate) struct WorkerReport {
     pub at_shutdown: usize,
     /// Of those, closed with a completed close handshake.
     pub closed_cleanly: usize,
+    /// Of those, ended before the deadline without one (close timer, reset, EOF).
+    pub closed_uncleanly: usize,
     /// Of those, cut at the deadline.
     pub forced: usize,
+}
+
+/// The worker's clock in timer ticks since the worker started.
+struct Clock {
+    start: Instant,
+    tick: Duration,
+}
+
+impl Clock {
+    /// The current tick (the first is 1; 0 means "not filed").
+    fn now(&self) -> u32 {
+        1 + (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u32
+    }
+
+    /// When tick `t` begins.
+    fn at(&self, t: u32) -> Instant {
+        self.start + self.tick * t
+    }
 }
 
 /// Connects backend events to the core (the backend's [`Sink`]).
@@ -76,26 +99,30 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
     }
 }
 
-fn apply<B: Backend>(backend: &mut B, ops: &mut Vec<Op>) {
+/// Applies the core's descriptor operations through the backend, in order.
+fn apply<B: Backend, S>(backend: &mut B, core: &mut Core<S>) {
+    let mut ops = std::mem::take(&mut core.ops);
     for op in ops.drain(..) {
         match op {
             Op::Register(fd, token) => {
                 if backend.register(fd, token).is_err() {
-                    // Cannot watch it: close it; the core sees input_closed never, so the
-                    // slab entry is reclaimed by the handshake timer.
-                    sys::shutdown_write(fd);
+                    core.unwatchable(token);
                 }
             }
+            Op::Refuse(fd) => backend.refuse(fd),
+            Op::ShutdownWrite(fd, token) => backend.shutdown_write(fd, token),
             Op::Close(fd, token) => backend.close(fd, token),
             Op::Resume(fd, token) => backend.resume_read(fd, token),
         }
+    }
+    if core.ops.is_empty() {
+        core.ops = ops; // keep the allocation
     }
 }
 
 /// Runs one worker until shutdown completes.
 pub(crate) fn run<H: Handler, B: Backend>(
     mut backend: B,
-    listener: RawFd,
     mut handler: H,
     config: &Config,
     inbox: Inbox<H>,
@@ -104,25 +131,32 @@ pub(crate) fn run<H: Handler, B: Backend>(
 ) -> io::Result<WorkerReport> {
     let mut core = Core::<H::State>::new(config, worker, peers);
     let mut report = WorkerReport::default();
-    let tick = config.timer_tick.max(Duration::from_millis(1));
-    let start = Instant::now();
+    let clock = Clock {
+        start: Instant::now(),
+        tick: config.timer_tick,
+    };
     let mut deadline: Option<Instant> = None;
-    let mut clean_before = 0;
+    let mut before = WorkerStats::default();
     loop {
-        let timeout = next_timeout(&core, start, tick, deadline);
+        let timeout = next_timeout(&core, &clock, deadline);
+        backend.wait(timeout)?;
+        // Read after the wait, before any of its events: a connection accepted now has its
+        // handshake timer start now, not when the worker went to sleep.
+        core.set_now(clock.now());
         let mut dispatch = Dispatch {
             h: &mut handler,
             core: &mut core,
             woken: false,
         };
-        backend.poll(timeout, &mut dispatch)?;
+        backend.dispatch(&mut dispatch);
         let woken = dispatch.woken;
-        core.stats.recv_enobufs = backend.enobufs();
-        apply(&mut backend, &mut core.ops);
+        let counters = backend.counters();
+        core.stats.recv_enobufs = counters.recv_enobufs;
+        core.stats.accept_backoffs = counters.accept_backoffs;
+        apply(&mut backend, &mut core);
 
-        let now = 1 + (start.elapsed().as_nanos() / tick.as_nanos()) as u32;
-        core.advance(&mut handler, now);
-        apply(&mut backend, &mut core.ops);
+        core.advance(&mut handler);
+        apply(&mut backend, &mut core);
 
         if woken {
             let mut shutdown = false;
@@ -140,26 +174,30 @@ pub(crate) fn run<H: Handler, B: Backend>(
             if shutdown && deadline.is_none() {
                 deadline = Some(Instant::now() + config.shutdown_timeout);
                 report.at_shutdown = core.conns.len();
-                clean_before = core.stats.closed_cleanly;
+                before = core.stats;
                 backend.stop_accepting();
-                sys::close(listener);
                 core.shutdown_all();
             }
-            apply(&mut backend, &mut core.ops);
+            apply(&mut backend, &mut core);
         }
 
         // Everything this turn produced leaves now: one write per connection.
         core.flush_dirty(&mut handler, &mut backend);
-        apply(&mut backend, &mut core.ops);
+        apply(&mut backend, &mut core);
 
         if let Some(d) = deadline
             && (core.conns.is_empty() || Instant::now() >= d)
         {
+            // Every connection open at shutdown lands in exactly one bucket: no new ones
+            // arrived since (accepting stopped), and each removal counted as clean or not.
+            let ended_cleanly = core.stats.closed_cleanly - before.closed_cleanly;
+            let ended_otherwise = core.stats.closed_abnormally - before.closed_abnormally;
             report.forced = core.conns.len();
+            report.closed_cleanly = ended_cleanly as usize;
+            report.closed_uncleanly = ended_otherwise as usize;
             core.abort_all(&mut handler);
-            apply(&mut backend, &mut core.ops);
+            apply(&mut backend, &mut core);
             backend.finish();
-            report.closed_cleanly = (core.stats.closed_cleanly - clean_before) as usize;
             report.stats = core.stats;
             return Ok(report);
         }
@@ -167,27 +205,22 @@ pub(crate) fn run<H: Handler, B: Backend>(
 }
 
 /// Sleep until the next tick when timers or a shutdown deadline are pending.
-fn next_timeout<S>(
-    core: &Core<S>,
-    start: Instant,
-    tick: Duration,
-    deadline: Option<Instant>,
-) -> Option<Duration> {
+fn next_timeout<S>(core: &Core<S>, clock: &Clock, deadline: Option<Instant>) -> Option<Duration> {
     if core.timers_behind() {
         return Some(Duration::ZERO); // a large bucket is being worked through
     }
     if core.wheel.is_empty() && deadline.is_none() {
         return None;
     }
-    let next = start + tick * core.now;
+    let next = clock.at(core.now);
     Some(next.saturating_duration_since(Instant::now()))
 }
 
 fn command<H: Handler>(h: &mut H, core: &mut Core<H::State>, c: Command<H>) {
     match c {
-        Command::Send { id, text, payload } => {
+        Command::Send { id, kind, payload } => {
             if let Some(key) = core.lookup_id(id) {
-                let _ = core.send_message(key, text, crate::core::Payload::Shared(payload));
+                let _ = core.send_message(key, kind, crate::core::Payload::Shared(payload));
                 core.reap(h);
             }
         }
@@ -197,7 +230,7 @@ fn command<H: Handler>(h: &mut H, core: &mut Core<H::State>, c: Command<H>) {
             }
         }
         Command::Run(job) => {
-            job(h, &mut Connections { core });
+            core.run_job(|core| job(h, &mut Connections { core }));
             core.reap(h);
         }
         Command::Shutdown => {}

@@ -3,10 +3,9 @@
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use throng_protocol::CloseCode;
+use throng_protocol::{CloseCode, DataKind, Message};
 
 use crate::core::Core;
-use crate::handler::Message;
 
 /// Names a connection anywhere in the server: its worker, slab slot and generation. It is
 /// `Send`, unlike [`WebSocket`]: another thread reaches the connection by posting to the
@@ -57,6 +56,7 @@ impl std::error::Error for SendError {}
 /// Not `Send` and not `Sync`: the compiler stops a handle from leaving its worker. Use
 /// [`WebSocket::id`] and the server handle to reach a connection from elsewhere.
 pub struct WebSocket<'w, S> {
+    // Debug shows the connection's name, not the worker's internals.
     core: &'w mut Core<S>,
     key: usize,
     _not_send: PhantomData<*const ()>,
@@ -89,7 +89,7 @@ impl<'w, S> WebSocket<'w, S> {
     pub fn send(&mut self, message: Message<'_>) -> Result<Sent, SendError> {
         self.core.send_message(
             self.key,
-            message.is_text(),
+            message.kind(),
             crate::core::Payload::Borrowed(message.as_bytes()),
         )
     }
@@ -106,9 +106,9 @@ impl<'w, S> WebSocket<'w, S> {
 
     /// Sends a payload that is already shared (e.g. one message to many connections): it
     /// is queued by reference, never copied.
-    pub fn send_shared(&mut self, text: bool, payload: Bytes) -> Result<Sent, SendError> {
+    pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<Sent, SendError> {
         self.core
-            .send_message(self.key, text, crate::core::Payload::Shared(payload))
+            .send_message(self.key, kind, crate::core::Payload::Shared(payload))
     }
 
     /// Sends a ping (payload cut to 125 bytes).
@@ -144,7 +144,7 @@ impl<'w, S> WebSocket<'w, S> {
     /// the other workers deliver asynchronously.
     pub fn publish(&mut self, topic: &str, message: Message<'_>) -> crate::Published {
         self.core
-            .publish(topic, message.is_text(), message.as_bytes(), Some(self.key))
+            .publish(topic, message.kind(), message.as_bytes(), Some(self.key))
     }
 
     /// Bytes of output waiting for the kernel.
@@ -159,11 +159,20 @@ impl<'w, S> WebSocket<'w, S> {
 
     /// The peer's address (one `getpeername` call).
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        crate::sys::socket::peer_addr(self.core.conns[self.key].fd)
+        crate::net::peer_addr(self.core.conns[self.key].fd)
     }
 
     /// The index of the worker this connection lives on.
     pub fn worker(&self) -> usize {
         self.core.worker as usize
+    }
+}
+
+impl<S> std::fmt::Debug for WebSocket<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.id())
+            .field("open", &self.is_open())
+            .finish()
     }
 }

@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::io::ErrorKind;
-
 use common::*;
-use throng_engine::{BackendChoice, BackendKind, Config, Server};
+use throng_engine::{BackendChoice, BackendKind, Config, Error, Server};
 
-fn try_start(backend: BackendChoice) -> std::io::Result<Server<TestHandler>> {
+fn try_start(backend: BackendChoice) -> Result<Server<TestHandler>, Error> {
     let (tx, _rx) = std::sync::mpsc::channel();
     let config: Config = config(backend);
     Server::start(config, move |worker| TestHandler {
@@ -64,9 +62,8 @@ fn auto_falls_back_to_epoll_and_a_forced_uring_fails_loudly() {
 
     // Forced by config: a clear error, no silent fallback.
     let err = try_start(BackendChoice::Uring)
-        .err()
-        .expect("a forced io_uring without io_uring must not start");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
+        .expect_err("a forced io_uring without io_uring must not start");
+    assert!(matches!(err, Error::BackendUnavailable { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.contains("io_uring") && msg.contains("ENOSYS") && msg.contains("config"),
@@ -76,9 +73,17 @@ fn auto_falls_back_to_epoll_and_a_forced_uring_fails_loudly() {
     // Forced by THRONG_BACKEND=uring over a config that says Auto: same.
     set_env("THRONG_BACKEND", Some("uring"));
     let err = try_start(BackendChoice::Auto)
-        .err()
-        .expect("THRONG_BACKEND=uring without io_uring must not start");
+        .expect_err("THRONG_BACKEND=uring without io_uring must not start");
     assert!(err.to_string().contains("THRONG_BACKEND"), "{err}");
+    assert!(matches!(err, Error::BackendUnavailable { .. }), "{err:?}");
+
+    // A THRONG_BACKEND naming no backend is its own error, not a fallback.
+    set_env("THRONG_BACKEND", Some("kqueue"));
+    let err = try_start(BackendChoice::Auto).expect_err("a bad THRONG_BACKEND");
+    assert!(
+        matches!(&err, Error::BadBackendVariable { value } if value == "kqueue"),
+        "{err:?}"
+    );
 
     // THRONG_BACKEND=epoll overrides a config asking for io_uring.
     set_env("THRONG_URING_PROBE_FAIL", None);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use throng_engine::CloseCode;
+use throng_engine::DataKind;
 use tungstenite::Message as TMessage;
 
 #[test]
@@ -95,8 +96,8 @@ fn the_server_closes_from_another_thread_through_the_handle() {
         let id = events.opened();
         let handle = server.handle();
         std::thread::spawn(move || {
-            assert!(handle.send(id, true, "message from afar".into()));
-            assert!(handle.send(id, false, vec![1u8, 2, 3].into()));
+            assert!(handle.send(id, DataKind::Text, "message from afar".into()));
+            assert!(handle.send(id, DataKind::Binary, vec![1u8, 2, 3].into()));
             assert!(handle.close(id, CloseCode(4003), "from afar"));
         })
         .join()
@@ -111,7 +112,7 @@ fn the_server_closes_from_another_thread_through_the_handle() {
 
         // The id is stale now: sends and closes through it reach nothing.
         let handle = server.handle();
-        assert!(handle.send(id, true, "nobody".into()));
+        assert!(handle.send(id, DataKind::Text, "nobody".into()));
         assert!(handle.close(id, CloseCode::NORMAL, ""));
         let mut raw = Raw::open(addr);
         let other = events.opened();

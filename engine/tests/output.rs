@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use throng_engine::DataKind;
 use throng_engine::{
     Config, ConnId, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
 };
@@ -89,7 +90,7 @@ fn replies_and_publishes_interleaved_in_one_turn_arrive_in_order() {
                     ws.send_binary(&reply(c, i)).expect("accepted");
                 }
                 let p = publish(i);
-                conns.publish(TOPIC, false, &p);
+                conns.publish(TOPIC, DataKind::Binary, &p);
             }
             let _ = done_tx.send(());
         }));
@@ -164,7 +165,9 @@ fn a_broadcast_to_many_leaves_no_spill_record_and_reaches_everyone() {
         let before = on_workers_one(&server, |c| c.pool_stats());
         for round in 0..3u64 {
             let payload = pattern(round, 64);
-            let reached = on_workers_one(&server, move |c| c.publish(TOPIC, false, &payload));
+            let reached = on_workers_one(&server, move |c| {
+                c.publish(TOPIC, DataKind::Binary, &payload)
+            });
             assert_eq!(reached.reached, N, "{backend:?}: every subscriber reached");
             for ws in clients.iter_mut() {
                 match read_data(ws) {

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Tcp, backends, tcp};
+use throng_engine::DataKind;
 use throng_engine::{
     BackendChoice, Backpressure, CloseCode, Config, Decision, Handler, Message, Server,
     UpgradeRequest, WebSocket,
@@ -113,7 +114,7 @@ fn every_subscriber_on_every_worker_gets_each_message_once_in_order() {
         // From a thread that is not a worker.
         let handle = server.handle();
         let tickets: Vec<_> = (0..100)
-            .map(|i| handle.publish("news", true, format!("m{i}").as_bytes()))
+            .map(|i| handle.publish("news", DataKind::Text, format!("m{i}").as_bytes()))
             .collect();
         for t in tickets {
             let p = t.wait(Duration::from_secs(5)).expect("workers answer");
@@ -176,7 +177,7 @@ fn unsubscribe_and_close_end_subscriptions() {
         }
         let p = server
             .handle()
-            .publish("t", true, b"after")
+            .publish("t", DataKind::Text, b"after")
             .wait(Duration::from_secs(5))
             .unwrap();
         assert_eq!(p.reached, 8);
@@ -245,7 +246,7 @@ fn flood(
             std::thread::sleep(Duration::from_micros(50));
         }
         payload[..4].copy_from_slice(&(i as u32).to_le_bytes());
-        tickets.push(handle.publish("feed", false, &payload));
+        tickets.push(handle.publish("feed", DataKind::Binary, &payload));
     }
     let (mut reached, mut dropped) = (0, 0);
     for t in tickets {
@@ -367,7 +368,7 @@ fn a_reused_slot_gets_none_of_the_old_subscriptions() {
         let handle = server.handle();
         for (topic, reached) in [("t", 1), ("u", 0)] {
             let p = handle
-                .publish(topic, true, topic.as_bytes())
+                .publish(topic, DataKind::Text, topic.as_bytes())
                 .wait(Duration::from_secs(5))
                 .unwrap();
             assert_eq!(p.reached, reached, "{topic}");
@@ -395,7 +396,7 @@ fn a_topic_grows_and_shrinks_through_every_form() {
         for round in 0..2 {
             let p = server
                 .handle()
-                .publish("all", true, format!("r{round}").as_bytes())
+                .publish("all", DataKind::Text, format!("r{round}").as_bytes())
                 .wait(Duration::from_secs(5))
                 .unwrap();
             assert_eq!((p.reached, p.dropped), (clients.len(), 0));

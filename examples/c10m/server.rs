@@ -75,14 +75,14 @@ pub fn run(opts: Options) -> std::io::Result<()> {
     let server = match Server::start(config, move |_| Idle { subscribe }) {
         Ok(s) => s,
         Err(e) => {
-            let word = if e.kind() == std::io::ErrorKind::Unsupported {
+            let word = if matches!(e, throng::engine::Error::BackendUnavailable { .. }) {
                 "unsupported"
             } else {
                 "error"
             };
             writeln!(out, "{word} {e}")?;
             out.flush()?;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let handle = server.handle();
@@ -116,7 +116,7 @@ pub fn run(opts: Options) -> std::io::Result<()> {
                 let payload = vec![b'b'; size];
                 let p = if subscribe {
                     handle
-                        .publish(TOPIC, false, &payload)
+                        .publish(TOPIC, throng::engine::DataKind::Binary, &payload)
                         .wait(Duration::from_secs(60))
                         .unwrap_or_default()
                 } else {
@@ -180,7 +180,7 @@ fn send_to_all(conns: &mut Connections<'_, ()>, payload: &Bytes) -> Published {
     for id in conns.ids() {
         match conns
             .get(id)
-            .map(|mut ws| ws.send_shared(false, payload.clone()))
+            .map(|mut ws| ws.send_shared(throng::engine::DataKind::Binary, payload.clone()))
         {
             Some(Ok(_)) => p.reached += 1,
             _ => p.dropped += 1,

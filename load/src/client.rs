@@ -234,8 +234,8 @@ impl Conn {
             used += decoded.consumed;
             match decoded.event {
                 None => break,
-                Some(Event::Data { last: true, .. }) => seen.messages += 1,
-                Some(Event::Data { .. }) | Some(Event::Pong(_)) => {}
+                Some(Event::Data(d)) if d.last => seen.messages += 1,
+                Some(Event::Data(_)) | Some(Event::Pong(_)) => {}
                 Some(Event::Ping(p)) => {
                     let p = p.to_vec();
                     seen.pings += 1;

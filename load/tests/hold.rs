@@ -180,7 +180,15 @@ fn hold_on(backend: BackendChoice) {
     // Two broadcasts: each one is timed on its own.
     for round in 0..2 {
         hold.send("expect-broadcast");
-        let ticket = server.handle().publish("all", round == 0, b"to everyone");
+        let ticket = server.handle().publish(
+            "all",
+            if round == 0 {
+                throng_engine::DataKind::Text
+            } else {
+                throng_engine::DataKind::Binary
+            },
+            b"to everyone",
+        );
         let broadcast = hold.next("broadcast");
         assert_eq!(broadcast["received"], N, "{broadcast}");
         let (first, last) = (

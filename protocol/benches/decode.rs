@@ -34,8 +34,8 @@ fn decode_all(config: &DecoderConfig, buf: &mut [u8]) -> usize {
         event: Some(event),
     }) = decoder.decode(config, &mut buf[used..])
     {
-        if let Event::Data { payload, .. } = event {
-            black_box(payload);
+        if let Event::Data(d) = event {
+            black_box(d.payload);
         }
         used += consumed;
         events += 1;

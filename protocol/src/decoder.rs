@@ -13,6 +13,7 @@ use crate::close::{CloseCode, parse_close_payload};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHead, OpCode, RSV1};
 use crate::mask::apply_mask;
+use crate::message::Message;
 use crate::utf8::{Utf8Stream, validate};
 
 /// Which side of the connection the decoder reads for; it decides the masking rule.
@@ -83,26 +84,74 @@ pub enum DataKind {
 /// What the decoder found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// A piece of a data message's payload, unmasked. `first && last` means the message
-    /// arrived whole in this call and `payload` is all of it.
-    Data {
-        /// Text or binary, from the message's first frame.
-        kind: DataKind,
-        /// The bytes, in order; may be empty (an empty message, or an empty first fragment).
-        payload: &'a [u8],
-        /// First piece of its message.
-        first: bool,
-        /// Last piece of its message.
-        last: bool,
-        /// The first frame had RSV1 set (permessage-deflate); text is then not validated here.
-        compressed: bool,
-    },
+    /// A piece of a data message's payload, unmasked.
+    Data(Data<'a>),
     /// A ping with its payload (answer with a pong carrying the same bytes).
     Ping(&'a [u8]),
     /// A pong with its payload.
     Pong(&'a [u8]),
     /// A valid close frame: `None` when it carried no code.
     Close(Option<(CloseCode, &'a str)>),
+}
+
+/// A piece of a data message's payload, unmasked. `first && last` means the message
+/// arrived whole in this call and `payload` is all of it ([`Data::whole`]); otherwise the
+/// pieces of one message are joined by an [`Assembly`](crate::Assembly).
+///
+/// Text leaves the decoder only in forms that cannot be made without validating it: a
+/// whole message as a `&str` ([`Data::text`]), or a piece carrying the state of the
+/// message's UTF-8 stream before and after it, which an `Assembly` checks as it joins
+/// pieces. Nothing outside this crate can build a `Data`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Data<'a> {
+    /// Text or binary, from the message's first frame.
+    pub kind: DataKind,
+    /// The bytes, in order; may be empty (an empty message, or an empty first fragment).
+    pub payload: &'a [u8],
+    /// First piece of its message.
+    pub first: bool,
+    /// Last piece of its message.
+    pub last: bool,
+    /// The first frame had RSV1 set (permessage-deflate): `payload` is compressed, and
+    /// text is validated only once inflated.
+    pub compressed: bool,
+    pub(crate) text: TextProof<'a>,
+}
+
+/// What the decoder established about a piece's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextProof<'a> {
+    /// Not text, or compressed: nothing is claimed.
+    None,
+    /// The whole message, validated.
+    Whole(&'a str),
+    /// A piece of a streamed message: the UTF-8 stream's state before the piece and after
+    /// it (after the message's end check, on its last piece).
+    Chain {
+        before: Utf8Stream,
+        after: Utf8Stream,
+    },
+}
+
+impl<'a> Data<'a> {
+    /// The whole message as text, when this piece is a whole uncompressed text message.
+    pub fn text(&self) -> Option<&'a str> {
+        match self.text {
+            TextProof::Whole(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The whole message, when this piece is all of an uncompressed message.
+    pub fn whole(&self) -> Option<Message<'a>> {
+        match (self.kind, self.text) {
+            (DataKind::Text, TextProof::Whole(t)) => Some(Message::Text(t)),
+            (DataKind::Binary, _) if self.first && self.last && !self.compressed => {
+                Some(Message::Binary(self.payload))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The result of one [`Decoder::decode`] call.
@@ -184,25 +233,31 @@ impl Decoder {
                 }
                 let piece = &mut buf[consumed..consumed + available];
                 apply_mask(piece, self.mask, self.phase as usize);
+                let piece = &*piece;
                 self.phase = ((self.phase as usize + available) & 3) as u8;
                 self.remaining -= available as u32;
                 consumed += available;
                 let compressed = self.flags & COMPRESSED != 0;
                 let text = self.flags & TEXT != 0;
-                if text && !compressed {
-                    if first && last {
-                        // The piece is the whole message: nothing carries over to another
-                        // piece, so validate it in one go.
-                        validate(piece).ok_or(ProtocolError::InvalidUtf8)?;
-                    } else {
-                        self.utf8
-                            .feed(piece)
-                            .map_err(|_| ProtocolError::InvalidUtf8)?;
-                        if last {
-                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                        }
+                let proof = if !text || compressed {
+                    TextProof::None
+                } else if first && last {
+                    // The piece is the whole message: nothing carries over to another
+                    // piece, so validate it in one go.
+                    TextProof::Whole(validate(piece).ok_or(ProtocolError::InvalidUtf8)?)
+                } else {
+                    let before = self.utf8;
+                    self.utf8
+                        .feed(piece)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if last {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                     }
-                }
+                    TextProof::Chain {
+                        before,
+                        after: self.utf8,
+                    }
+                };
                 self.flags &= !FIRST;
                 if frame_done {
                     self.flags &= !IN_FRAME;
@@ -215,13 +270,14 @@ impl Decoder {
                 } else {
                     DataKind::Binary
                 };
-                let event = Event::Data {
+                let event = Event::Data(Data {
                     kind,
                     payload: piece,
                     first,
                     last,
                     compressed,
-                };
+                    text: proof,
+                });
                 return Ok(Decoded {
                     consumed,
                     event: Some(event),
@@ -378,22 +434,24 @@ fn deliver_single_frame<'a>(
     if let Some(key) = head.mask {
         apply_mask(payload, key, 0);
     }
+    let payload = &*payload;
     let compressed = head.rsv & RSV1 != 0;
-    let kind = if head.opcode == OpCode::Text {
-        if !compressed && validate(payload).is_none() {
-            return Err(ProtocolError::InvalidUtf8);
+    let (kind, text) = match (head.opcode, compressed) {
+        (OpCode::Text, false) => {
+            let text = validate(payload).ok_or(ProtocolError::InvalidUtf8)?;
+            (DataKind::Text, TextProof::Whole(text))
         }
-        DataKind::Text
-    } else {
-        DataKind::Binary
+        (OpCode::Text, true) => (DataKind::Text, TextProof::None),
+        _ => (DataKind::Binary, TextProof::None),
     };
-    let event = Event::Data {
+    let event = Event::Data(Data {
         kind,
         payload,
         first: true,
         last: true,
         compressed,
-    };
+        text,
+    });
     Ok(Decoded {
         consumed: end,
         event: Some(event),

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod assembly;
 pub mod close;
 pub mod decoder;
 pub mod error;
@@ -18,10 +19,13 @@ pub mod frame;
 pub mod handshake;
 #[allow(unsafe_code)]
 pub mod mask;
+pub mod message;
 #[allow(unsafe_code)]
 pub mod utf8;
 
+pub use assembly::Assembly;
 pub use close::CloseCode;
-pub use decoder::{DataKind, Decoded, Decoder, DecoderConfig, Event, Role};
+pub use decoder::{Data, DataKind, Decoded, Decoder, DecoderConfig, Event, Role};
 pub use error::{HandshakeError, ProtocolError};
 pub use frame::{FrameHead, HeaderBuf, OpCode};
+pub use message::Message;

@@ -156,13 +156,8 @@ impl Floor {
                     used += consumed;
                     let Some(event) = event else { break };
                     match event {
-                        Event::Data {
-                            kind,
-                            payload,
-                            first,
-                            last,
-                            ..
-                        } => {
+                        Event::Data(d) => {
+                            let (kind, payload, first, last) = (d.kind, d.payload, d.first, d.last);
                             let text = kind == DataKind::Text;
                             if first && last {
                                 self.message(key, text, payload, fanout);

@@ -2,7 +2,6 @@
 //! of silence), with the roles of [`super::Role`] on top: topics are `ws.subscribe`, a
 //! broadcast is one `ws.publish`.
 
-use std::io;
 use std::process::ExitCode;
 
 use throng_engine::{
@@ -77,7 +76,7 @@ pub fn run(opts: &ServeOptions) -> ExitCode {
     let server = match Server::start(config, |_| Bench { filler: Vec::new() }) {
         Ok(s) => s,
         // A backend this kernel or build does not offer is reported, not a failure.
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+        Err(e @ throng_engine::Error::BackendUnavailable { .. }) => {
             return super::unavailable(&e.to_string());
         }
         Err(e) => {

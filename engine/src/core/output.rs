@@ -1,28 +1,24 @@
-//! Output: every send stages its frame in the connection's [`Outbox`] and marks the
-//! connection dirty; [`Core::flush_dirty`] hands each dirty outbox to the backend once per
-//! turn of the run loop. A turn's replies, pongs and publishes to one connection thus leave
-//! in one write (one syscall on epoll, one SQE on io_uring) instead of one each.
+//! Sends: every send stages its frame (as a direct arena piece when the connection has
+//! nothing else pending, else in its [`Outbox`](crate::output::Outbox)) and marks the
+//! connection dirty; [`Core::flush_dirty`] hands each dirty connection's output to the
+//! backend once per turn of the run loop. A turn's replies, pongs and publishes to one
+//! connection thus leave in one write (one syscall on epoll, one SQE on io_uring).
 
 use bytes::Bytes;
-use throng_protocol::CloseCode;
 use throng_protocol::close::write_close_payload;
 use throng_protocol::frame::{FrameHead, HeaderBuf};
+use throng_protocol::{CloseCode, DataKind};
 
-use super::{Core, Dirty, Op, Payload};
+use super::publish::data_head;
+use super::{Core, Dirty, Payload};
 use crate::config::Backpressure;
 use crate::conn::*;
-use crate::handler::Handler;
-use crate::sys::arena::Piece;
-use crate::sys::{Backend, Handed};
-use crate::ws::{SendError, Sent, WebSocket};
+use crate::output::Piece;
+use crate::ws::{SendError, Sent};
 
 /// Shared payloads up to this size are copied into the stage (cheaper than an iovec and a
 /// reference count); larger ones are queued by reference.
 const COPY_SHARED_MAX: usize = 512;
-/// Flush rounds per turn: `on_drain` may send again, which dirties the connection again.
-const FLUSH_ROUNDS: usize = 4;
-/// Flush list entries kept allocated between turns.
-const KEEP_DIRTY: usize = 1 << 16;
 
 impl<S> Core<S> {
     pub(super) fn send_close(&mut self, key: usize, code: Option<CloseCode>, reason: &str) {
@@ -55,18 +51,14 @@ impl<S> Core<S> {
     pub fn send_message(
         &mut self,
         key: usize,
-        text: bool,
+        kind: DataKind,
         payload: Payload<'_>,
     ) -> Result<Sent, SendError> {
         if !self.is_open(key) {
             return Err(SendError::Closed);
         }
         let len = payload.as_slice().len() as u64;
-        let head = if text {
-            FrameHead::text(len)
-        } else {
-            FrameHead::binary(len)
-        };
+        let head = data_head(kind, len);
         self.admit(key, head.encoded_len() + len as usize)?;
         self.send_frame(key, head, payload)
     }
@@ -74,9 +66,9 @@ impl<S> Core<S> {
     /// Applies the cap on buffered output to a message of `len` bytes.
     fn admit(&mut self, key: usize, len: usize) -> Result<(), SendError> {
         let buffered = self.conns[key].buffered();
-        if buffered > 0 && buffered + len > self.max_buffered {
+        if buffered > 0 && buffered + len > self.limits.max_buffered {
             self.stats.dropped += 1;
-            if let Backpressure::Close(code) = self.backpressure {
+            if let Backpressure::Close(code) = self.limits.backpressure {
                 self.close(key, code, "send buffer full");
             }
             return Err(SendError::Backpressure);
@@ -220,7 +212,7 @@ impl<S> Core<S> {
 
     /// `len` bytes were staged: count them, mark the connection for this turn's flush,
     /// pause reading above the high mark.
-    fn queued(&mut self, key: usize, len: usize) {
+    pub(super) fn queued(&mut self, key: usize, len: usize) {
         if self.count(key, len) {
             let token = self.token(key);
             self.conns[key].flags |= DIRTY;
@@ -233,8 +225,8 @@ impl<S> Core<S> {
 
     /// Counts `len` more bytes of output in the spill and applies the marks; returns
     /// whether the connection still has to be put on the flush list.
-    fn count(&mut self, key: usize, len: usize) -> bool {
-        let (low, high) = (self.low_water, self.high_water);
+    pub(super) fn count(&mut self, key: usize, len: usize) -> bool {
+        let (low, high) = (self.limits.low_water, self.limits.high_water);
         let c = &mut self.conns[key];
         let spill = c.spill.as_mut().expect("staged output lives in the spill");
         spill.out_bytes += len;
@@ -246,178 +238,6 @@ impl<S> Core<S> {
             c.flags |= READ_PAUSED;
         }
         !c.has(DIRTY)
-    }
-
-    /// The socket can take more (readiness backends): flush at the end of this turn.
-    pub fn writable(&mut self, key: usize) {
-        let c = &self.conns[key];
-        if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| !s.out.is_empty()) {
-            let token = self.token(key);
-            self.conns[key].flags |= DIRTY;
-            self.dirty.push(Dirty {
-                token,
-                direct: None,
-            });
-        }
-    }
-
-    /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
-    /// `ended`, is over; or the socket failed.
-    pub fn sent<H: Handler<State = S>>(
-        &mut self,
-        h: &mut H,
-        key: usize,
-        result: std::io::Result<usize>,
-        ended: bool,
-    ) {
-        match result {
-            Ok(n) => {
-                let token = self.token(key);
-                let c = &mut self.conns[key];
-                if ended {
-                    c.flags &= !SENDING;
-                }
-                if let Some(s) = c.spill.as_mut() {
-                    s.out_bytes -= n.min(s.out_bytes);
-                    if ended && !s.out.is_empty() && !c.has(DIRTY) {
-                        c.flags |= DIRTY;
-                        self.dirty.push(Dirty {
-                            token,
-                            direct: None,
-                        });
-                    }
-                }
-                self.after_output(h, key);
-            }
-            Err(_) => {
-                self.conns[key].flags &= !SENDING;
-                self.broke(key);
-                self.reap(h);
-            }
-        }
-    }
-
-    /// Hands every dirty outbox to the backend. Runs once per turn of the run loop, after
-    /// the turn's input, timers and mail.
-    pub fn flush_dirty<H: Handler<State = S>, B: Backend>(&mut self, h: &mut H, backend: &mut B) {
-        for _ in 0..FLUSH_ROUNDS {
-            if self.dirty.is_empty() {
-                break;
-            }
-            let mut dirty = std::mem::take(&mut self.dirty);
-            self.last_direct = usize::MAX;
-            for d in dirty.drain(..) {
-                self.flush_one(h, backend, d);
-            }
-            if self.dirty.is_empty() {
-                if dirty.capacity() > KEEP_DIRTY {
-                    dirty = Vec::new(); // a broadcast to many: do not keep its list
-                }
-                self.dirty = dirty; // keep the allocation
-            }
-            self.reap(h);
-        }
-        self.arena.settle();
-    }
-
-    /// Hands one connection's output to the backend.
-    fn flush_one<H: Handler<State = S>, B: Backend>(
-        &mut self,
-        h: &mut H,
-        backend: &mut B,
-        d: Dirty,
-    ) {
-        let Some(key) = self.lookup(d.token) else {
-            return;
-        };
-        let c = &mut self.conns[key];
-        c.flags &= !(DIRTY | DIRECT);
-        // A direct piece is only staged while nothing is in flight.
-        debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
-        if c.has(BROKEN) || c.has(SENDING) {
-            return;
-        }
-        let fd = c.fd;
-        if let Some(piece) = d.direct {
-            match c.spill.as_mut() {
-                Some(s) if !s.out.is_empty() => {
-                    // Joined by later output: it leaves first, in the same write, and is
-                    // counted from now on.
-                    s.out_bytes += piece.len();
-                    s.out.head = Some(piece);
-                }
-                _ => return self.flush_direct(h, backend, key, d.token, piece),
-            }
-        }
-        let c = &mut self.conns[key];
-        let Some(spill) = c.spill.as_mut() else {
-            return;
-        };
-        match backend.send(fd, d.token, &mut spill.out) {
-            Ok(Handed::Wrote(n)) => {
-                spill.out_bytes -= n;
-                if let Some(head) = spill.out.head.take() {
-                    // The socket is full: keep the rest in memory of the outbox's own, so
-                    // a slow reader does not pin an arena chunk.
-                    let rest = Bytes::copy_from_slice(head.as_slice());
-                    spill.out.queue.push_front(rest);
-                }
-                self.after_output(h, key);
-            }
-            Ok(Handed::Taken) => c.flags |= SENDING,
-            Err(_) => self.broke(key),
-        }
-    }
-
-    /// Writes a direct piece; what the socket does not take now moves to the outbox.
-    fn flush_direct<H: Handler<State = S>, B: Backend>(
-        &mut self,
-        h: &mut H,
-        backend: &mut B,
-        key: usize,
-        token: crate::sys::Token,
-        piece: Piece,
-    ) {
-        let fd = self.conns[key].fd;
-        match backend.send_direct(fd, token, &piece) {
-            Ok(Handed::Taken) => self.conns[key].flags |= SENDING,
-            Ok(Handed::Wrote(n)) if n >= piece.len() => self.after_output(h, key),
-            Ok(Handed::Wrote(n)) => {
-                // The socket is full: the rest waits in the outbox (copied, so the arena
-                // chunk is free again) until the backend reports it writable.
-                let rest = &piece.as_slice()[n..];
-                self.spill(key).out.stage.extend_from_slice(rest);
-                self.count(key, rest.len());
-            }
-            Err(_) => self.broke(key),
-        }
-    }
-
-    /// Output went out: resume reading and fire `on_drain` at the low mark, finish a
-    /// draining connection, give back an empty spill record.
-    fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
-        let token = self.token(key);
-        let low = self.low_water;
-        let c = &mut self.conns[key];
-        if c.has(BROKEN) {
-            return self.reap(h);
-        }
-        let buffered = c.buffered();
-        if buffered <= low && c.has(READ_PAUSED) {
-            c.flags &= !READ_PAUSED;
-            self.ops.push(Op::Resume(c.fd, token));
-        }
-        if buffered <= low && c.has(DRAIN_WANTED) {
-            c.flags &= !DRAIN_WANTED;
-            if c.phase == Phase::Open && c.has(OPENED) {
-                h.on_drain(&mut WebSocket::new(self, key));
-            }
-        }
-        if self.conns.contains(key) {
-            self.finish_if_flushed(key);
-            self.release_spill(key);
-            self.reap(h);
-        }
     }
 }
 

@@ -1,17 +1,20 @@
 //! The epoll backend, through mio: edge-triggered readiness, reads into one per-worker
-//! receive buffer.
+//! receive buffer, writes with `sendmsg` from the core's output.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Waker};
 
-use super::arena::Piece;
-use super::{Backend, Handed, IOV_BATCH, Outbox, Sink, Token, Wake, read, write, write_vectored};
-use crate::config::BackendKind;
+use super::{
+    ACCEPT_BACKOFF, Backend, BackendCounters, Handed, Sink, Token, Wake, out_of_descriptors,
+};
+use crate::config::{BackendKind, Config};
+use crate::output::{IOV_BATCH, Outbox, Piece};
+use crate::syscall::syscall;
 
 const LISTENER: mio::Token = mio::Token(usize::MAX);
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
@@ -24,12 +27,17 @@ const READ_BATCH: usize = 8;
 pub struct Epoll {
     poll: Poll,
     events: Events,
-    listener: Option<RawFd>,
+    listener: Option<OwnedFd>,
     recv: Box<[u8]>,
     /// Connections with input left unread after their batch, or resumed after a pause:
     /// edge-triggered epoll will not report them again, so they are polled here.
     again: Vec<(RawFd, Token)>,
+    /// The accept queue may hold more: accept again without waiting for a new edge.
     accept_again: bool,
+    /// Accepting stopped at the descriptor limit; try again at this instant, or as soon as
+    /// a connection closes (which frees a descriptor).
+    accept_retry: Option<Instant>,
+    counters: BackendCounters,
 }
 
 /// Wakes an [`Epoll`] worker (an eventfd registered with its poll).
@@ -54,18 +62,23 @@ fn decode(token: mio::Token) -> Token {
 
 impl Epoll {
     fn accept(&mut self, sink: &mut impl Sink) {
-        let Some(listener) = self.listener else {
+        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
         self.accept_again = false;
         for _ in 0..ACCEPT_BATCH {
-            match super::socket::accept(listener) {
+            match accept(listener) {
                 Ok(Some(fd)) => sink.accepted(fd),
                 Ok(None) => return,
-                // ECONNABORTED and friends concern one connection; EMFILE/ENFILE leave the
-                // connection queued, so stop for this round instead of spinning.
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return,
-                Err(e) if e.raw_os_error() == Some(libc::ENFILE) => return,
+                // The connection stays queued; an edge-triggered listener raises no new edge
+                // for it, so retry after a close or a back-off instead of spinning or
+                // forgetting it.
+                Err(e) if e.raw_os_error().is_some_and(out_of_descriptors) => {
+                    self.counters.accept_backoffs += 1;
+                    self.accept_retry = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection.
                 Err(_) => continue,
             }
         }
@@ -94,23 +107,33 @@ impl Epoll {
         }
         self.again.push((fd, token));
     }
+
+    /// Whether an accept retry is due now.
+    fn retry_due(&self) -> bool {
+        self.accept_retry.is_some_and(|at| Instant::now() >= at)
+    }
 }
 
 impl Backend for Epoll {
     type Waker = EpollWaker;
     const KIND: BackendKind = BackendKind::Epoll;
 
-    fn new(listener: RawFd, recv_buffer: usize) -> io::Result<Self> {
+    fn new(listener: OwnedFd, config: &Config) -> io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&listener), LISTENER, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )?;
         Ok(Epoll {
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
-            recv: vec![0; recv_buffer].into_boxed_slice(),
+            recv: vec![0; config.recv_buffer].into_boxed_slice(),
             again: Vec::new(),
             accept_again: false,
+            accept_retry: None,
+            counters: BackendCounters::default(),
         })
     }
 
@@ -129,20 +152,34 @@ impl Backend for Epoll {
             .register(&mut SourceFd(&fd), encode(token), interest)
     }
 
+    fn refuse(&mut self, fd: RawFd) {
+        crate::net::close(fd);
+        self.freed();
+    }
+
+    fn shutdown_write(&mut self, fd: RawFd, _token: Token) {
+        shutdown_write(fd);
+    }
+
     fn close(&mut self, fd: RawFd, _token: Token) {
         // No EPOLL_CTL_DEL first: the engine never duplicates a connection's descriptor, so
         // close(2) drops the last reference and the kernel removes it from the epoll set
         // itself (one syscall per close instead of two). Events already returned for it
         // carry the old token's generation and are ignored.
         self.again.retain(|&(f, _)| f != fd);
-        super::close(fd);
+        crate::net::close(fd);
+        self.freed();
     }
 
     fn stop_accepting(&mut self) {
         if let Some(fd) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         self.accept_again = false;
+        self.accept_retry = None;
     }
 
     fn send(&mut self, fd: RawFd, _token: Token, out: &mut Outbox) -> io::Result<Handed> {
@@ -169,14 +206,27 @@ impl Backend for Epoll {
         self.again.push((fd, token));
     }
 
-    fn poll(&mut self, timeout: Option<Duration>, sink: &mut impl Sink) -> io::Result<()> {
-        let busy = !self.again.is_empty() || self.accept_again;
-        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let busy = !self.again.is_empty() || self.accept_again || self.retry_due();
+        let timeout = match (busy, self.accept_retry) {
+            (true, _) => Some(Duration::ZERO),
+            (false, Some(at)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            (false, None) => timeout,
+        };
         match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.events.clear();
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    fn dispatch(&mut self, sink: &mut impl Sink) {
         let mut again = std::mem::take(&mut self.again);
         for (fd, token) in again.drain(..) {
             // A connection closed earlier in this round may have handed its fd to a new one.
@@ -187,13 +237,18 @@ impl Backend for Epoll {
         if self.again.is_empty() {
             self.again = again; // keep the allocation
         }
-        if self.accept_again {
+        if self.retry_due() {
+            self.accept_retry = None;
+            self.accept_again = true;
+        }
+        if self.accept_again && self.accept_retry.is_none() {
             self.accept(sink);
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             match event.token() {
-                LISTENER => self.accept(sink),
+                LISTENER if self.accept_retry.is_none() => self.accept(sink),
+                LISTENER => {}
                 WAKER => sink.woken(),
                 t => {
                     let token = decode(t);
@@ -214,6 +269,97 @@ impl Backend for Epoll {
             }
         }
         self.events = events;
-        Ok(())
     }
+
+    fn finish(&mut self) {
+        // Nothing is in flight: every write is synchronous and the receive buffer is ours.
+    }
+
+    fn counters(&self) -> BackendCounters {
+        self.counters
+    }
+}
+
+impl Epoll {
+    /// A descriptor was freed: if accepting stopped at the limit, try again now.
+    fn freed(&mut self) {
+        if self.accept_retry.take().is_some() {
+            self.accept_again = true;
+        }
+    }
+}
+
+/// Accepts one connection, non-blocking and close-on-exec; Nagle is off through the
+/// listener (frames are written whole; waiting to coalesce only adds latency).
+/// `Ok(None)`: queue empty.
+fn accept(listener: RawFd) -> io::Result<Option<RawFd>> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address pointers are allowed: we do not ask for the peer's address.
+    match syscall!(accept4(
+        listener,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        flags
+    )) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes as much of `bufs` as the socket takes now. `Ok(0)` with non-empty input means
+/// the socket is full (would block). `sendmsg` with `MSG_NOSIGNAL` rather than `writev`: a
+/// write to a connection the peer reset must fail with EPIPE, not raise SIGPIPE in a host
+/// program that never ignored it.
+fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call and the kernel
+    // only reads from these buffers; no address or control data is passed.
+    match syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now (`send` with `MSG_NOSIGNAL`, as
+/// [`write_vectored`]). `Ok(0)` with non-empty input means the socket is full.
+fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let res = syscall!(send(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+    ));
+    match res {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads into `buf`. `Ok(None)` means nothing is there now (would block).
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+        match syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) {
+            Ok(n) => return Ok(Some(n as usize)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Half-closes the write side so the peer sees FIN after the bytes already sent (our
+/// close frame), while unread input does not turn the close into a reset.
+fn shutdown_write(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor the engine owns.
+    let _ = syscall!(shutdown(fd, libc::SHUT_WR));
 }

@@ -167,17 +167,7 @@ pub fn pool_in_use<H: Handler>(server: &Server<H>) -> usize {
 
 /// Worker counters summed over workers.
 pub fn stats<H: Handler>(server: &Server<H>) -> throng_engine::WorkerStats {
-    let mut sum = throng_engine::WorkerStats::default();
-    for s in on_workers(server, |c| c.stats()) {
-        sum.accepted += s.accepted;
-        sum.refused_full += s.refused_full;
-        sum.opened += s.opened;
-        sum.closed_cleanly += s.closed_cleanly;
-        sum.closed_abnormally += s.closed_abnormally;
-        sum.timed_out += s.timed_out;
-        sum.dropped += s.dropped;
-    }
-    sum
+    on_workers(server, |c| c.stats()).into_iter().sum()
 }
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held. For states

@@ -107,13 +107,9 @@ fn run(config: DecoderConfig, input: &[u8], sizes: &[usize]) -> Outcome {
             let Some(event) = decoded.event else { break };
             assert!(decoded.consumed > 0, "event without progress");
             match event {
-                Event::Data {
-                    kind,
-                    payload,
-                    first,
-                    last,
-                    compressed,
-                } => {
+                Event::Data(d) => {
+                    let (kind, payload, first, last, compressed) =
+                        (d.kind, d.payload, d.first, d.last, d.compressed);
                     assert_eq!(first, open.is_none(), "first flag");
                     let (k, c, buf) = open.get_or_insert_with(|| (kind, compressed, Vec::new()));
                     assert_eq!((*k, *c), (kind, compressed), "kind changed mid-message");

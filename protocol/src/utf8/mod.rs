@@ -69,6 +69,17 @@ impl Utf8Stream {
         Ok(())
     }
 
+    /// Whether two streams are in the same state: the same incomplete character pending.
+    pub(crate) fn same(&self, other: &Utf8Stream) -> bool {
+        self.len == other.len
+            && self.pending[..self.len as usize] == other.pending[..other.len as usize]
+    }
+
+    /// Whether no incomplete character is pending (the stream so far is whole characters).
+    pub(crate) fn is_clean(&self) -> bool {
+        self.len == 0
+    }
+
     /// The message ended: an incomplete character left over is an error.
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let complete = self.len == 0;

@@ -4,10 +4,10 @@
 // Each test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
-use throng_protocol::ProtocolError;
 use throng_protocol::decoder::{DataKind, Decoder, DecoderConfig, Event};
 use throng_protocol::frame::{FrameHead, HeaderBuf};
 use throng_protocol::mask::apply_mask_scalar;
+use throng_protocol::{Assembly, ProtocolError};
 
 /// A masking key whose bytes all differ, so a wrong phase shows up as wrong output.
 pub const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -75,18 +75,12 @@ pub enum Ev {
 impl From<Event<'_>> for Ev {
     fn from(e: Event<'_>) -> Ev {
         match e {
-            Event::Data {
-                kind,
-                payload,
-                first,
-                last,
-                compressed,
-            } => Ev::Data {
-                kind,
-                payload: payload.to_vec(),
-                first,
-                last,
-                compressed,
+            Event::Data(d) => Ev::Data {
+                kind: d.kind,
+                payload: d.payload.to_vec(),
+                first: d.first,
+                last: d.last,
+                compressed: d.compressed,
             },
             Event::Ping(p) => Ev::Ping(p.to_vec()),
             Event::Pong(p) => Ev::Pong(p.to_vec()),
@@ -107,6 +101,11 @@ pub struct Feeder {
     pub max_kept: usize,
     /// Bytes consumed so far.
     pub consumed: usize,
+    /// Uncompressed pieces joined as the engine joins them (whole pieces as they are,
+    /// others through an [`Assembly`]), to check it against plain concatenation.
+    pub assembly: Assembly,
+    /// The messages that came out of that: (text?, bytes).
+    pub assembled: Vec<(DataKind, Vec<u8>)>,
 }
 
 impl Feeder {
@@ -119,6 +118,8 @@ impl Feeder {
             error: None,
             max_kept: 0,
             consumed: 0,
+            assembly: Assembly::default(),
+            assembled: Vec::new(),
         }
     }
 
@@ -142,6 +143,21 @@ impl Feeder {
                         Some(event) => {
                             // Without progress the caller's loop would spin forever.
                             assert!(d.consumed > 0, "event without consuming: {event:?}");
+                            if let Event::Data(data) = &event
+                                && !data.compressed
+                            {
+                                let m = match data.whole() {
+                                    Some(m) => Some((m.kind(), m.as_bytes().to_vec())),
+                                    None => {
+                                        self.assembly.push(data).expect("pieces in order");
+                                        data.last.then(|| {
+                                            let m = self.assembly.message().expect("whole");
+                                            (m.kind(), m.as_bytes().to_vec())
+                                        })
+                                    }
+                                };
+                                self.assembled.extend(m);
+                            }
                             self.events.push(event.into());
                         }
                     }
@@ -174,8 +190,24 @@ impl Feeder {
 
     /// What the events add up to so far (see [`normalize`]).
     pub fn outcome(&self) -> Outcome {
+        let messages = normalize(&self.events);
+        let plain: Vec<(DataKind, Vec<u8>)> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Data {
+                    kind,
+                    compressed: false,
+                    payload,
+                } => Some((*kind, payload.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            self.assembled, plain,
+            "the assembly's messages match plain concatenation"
+        );
         Outcome {
-            messages: normalize(&self.events),
+            messages,
             error: self.error,
             // After an error the rest of the input was never looked at.
             leftover: if self.error.is_some() {

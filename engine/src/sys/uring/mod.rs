@@ -7,37 +7,53 @@
 //! Every submission carries its connection's key and generation in `user_data`, so a
 //! completion for a connection that is gone (and whose slot may hold a new one) is
 //! recognised and dropped; its receive buffer still goes back to the ring.
+//!
+//! Soundness rests on one rule: memory an operation refers to (receive buffers, the
+//! eventfd word, a send's buffers and its `msghdr`) is not freed until the kernel has
+//! posted that operation's last completion. [`Uring::settle`] cancels everything and
+//! waits for those completions with no deadline; it runs in `finish` and again in `Drop`,
+//! so a failed wait or a panic that unwinds through the worker cannot free memory the
+//! kernel still uses. If the ring itself fails so that completions can no longer be
+//! reaped, that memory is leaked, never freed.
 
 mod bufring;
 pub mod probe;
+mod recv;
+mod send;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::os::fd::RawFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
-use super::arena::Piece;
-use super::{Backend, Handed, IOV_BATCH, Outbox, Sink, Token, Wake, syscall};
-use crate::config::BackendKind;
+use super::{
+    ACCEPT_BACKOFF, Backend, BackendCounters, Handed, Sink, Token, Wake, out_of_descriptors,
+};
+use crate::config::{BackendKind, Config};
+use crate::output::{IOV_BATCH, Outbox, Piece};
+use crate::syscall::syscall;
 use bufring::BufRing;
+use recv::{Held, Recv};
+use send::{Buf, Multi, SendOp};
+use wait::Wait;
 
 /// Send records kept allocated once none is in flight.
 const KEEP_SENDS: usize = 4096;
 /// Submission queue entries per ring (the completion queue is four times larger).
 const SQ_ENTRIES: u32 = 4096;
-/// Provided buffers: with incremental consumption a few large ones serve everyone.
-const INC_BUFFERS: (u16, u32) = (256, 16 << 10);
-/// Without it every receive takes a whole buffer, so more, smaller ones.
-const WHOLE_BUFFERS: (u16, u32) = (1024, 4 << 10);
+/// Without incremental consumption every receive takes a whole buffer: buffers of this
+/// size, as many as fit in the configured ring's memory.
+const WHOLE_BUFFER: u32 = 4 << 10;
 
 // user_data: operation in the top 4 bits, then a 28-bit key, then a 32-bit generation
 // (for sends: the slot of the send record instead of key and generation).
@@ -47,6 +63,8 @@ const OP_SEND: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const KEY_BITS: u32 = 28;
+/// Most connections one io_uring worker can name in `user_data`.
+pub const MAX_CONNECTIONS: usize = 1 << KEY_BITS;
 
 fn user_data(op: u64, key: u32, generation: u32) -> u64 {
     debug_assert!(key < 1 << KEY_BITS);
@@ -79,171 +97,76 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u32, V, BuildHasherDefault<KeyHasher>>;
 
-/// A receive that is not simply armed. Connections in the common state (a multishot
-/// receive armed) have no entry, so an idle connection costs the backend nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recv {
-    /// Cancelled (reading paused or connection closing); waiting for its last completion.
-    /// `resume`: arm again when it arrives.
-    Cancelling { resume: bool },
-    /// Nothing armed: paused, or ended by an empty buffer ring and waiting to re-arm.
-    Idle,
-}
+/// A completion taken off the queue: user data, result, flags.
+type Cqe = (u64, i32, u32);
 
-/// Input that arrived for a paused connection before its receive was cancelled: kept in
-/// its receive buffer (pinned) and delivered on resume, so pausing bounds what the core
-/// buffers however much the kernel had already received.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    bid: u16,
-    start: u32,
-    len: u32,
-}
+/// Operations the kernel holds: submitted, last completion not yet taken off the queue.
+#[derive(Debug, Default)]
+struct InFlight(usize);
 
-/// A buffer a send reads from, kept alive until the send completes.
-enum Buf {
-    /// A direct piece (arena or shared frame, non-atomic count), or an outbox's head.
-    Piece(Piece),
-    /// A sealed stage or a shared frame from an outbox.
-    Bytes(Bytes),
-}
-
-impl Buf {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Buf::Piece(p) => p.as_slice(),
-            Buf::Bytes(b) => b,
-        }
+impl InFlight {
+    fn add(&mut self) {
+        self.0 += 1;
+        #[cfg(test)]
+        tests::KERNEL_OPS.with(|k| k.set(self.0));
     }
 
-    fn advance(&mut self, n: usize) {
-        match self {
-            Buf::Piece(p) => p.advance(n),
-            Buf::Bytes(b) => bytes::Buf::advance(b, n),
-        }
+    fn done(&mut self) {
+        self.0 = self.0.saturating_sub(1);
+        #[cfg(test)]
+        tests::KERNEL_OPS.with(|k| k.set(self.0));
     }
-}
-
-/// A send of several buffers: boxed so the msghdr and iovecs keep their address while
-/// the slab of sends grows.
-struct Multi {
-    bufs: Vec<Buf>,
-    iov: Vec<libc::iovec>,
-    msg: libc::msghdr,
-}
-
-/// One send in flight (at most one per connection: the core waits for its end).
-struct SendOp {
-    token: Token,
-    fd: RawFd,
-    /// Whether the core counts these bytes (outbox) or not (direct piece).
-    counted: bool,
-    /// Bytes not yet confirmed.
-    left: usize,
-    /// The one buffer of a plain `send`.
-    one: Option<Buf>,
-    /// Or several, for a `sendmsg`.
-    multi: Option<Box<Multi>>,
 }
 
 /// io_uring.
 pub struct Uring {
-    // Field order matters: the ring is dropped (closed) before the buffer memory it
-    // points into is unmapped.
     ring: IoUring,
-    bufs: BufRing,
-    listener: Option<RawFd>,
+    /// The receive buffers the kernel writes into: freed only after [`Uring::settle`]
+    /// succeeded (in `Drop`), leaked if it could not.
+    bufs: ManuallyDrop<BufRing>,
+    listener: Option<OwnedFd>,
     accept_armed: bool,
+    /// Accepting stopped at the descriptor limit: re-arm at this instant, or as soon as a
+    /// connection closes.
+    accept_retry: Option<Instant>,
     wake: Arc<EventFd>,
-    wake_buf: Box<u64>,
-    /// Sends in flight; `user_data` holds the slot.
+    /// The word the armed eventfd read writes: freed like `bufs`.
+    wake_buf: ManuallyDrop<Box<u64>>,
+    /// Sends in flight; `user_data` holds the slot. Their buffers are kept (or leaked)
+    /// like `bufs`.
     sends: Slab<SendOp>,
     /// Multi-buffer records kept for reuse.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Multi>>,
-    /// Descriptors of closed connections: closed after the submit that carries their
-    /// cancel (a cancel by descriptor needs the number to still name the socket).
+    /// Descriptors of closed connections, closed after the next submit: an entry queued
+    /// earlier in the turn names its descriptor by number, and must find it still open
+    /// (not closed, nor reused by another socket) when the kernel reads it.
     closing: Vec<RawFd>,
     /// Completions taken off the queue while submitting (the submission queue was full),
-    /// handled at the next poll so the completion queue cannot overflow.
-    backlog: Vec<(u64, i32, u32)>,
+    /// handled at the next dispatch so the completion queue cannot overflow.
+    backlog: Vec<Cqe>,
     recv: KeyMap<Recv>,
     /// Receives ended by an empty buffer ring, re-armed once buffers are back.
     starved: Vec<(RawFd, Token)>,
     /// Paused connections' undelivered input, in arrival order.
     held: KeyMap<Vec<Held>>,
-    /// Resumed connections whose held input is delivered at the next poll.
+    /// Resumed connections whose held input is delivered at the next dispatch.
     deliver: Vec<Token>,
     /// Held pieces per buffer, and whether the kernel is done with it: a buffer goes back
     /// to the ring when both say so.
     pins: Box<[u16]>,
     done: Box<[bool]>,
-    /// Completions drained from the queue, handled after it is released.
-    batch: Vec<(u64, i32, u32)>,
-    /// Operations submitted and not completed (for the final drain).
-    in_flight: usize,
-    /// Receives that found the buffer ring empty.
-    pub enobufs: u64,
+    /// Completions drained from the queue; `batch[batch_next..]` are not handled yet (a
+    /// panic in a handler leaves them there, and `settle` accounts for them).
+    batch: Vec<Cqe>,
+    batch_next: usize,
+    /// Operations submitted whose last completion has not been taken off the queue.
+    in_flight: InFlight,
+    counters: BackendCounters,
     wait: Wait,
-    /// Sends queued since the last submit.
-    sends_submitted: usize,
     /// Sends ask the kernel to finish short writes itself (`MSG_WAITALL`); tests turn it
     /// off to drive the backend's own continuation of a partial send.
     waitall: bool,
-}
-
-/// How a poll waits. With deferred task work the kernel wakes a waiting worker only once
-/// as many completions are pending as it waits for; waiting for one each time (the
-/// simple way) means that a worker faster than its peers sleeps and is woken for almost
-/// every message, and each wakeup (an IPI, in the sender's context) is paid by the
-/// peer's send. Under load the worker therefore waits for about half as many completions
-/// as its last poll brought, and at most `min_wait_us` for them (then it takes what is
-/// there), so one wakeup covers a batch; when the load is light (a poll brought one or
-/// two) it waits for one and answers at once.
-#[derive(Debug, Clone, Copy)]
-struct Wait {
-    /// Most completions waited for; 1 turns batching off.
-    max_nr: usize,
-    /// Longest wait for a batch once one completion is there.
-    min_wait_us: u32,
-    /// Receives (and accepts) the last poll handled.
-    last: usize,
-}
-
-/// Default longest wait for a batch: small against the round trip over a network, and it
-/// only applies while completions arrive faster than one per this interval.
-const MIN_WAIT_US: u32 = 20;
-/// Default most completions waited for.
-const MAX_WAIT_NR: usize = 32;
-
-impl Wait {
-    /// The defaults, or `THRONG_URING_WAIT_NR` / `THRONG_URING_MIN_WAIT_US` (for A/B
-    /// measurements); batching needs the kernel's minimum-wait timeout (6.12+).
-    fn new(min_timeout: bool) -> Wait {
-        let get = |k: &str, d: u32| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        let max_nr = get("THRONG_URING_WAIT_NR", MAX_WAIT_NR as u32).max(1) as usize;
-        Wait {
-            max_nr: if min_timeout { max_nr } else { 1 },
-            min_wait_us: get("THRONG_URING_MIN_WAIT_US", MIN_WAIT_US),
-            last: 0,
-        }
-    }
-
-    /// Completions to wait for now, and the batch timeout to go with them. `sends`: sends
-    /// this submit carries; they mostly complete at once and must not count as the batch.
-    fn next(&self, sends: usize) -> (usize, u32) {
-        let nr = (self.last / 2).clamp(1, self.max_nr);
-        if nr == 1 || self.min_wait_us == 0 {
-            (1, 0)
-        } else {
-            (nr + sends, self.min_wait_us)
-        }
-    }
 }
 
 /// The worker's eventfd, written by other threads and read by the ring.
@@ -251,7 +174,7 @@ pub struct EventFd(RawFd);
 
 impl Drop for EventFd {
     fn drop(&mut self) {
-        super::close(self.0);
+        crate::net::close(self.0);
     }
 }
 
@@ -266,14 +189,35 @@ impl Wake for UringWaker {
     }
 }
 
+/// The receive ring's shape for a config: (buffers, bytes each, ring flags).
+fn ring_shape(config: &Config, incremental: bool) -> (u16, u32, u16) {
+    let count = config
+        .uring_recv_buffers
+        .next_power_of_two()
+        .clamp(1, 1 << 15);
+    let size = config.uring_recv_buffer_size;
+    if incremental {
+        (count as u16, size, bufring::RING_INC)
+    } else {
+        let total = count as u64 * size as u64;
+        let whole = (total / WHOLE_BUFFER as u64).clamp(1, 1 << 15) as u16;
+        (
+            whole.next_power_of_two().min(1 << 15),
+            WHOLE_BUFFER.min(size),
+            0,
+        )
+    }
+}
+
 impl Uring {
     /// Queues a submission, making room by submitting when the queue is full.
     fn push(&mut self, entry: squeue::Entry) {
-        self.in_flight += 1;
+        self.in_flight.add();
         loop {
-            // SAFETY: every entry's buffers (receive ring, eventfd word, send records)
-            // live in this backend until the operation's completion is handled, and
-            // `finish` waits for all completions before the backend is dropped.
+            // SAFETY: every entry's memory (receive ring, eventfd word, send records) lives
+            // in this backend until the operation's last completion is taken off the
+            // queue: `settle` waits for all of them before any of it is freed, and leaks
+            // it if it cannot.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -290,7 +234,7 @@ impl Uring {
     }
 
     fn arm_accept(&mut self) {
-        if let Some(fd) = self.listener {
+        if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
             // Blocking sockets: io_uring waits for readiness itself, and the core issues no
             // reads or writes of its own on them.
             let e = opcode::AcceptMulti::new(Fd(fd))
@@ -310,7 +254,8 @@ impl Uring {
     }
 
     fn arm_wake(&mut self) {
-        let e = opcode::Read::new(Fd(self.wake.0), (&raw mut *self.wake_buf).cast(), 8)
+        let word: *mut u64 = &mut **self.wake_buf;
+        let e = opcode::Read::new(Fd(self.wake.0), word.cast(), 8)
             .build()
             .user_data(user_data(OP_WAKE, 0, 0));
         self.push(e);
@@ -323,265 +268,28 @@ impl Uring {
         self.push(e);
     }
 
-    fn submit_send(&mut self, slot: usize) {
-        let ud = (OP_SEND << 60) | slot as u64;
-        // MSG_WAITALL: the kernel itself continues a short send on a stream socket, so a
-        // partial completion reaches us only when the socket fails midway.
-        let flags = match self.waitall {
-            true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
-            false => libc::MSG_NOSIGNAL,
-        };
-        let op = &mut self.sends[slot];
-        let entry = match (&op.one, &mut op.multi) {
-            (Some(b), _) => {
-                let b = b.as_slice();
-                opcode::Send::new(Fd(op.fd), b.as_ptr(), b.len() as u32)
-                    .flags(flags)
-                    .build()
-            }
-            (None, Some(m)) => {
-                m.msg.msg_iov = m.iov.as_mut_ptr();
-                m.msg.msg_iovlen = m.iov.len() as _;
-                opcode::SendMsg::new(Fd(op.fd), &raw const m.msg)
-                    .flags(flags as u32)
-                    .build()
-            }
-            (None, None) => unreachable!("a send has buffers"),
-        };
-        self.push(entry.user_data(ud));
-    }
-
-    /// Starts a send of `bufs` (in order) for a connection.
-    fn start_send(&mut self, fd: RawFd, token: Token, counted: bool, mut bufs: Vec<Buf>) {
-        let left = bufs.iter().map(|b| b.as_slice().len()).sum();
-        let (one, multi) = if bufs.len() == 1 {
-            (bufs.pop(), None)
-        } else {
-            let mut m = self.spare.pop().unwrap_or_else(|| {
-                Box::new(Multi {
-                    bufs: Vec::new(),
-                    iov: Vec::new(),
-                    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
-                    msg: unsafe { std::mem::zeroed() },
-                })
-            });
-            m.iov.extend(bufs.iter().map(|b| libc::iovec {
-                iov_base: b.as_slice().as_ptr() as *mut libc::c_void,
-                iov_len: b.as_slice().len(),
-            }));
-            m.bufs = bufs;
-            (None, Some(m))
-        };
-        let slot = self.sends.insert(SendOp {
-            token,
-            fd,
-            counted,
-            left,
-            one,
-            multi,
-        });
-        self.submit_send(slot);
-    }
-
     fn on_accept(&mut self, res: i32, flags: u32, sink: &mut impl Sink) {
         if res >= 0 {
             sink.accepted(res);
         }
         if !cqueue::more(flags) {
             self.accept_armed = false;
-            // EMFILE and friends end the multishot; arming again at once would spin, so
-            // the next turn re-arms (the backlog keeps the connection meanwhile).
-        }
-    }
-
-    fn on_recv(&mut self, token: Token, res: i32, flags: u32, sink: &mut impl Sink) {
-        let live = sink.alive(token);
-        if res > 0 {
-            let bid = cqueue::buffer_select(flags).unwrap_or(0);
-            let len = res as usize;
-            let start = self.bufs.claim(bid, len);
-            if live {
-                let held = match self.held.is_empty() {
-                    true => None,
-                    false => self.held.get_mut(&token.key),
-                };
-                if let Some(held) = held {
-                    held.push(Held {
-                        bid,
-                        start,
-                        len: len as u32,
-                    });
-                    self.pins[bid as usize] += 1;
-                } else if !sink.input(token, self.bufs.bytes(bid, start, len)) && sink.alive(token)
-                {
-                    self.pause(token);
-                }
-            }
-            if self.bufs.finished(flags) {
-                self.release(bid);
-            }
-        } else if let Some(bid) = cqueue::buffer_select(flags) {
-            self.release(bid);
-        }
-        if cqueue::more(flags) {
-            return;
-        }
-        // The multishot receive ended. A connection that is gone had its state dropped by
-        // `close`; its key may already name a new connection, whose state stays.
-        if !live || !sink.alive(token) {
-            return;
-        }
-        let state = self.recv.remove(&token.key);
-        match res {
-            0 => return sink.input_closed(token, None),
-            r if r < 0 && r != -libc::ENOBUFS && r != -libc::ECANCELED => {
-                return sink.input_closed(token, Some(io::Error::from_raw_os_error(-r)));
-            }
-            _ => {}
-        }
-        if res == -libc::ENOBUFS {
-            self.enobufs += 1;
-        }
-        let resume = !matches!(state, Some(Recv::Cancelling { resume: false }));
-        match sink.reader(token) {
-            Some(fd) if resume && res == -libc::ENOBUFS => self.starved.push((fd, token)),
-            Some(fd) if resume => self.arm_recv(fd, token),
-            // Paused (or asked to stay cancelled): `resume_read` arms it again.
-            _ => {
-                self.recv.insert(token.key, Recv::Idle);
+            if res < 0 && out_of_descriptors(-res) {
+                // The multishot ended with the connection still queued; re-arming at once
+                // would fail again every turn. Wait for a close or the back-off.
+                self.counters.accept_backoffs += 1;
+                self.accept_retry = Some(Instant::now() + ACCEPT_BACKOFF);
             }
         }
     }
 
-    /// Reading pauses: cancel the multishot receive; what it still delivers is held.
-    fn pause(&mut self, token: Token) {
-        self.held.entry(token.key).or_default();
-        if let std::collections::hash_map::Entry::Vacant(e) = self.recv.entry(token.key) {
-            e.insert(Recv::Cancelling { resume: false });
-            self.cancel(user_data(OP_RECV, token.key, token.generation));
-        }
-    }
-
-    /// The kernel is done with buffer `bid`: back to the ring unless input held in it
-    /// still waits.
-    fn release(&mut self, bid: u16) {
-        let i = bid as usize % self.pins.len();
-        if self.pins[i] == 0 {
-            self.done[i] = false;
-            self.bufs.give(bid);
-        } else {
-            self.done[i] = true;
-        }
-    }
-
-    fn unpin(&mut self, bid: u16) {
-        let i = bid as usize % self.pins.len();
-        self.pins[i] -= 1;
-        if self.pins[i] == 0 && self.done[i] {
-            self.done[i] = false;
-            self.bufs.give(bid);
-        }
-    }
-
-    /// Drops a connection's held input.
-    fn drop_held(&mut self, key: u32) {
-        if let Some(held) = self.held.remove(&key) {
-            for h in held {
-                self.unpin(h.bid);
-            }
-        }
-    }
-
-    /// Delivers the held input of resumed connections, in order, until one pauses again.
-    fn deliver_held(&mut self, sink: &mut impl Sink) {
-        for token in std::mem::take(&mut self.deliver) {
-            let Some(held) = self.held.remove(&token.key) else {
-                continue;
-            };
-            let mut pieces = held.into_iter();
-            for h in pieces.by_ref() {
-                let mut keep = sink.alive(token);
-                if keep {
-                    let bytes = self.bufs.bytes(h.bid, h.start, h.len as usize);
-                    keep = sink.input(token, bytes);
-                }
-                self.unpin(h.bid);
-                if !keep {
-                    break;
-                }
-            }
-            let rest: Vec<Held> = pieces.collect();
-            if sink.alive(token) && sink.reader(token).is_none() {
-                // Paused again: keep the rest and stop the receive re-armed on resume.
-                self.held.insert(token.key, rest);
-                self.pause(token);
-            } else {
-                for h in rest {
-                    self.unpin(h.bid);
-                }
-            }
-        }
-    }
-
-    fn on_send(&mut self, slot: usize, res: i32, sink: &mut impl Sink) {
-        let Some(op) = self.sends.get_mut(slot) else {
-            return;
-        };
-        let token = op.token;
-        if res < 0 || (res == 0 && op.left > 0) {
-            // A zero-byte completion for a non-empty send: the socket is gone. (A cancel
-            // at close lands here too; the core no longer knows the token then.)
-            self.free_send(slot);
-            let err = match res {
-                0 => io::ErrorKind::WriteZero.into(),
-                r => io::Error::from_raw_os_error(-r),
-            };
-            return sink.sent(token, Err(err), true);
-        }
-        let n = (res as usize).min(op.left);
-        op.left -= n;
-        let counted = if op.counted { n } else { 0 };
-        if op.left == 0 {
-            self.free_send(slot);
-            return sink.sent(token, Ok(counted), true);
-        }
-        // Partial: continue from where the kernel stopped, before anything queued later.
-        match (&mut op.one, &mut op.multi) {
-            (Some(b), _) => b.advance(n),
-            (None, Some(m)) => {
-                let mut skip = n;
-                let mut first = 0;
-                while skip >= m.iov[first].iov_len {
-                    skip -= m.iov[first].iov_len;
-                    first += 1;
-                }
-                m.iov.drain(..first);
-                m.bufs.drain(..first);
-                let v = &mut m.iov[0];
-                // SAFETY: `skip` < iov_len, so the new base stays inside the same buffer.
-                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(skip).cast() };
-                v.iov_len -= skip;
-            }
-            (None, None) => {}
-        }
-        self.submit_send(slot);
-        sink.sent(token, Ok(counted), false);
-    }
-
-    fn free_send(&mut self, slot: usize) {
-        let op = self.sends.remove(slot);
-        if let Some(mut m) = op.multi
-            && self.spare.len() < 64
-        {
-            m.bufs.clear();
-            m.iov.clear();
-            self.spare.push(m);
-        }
-    }
-
-    fn handle(&mut self, ud: u64, res: i32, flags: u32, sink: &mut impl Sink) {
+    /// Handles one completion. The operation's count is settled first, so that a panic in
+    /// the sink leaves the accounting right for `settle`.
+    fn handle(&mut self, (ud, res, flags): Cqe, sink: &mut impl Sink) {
         let (op, token) = decode(ud);
-        let ends = !cqueue::more(flags);
+        if !cqueue::more(flags) {
+            self.in_flight.done();
+        }
         if op == OP_RECV || op == OP_ACCEPT {
             self.wait.last += 1;
         }
@@ -600,20 +308,33 @@ impl Uring {
             }
             _ => {}
         }
-        if ends {
-            self.in_flight -= 1;
+    }
+
+    /// Handles the completions in `batch` from `batch_next` on.
+    fn handle_batch(&mut self, sink: &mut impl Sink) {
+        while let Some(&cqe) = self.batch.get(self.batch_next) {
+            self.batch_next += 1;
+            self.handle(cqe, sink);
+        }
+        self.batch.clear();
+        self.batch_next = 0;
+    }
+
+    /// A descriptor was freed: if accepting stopped at the limit, re-arm now.
+    fn freed(&mut self) {
+        if self.accept_retry.take().is_some() && !self.accept_armed {
+            self.arm_accept();
         }
     }
-}
 
-impl Uring {
     /// A backend whose receive ring has `entries` buffers of `size` bytes (`flags`: ring
     /// flags such as incremental consumption), accepting on `listener` if given.
     fn with_buffers(
-        listener: Option<RawFd>,
+        listener: Option<OwnedFd>,
         (entries, size, flags): (u16, u32, u16),
+        config: &Config,
     ) -> io::Result<Self> {
-        let ring = probe::build_ring(SQ_ENTRIES)?;
+        let ring = probe::build_ring(SQ_ENTRIES, config.uring_defer_taskrun)?;
         let _ = ring.submitter().register_ring_fd();
         let bufs = BufRing::new(&ring, entries, size, flags)?;
         let min_timeout = ring.params().is_feature_min_timeout();
@@ -621,11 +342,12 @@ impl Uring {
         let entries = bufs.entries();
         let mut u = Uring {
             ring,
-            bufs,
+            bufs: ManuallyDrop::new(bufs),
             listener,
             accept_armed: false,
+            accept_retry: None,
             wake: Arc::new(EventFd(efd)),
-            wake_buf: Box::new(0),
+            wake_buf: ManuallyDrop::new(Box::new(0)),
             sends: Slab::new(),
             spare: Vec::new(),
             closing: Vec::new(),
@@ -637,15 +359,101 @@ impl Uring {
             pins: vec![0; entries].into_boxed_slice(),
             done: vec![false; entries].into_boxed_slice(),
             batch: Vec::with_capacity(1024),
-            in_flight: 0,
-            enobufs: 0,
-            wait: Wait::new(min_timeout),
-            sends_submitted: 0,
+            batch_next: 0,
+            in_flight: InFlight::default(),
+            counters: BackendCounters::default(),
+            wait: Wait::new(
+                min_timeout,
+                config.uring_wait_batch,
+                config.uring_batch_wait,
+            ),
             waitall: true,
         };
         u.arm_accept();
         u.arm_wake();
         Ok(u)
+    }
+
+    /// Cancels every operation in flight and waits, with no deadline, until the kernel has
+    /// posted the last completion of each, so that nothing the ring refers to is still in
+    /// the kernel's hands. Returns false if the ring failed first (the caller must then
+    /// leak what operations refer to). Completions are only counted here, not handled:
+    /// nothing is re-armed.
+    fn settle(&mut self) -> bool {
+        // Completions already taken off the queue but not handled (a handler panicked in
+        // the middle of a batch, or a full submission queue moved them to the backlog).
+        let unhandled = self.batch[self.batch_next.min(self.batch.len())..]
+            .iter()
+            .chain(&self.backlog);
+        for &(_, _, flags) in unhandled {
+            if !cqueue::more(flags) {
+                self.in_flight.done();
+            }
+        }
+        self.batch.clear();
+        self.batch_next = 0;
+        self.backlog.clear();
+        if self.in_flight.0 == 0 {
+            self.close_pending();
+            return true;
+        }
+        let e = opcode::AsyncCancel2::new(CancelBuilder::any().all())
+            .build()
+            .user_data(user_data(OP_CANCEL, 0, 0));
+        self.in_flight.add();
+        // SAFETY: a cancel refers to no memory.
+        while unsafe { self.ring.submission().push(&e) }.is_err() {
+            if self.ring.submit().is_err() {
+                return false;
+            }
+        }
+        while self.in_flight.0 > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::ETIME)
+                    ) => {}
+                Err(_) => return false,
+            }
+            self.close_pending();
+            for c in self.ring.completion() {
+                if !cqueue::more(c.flags()) {
+                    self.in_flight.done();
+                }
+            }
+        }
+        true
+    }
+
+    /// Closes the descriptors whose close waited for a submit.
+    fn close_pending(&mut self) {
+        for fd in self.closing.drain(..) {
+            crate::net::close(fd);
+        }
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.settle() {
+            // SAFETY: settle saw the last completion of every operation, so the kernel
+            // refers to neither the receive buffers nor the eventfd word any more; they are
+            // dropped once, here, and never used again.
+            unsafe {
+                ManuallyDrop::drop(&mut self.bufs);
+                ManuallyDrop::drop(&mut self.wake_buf);
+            }
+        } else {
+            // The kernel may still read or write this memory: leak it. The ring's own
+            // descriptor is closed with the ring, which makes the kernel cancel what is
+            // left; leaking keeps that from touching freed memory.
+            std::mem::forget(std::mem::take(&mut self.sends));
+            std::mem::forget(std::mem::take(&mut self.spare));
+            #[cfg(test)]
+            tests::LEAKED.with(|l| l.set(l.get() + 1));
+        }
     }
 }
 
@@ -653,13 +461,10 @@ impl Backend for Uring {
     type Waker = UringWaker;
     const KIND: BackendKind = BackendKind::Uring;
 
-    fn new(listener: RawFd, _recv_buffer: usize) -> io::Result<Self> {
+    fn new(listener: OwnedFd, config: &Config) -> io::Result<Self> {
         let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
-        let buffers = match features.incremental_buffers {
-            true => (INC_BUFFERS.0, INC_BUFFERS.1, bufring::RING_INC),
-            false => (WHOLE_BUFFERS.0, WHOLE_BUFFERS.1, 0),
-        };
-        Uring::with_buffers(Some(listener), buffers)
+        let shape = ring_shape(config, features.incremental_buffers);
+        Uring::with_buffers(Some(listener), shape, config)
     }
 
     fn waker(&self) -> io::Result<UringWaker> {
@@ -678,32 +483,43 @@ impl Backend for Uring {
         Ok(())
     }
 
+    fn refuse(&mut self, fd: RawFd) {
+        crate::net::close(fd);
+        self.freed();
+    }
+
+    fn shutdown_write(&mut self, fd: RawFd, _token: Token) {
+        // Synchronous: what was handed over before is either in the socket already or in
+        // a send the kernel queues ahead of the FIN.
+        // SAFETY: plain syscall on a descriptor the engine owns.
+        let _ = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    }
+
     fn close(&mut self, fd: RawFd, token: Token) {
         // The receive and a send in flight each hold their own reference to the socket,
         // so close(2) alone would neither end them nor let the peer see the close.
         // shutdown(2) ends both at once (the receive completes with 0, a blocked send
         // with EPIPE; data already in the socket still leaves before the FIN), and their
-        // completions are then ignored like any for a gone connection. It replaces an
-        // io_uring cancel by descriptor, which the kernel serves by scanning every armed
-        // request of the ring: one close cost O(connections), and closing 16,000 at once
-        // spent 85% of the worker in `io_cancel_req_match`, long enough for pong timers
-        // of connections whose close frames sat unread to expire.
+        // completions are then ignored like any for a gone connection. An io_uring cancel
+        // by descriptor would do the same at O(connections) per close: the kernel serves
+        // it by scanning every armed request of the ring.
         self.recv.remove(&token.key);
-        // SAFETY: `fd` is this connection's socket, still open (closed below, later).
+        // SAFETY: `fd` is this connection's socket, still open (closed after the submit).
         let _ = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        // Closed only after the next submit: an entry still queued for this descriptor
-        // must not find its number naming another socket.
         self.closing.push(fd);
         if !self.starved.is_empty() {
             self.starved.retain(|&(_, t)| t != token);
         }
         self.drop_held(token.key);
+        self.freed();
     }
 
     fn stop_accepting(&mut self) {
         if self.listener.take().is_some() && self.accept_armed {
+            // The multishot holds its own reference to the listener; the cancel ends it.
             self.cancel(user_data(OP_ACCEPT, 0, 0));
         }
+        self.accept_retry = None;
     }
 
     fn send(&mut self, fd: RawFd, token: Token, out: &mut Outbox) -> io::Result<Handed> {
@@ -726,15 +542,7 @@ impl Backend for Uring {
     }
 
     fn send_direct(&mut self, fd: RawFd, token: Token, piece: &Piece) -> io::Result<Handed> {
-        let slot = self.sends.insert(SendOp {
-            token,
-            fd,
-            counted: false,
-            left: piece.len(),
-            one: Some(Buf::Piece(piece.clone())),
-            multi: None,
-        });
-        self.submit_send(slot);
+        self.send_piece(fd, token, piece);
         Ok(Handed::Taken)
     }
 
@@ -752,24 +560,23 @@ impl Backend for Uring {
         }
     }
 
-    fn poll(&mut self, timeout: Option<Duration>, sink: &mut impl Sink) -> io::Result<()> {
-        if self.listener.is_some() && !self.accept_armed {
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.accept_retry.is_some_and(|at| Instant::now() >= at) {
+            self.accept_retry = None;
+        }
+        if self.listener.is_some() && !self.accept_armed && self.accept_retry.is_none() {
             self.arm_accept();
         }
-        if !self.deliver.is_empty() {
-            self.deliver_held(sink);
-            self.bufs.publish();
-        }
-        let timeout =
-            if self.starved.is_empty() && self.deliver.is_empty() && self.backlog.is_empty() {
-                timeout
-            } else {
-                Some(Duration::ZERO)
-            };
-        let res = match (
-            timeout,
-            self.wait.next(std::mem::take(&mut self.sends_submitted)),
-        ) {
+        let busy = !(self.starved.is_empty() && self.deliver.is_empty() && self.backlog.is_empty());
+        let timeout = match (busy, self.accept_retry) {
+            (true, _) => Some(Duration::ZERO),
+            (false, Some(at)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            (false, None) => timeout,
+        };
+        let res = match (timeout, self.wait.next()) {
             (None, (1, _)) => self.ring.submit_and_wait(1),
             (None, (nr, us)) => {
                 let args = SubmitArgs::new().min_wait_usec(us);
@@ -791,32 +598,32 @@ impl Backend for Uring {
                 ) => {}
             Err(e) => return Err(e),
         }
-        for fd in self.closing.drain(..) {
-            super::close(fd);
+        self.close_pending();
+        Ok(())
+    }
+
+    fn dispatch(&mut self, sink: &mut impl Sink) {
+        if !self.deliver.is_empty() {
+            self.deliver_held(sink);
+            self.bufs.publish();
         }
         self.wait.last = 0;
-        let mut batch = std::mem::take(&mut self.batch);
         if !self.backlog.is_empty() {
-            std::mem::swap(&mut batch, &mut self.backlog);
-            for &(ud, res, flags) in &batch {
-                self.handle(ud, res, flags, sink);
-            }
+            debug_assert!(self.batch.is_empty());
+            std::mem::swap(&mut self.batch, &mut self.backlog);
+            self.handle_batch(sink);
         }
         loop {
-            batch.clear();
-            batch.extend(
+            self.batch.extend(
                 self.ring
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            if batch.is_empty() {
+            if self.batch.is_empty() {
                 break;
             }
-            for &(ud, res, flags) in &batch {
-                self.handle(ud, res, flags, sink);
-            }
+            self.handle_batch(sink);
         }
-        self.batch = batch;
         if self.sends.is_empty() && self.sends.capacity() > KEEP_SENDS {
             self.sends = Slab::new(); // after a broadcast to many, do not keep its records
         }
@@ -828,51 +635,15 @@ impl Backend for Uring {
                 self.recv.insert(token.key, Recv::Idle);
             }
         }
-        Ok(())
-    }
-
-    fn enobufs(&self) -> u64 {
-        self.enobufs
     }
 
     fn finish(&mut self) {
-        // Cancel everything still in flight and wait (bounded) for the completions, so no
-        // operation outlives the buffers it uses.
-        let e = opcode::AsyncCancel2::new(CancelBuilder::any().all())
-            .build()
-            .user_data(user_data(OP_CANCEL, 0, 0));
-        self.in_flight += 1;
-        // SAFETY: a cancel references no memory.
-        let _ = unsafe { self.ring.submission().push(&e) };
-        for (_, _, flags) in std::mem::take(&mut self.backlog) {
-            if !cqueue::more(flags) {
-                self.in_flight = self.in_flight.saturating_sub(1);
-            }
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while self.in_flight > 0 && std::time::Instant::now() < deadline {
-            let ts = Timespec::from(Duration::from_millis(50));
-            let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
-            let batch: Vec<_> = self
-                .ring
-                .completion()
-                .map(|c| (c.user_data(), c.flags()))
-                .collect();
-            for (ud, flags) in batch {
-                if !cqueue::more(flags) {
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                }
-                if ud >> 60 == OP_SEND {
-                    let slot = (ud & ((1 << 60) - 1)) as usize;
-                    if self.sends.contains(slot) {
-                        self.sends.remove(slot);
-                    }
-                }
-            }
-            for fd in self.closing.drain(..) {
-                super::close(fd);
-            }
-        }
+        // What cannot be settled is leaked by `Drop`, which settles again (a no-op once
+        // this succeeded).
+        let _ = self.settle();
+    }
+
+    fn counters(&self) -> BackendCounters {
+        self.counters
     }
 }

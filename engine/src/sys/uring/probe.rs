@@ -34,10 +34,11 @@ pub fn probe() -> Result<Features, String> {
 }
 
 /// Builds a ring with the worker's setup flags, dropping the newest ones the kernel lacks.
-pub(super) fn build_ring(entries: u32) -> io::Result<IoUring> {
+/// `defer`: deferred task work (the default; `Config::uring_defer_taskrun`), else
+/// cooperative task work only, for A/B measurements.
+pub(super) fn build_ring(entries: u32, defer: bool) -> io::Result<IoUring> {
     let cq = entries * 4;
-    // For A/B measurements: deferred task work (the default) against cooperative only.
-    if std::env::var("THRONG_URING_NODEFER").is_ok() {
+    if !defer {
         return IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
@@ -73,7 +74,7 @@ const REQUIRED: [(u8, &str); 6] = [
 ];
 
 fn run() -> Result<Features, String> {
-    let ring = build_ring(8).map_err(|e| explain("ring setup", &e))?;
+    let ring = build_ring(8, true).map_err(|e| explain("ring setup", &e))?;
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)

@@ -10,8 +10,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::*;
-use crate::sys::arena::Arena;
+
+thread_local! {
+    /// The backend's count of operations the kernel holds, mirrored for the tests.
+    pub(super) static KERNEL_OPS: Cell<usize> = const { Cell::new(0) };
+    /// Backends that had to leak memory because their ring failed.
+    pub(super) static LEAKED: Cell<usize> = const { Cell::new(0) };
+}
+use crate::output::Arena;
 
 /// Records what the backend reports.
 #[derive(Default)]
@@ -94,7 +105,13 @@ fn uring(buffers: (u16, u32, u16)) -> Option<Uring> {
         eprintln!("io_uring unavailable, test skipped: {why}");
         return None;
     }
-    Some(Uring::with_buffers(None, buffers).expect("ring"))
+    Some(Uring::with_buffers(None, buffers, &crate::Config::default()).expect("ring"))
+}
+
+/// One turn: wait at most `timeout`, dispatch.
+fn poll(u: &mut Uring, timeout: Duration, sink: &mut Recorder) {
+    u.wait(Some(timeout)).expect("wait");
+    u.dispatch(sink);
 }
 
 /// Polls until `done` or a deadline.
@@ -102,7 +119,7 @@ fn poll_until(u: &mut Uring, sink: &mut Recorder, mut done: impl FnMut(&Recorder
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done(sink) {
         assert!(Instant::now() < deadline, "backend stalled");
-        u.poll(Some(Duration::from_millis(5)), sink).expect("poll");
+        poll(u, Duration::from_millis(5), sink);
     }
 }
 
@@ -179,7 +196,7 @@ fn a_send_the_kernel_takes_in_pieces_continues_in_order() {
         sink.sent
     );
     u.finish();
-    crate::sys::close(fd);
+    crate::net::close(fd);
 }
 
 #[test]
@@ -210,10 +227,13 @@ fn receives_that_find_the_buffer_ring_empty_lose_nothing_and_are_counted() {
             "connection {k}: bytes whole and in order"
         );
     }
-    assert!(u.enobufs > 0, "the burst found the ring empty");
+    assert!(
+        u.counters.recv_enobufs > 0,
+        "the burst found the ring empty"
+    );
     u.finish();
     for fd in sink.fds.values() {
-        crate::sys::close(*fd);
+        crate::net::close(*fd);
     }
 }
 
@@ -238,19 +258,19 @@ fn close_ends_the_receive_and_a_blocked_send_without_the_peer_doing_anything() {
         u.send(sink.fds[&0], blocked, &mut out).unwrap(),
         Handed::Taken
     );
-    u.poll(Some(Duration::from_millis(20)), &mut sink).unwrap();
+    poll(&mut u, Duration::from_millis(20), &mut sink);
     assert_eq!(u.sends.len(), 1, "the send waits for the peer");
-    let baseline = u.in_flight - 501; // what is armed besides the receives and the send
+    let baseline = u.in_flight.0 - 501; // what is armed besides the receives and the send
     for (key, fd) in std::mem::take(&mut sink.fds) {
         u.close(fd, Token { key, generation: 1 });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while u.in_flight > baseline {
+    while u.in_flight.0 > baseline {
         assert!(
             Instant::now() < deadline,
             "operations of closed connections still in flight"
         );
-        u.poll(Some(Duration::from_millis(5)), &mut sink).unwrap();
+        poll(&mut u, Duration::from_millis(5), &mut sink);
     }
     assert!(u.sends.is_empty(), "the blocked send ended");
     assert_eq!(sink.errors, 1, "and was reported as failed");
@@ -262,4 +282,106 @@ fn close_ends_the_receive_and_a_blocked_send_without_the_peer_doing_anything() {
             .expect("the peer sees the end of the stream");
     }
     u.finish();
+}
+
+/// The memory of a send buffer, recording how many operations the kernel still held
+/// when it was freed.
+struct Watched {
+    bytes: Vec<u8>,
+    freed_with: Arc<std::sync::Mutex<Option<usize>>>,
+}
+
+impl AsRef<[u8]> for Watched {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        *self.freed_with.lock().unwrap() = Some(KERNEL_OPS.with(|k| k.get()));
+    }
+}
+
+/// A sink that panics at the first input, as a handler bug unwinding through the worker
+/// would (the engine catches handler panics per connection; this is the path for a
+/// panic it does not catch, or a failed wait).
+struct Panicky(Recorder, Arc<AtomicBool>);
+
+impl Sink for Panicky {
+    fn reader(&self, token: Token) -> Option<RawFd> {
+        self.0.reader(token)
+    }
+    fn alive(&self, token: Token) -> bool {
+        self.0.alive(token)
+    }
+    fn accepted(&mut self, fd: RawFd) {
+        self.0.accepted(fd)
+    }
+    fn input(&mut self, _token: Token, _bytes: &mut [u8]) -> bool {
+        self.1.store(true, Ordering::SeqCst);
+        panic!("a bug in the worker while a send is in flight");
+    }
+    fn input_closed(&mut self, token: Token, error: Option<io::Error>) {
+        self.0.input_closed(token, error)
+    }
+    fn writable(&mut self, token: Token) {
+        self.0.writable(token)
+    }
+    fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool) {
+        self.0.sent(token, result, ended)
+    }
+    fn woken(&mut self) {}
+}
+
+#[test]
+fn a_panic_with_a_send_in_flight_frees_nothing_the_kernel_still_holds() {
+    let Some(mut u) = uring((8, 4096, 0)) else {
+        return;
+    };
+    let mut rec = Recorder::default();
+    // Connection 0: a 4 MiB send blocked on a peer that never reads (small buffers).
+    let quiet = watched(&mut u, &mut rec, 0, Some(4096));
+    let freed_with = Arc::new(std::sync::Mutex::new(None));
+    let mut out = Outbox::default();
+    out.queue.push_back(Bytes::from_owner(Watched {
+        bytes: pattern(5, 4 << 20),
+        freed_with: freed_with.clone(),
+    }));
+    assert_eq!(
+        u.send(
+            rec.fds[&0],
+            Token {
+                key: 0,
+                generation: 1
+            },
+            &mut out
+        )
+        .unwrap(),
+        Handed::Taken
+    );
+    // Connection 1: input that makes the sink panic.
+    let mut talker = watched(&mut u, &mut rec, 1, None);
+    std::io::Write::write_all(&mut talker, b"boom").unwrap();
+    let panicked = Arc::new(AtomicBool::new(false));
+    let mut sink = Panicky(rec, panicked.clone());
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no input arrived");
+            u.wait(Some(Duration::from_millis(5))).unwrap();
+            u.dispatch(&mut sink); // panics at the input; `u` drops while unwinding
+        }
+    }));
+    assert!(unwound.is_err() && panicked.load(Ordering::SeqCst));
+    let held = freed_with
+        .lock()
+        .unwrap()
+        .expect("the send's buffer was freed, not leaked");
+    assert_eq!(
+        held, 0,
+        "the buffer was freed while the kernel still held operations"
+    );
+    assert_eq!(LEAKED.with(|l| l.get()), 0);
+    drop((quiet, talker));
 }

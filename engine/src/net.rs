@@ -1,16 +1,50 @@
-//! Sockets and threads: the per-worker `SO_REUSEPORT` listener, accept, CPU pinning.
+//! Sockets outside any backend: the per-worker `SO_REUSEPORT` listener, addresses, and
+//! the TCP state a liveness check reads.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::syscall;
+use crate::error::Error;
+use crate::syscall::syscall;
 
-/// Binds a non-blocking listener with `SO_REUSEPORT`, so every worker has its own accept
-/// queue on the same port and the kernel spreads connections over them.
-pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
+/// Binds one listener per worker on `addr`, all in one `SO_REUSEPORT` group, so every
+/// worker has its own accept queue on the same port and the kernel spreads connections
+/// over them. Returns them with the address bound (its port, when port 0 was asked for).
+///
+/// A port some other socket already listens on is refused with [`Error::AddrInUse`]:
+/// with `SO_REUSEPORT` set, a second server run by the same user would otherwise join
+/// the first one's group and silently take a share of its connections.
+pub fn listeners(
+    addr: SocketAddr,
+    backlog: i32,
+    workers: usize,
+) -> Result<(Vec<OwnedFd>, SocketAddr), Error> {
+    let bind_err = |source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse { addr },
+        _ => Error::Bind { addr, source },
+    };
+    if addr.port() != 0 {
+        // Without SO_REUSEPORT the bind fails if anything listens there; the probe socket
+        // is closed before the group binds (it never listened, so it holds nothing).
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(bind_err)?;
+        probe.set_reuse_address(true).map_err(bind_err)?;
+        probe.bind(&addr.into()).map_err(bind_err)?;
+    }
+    let first = listener(addr, backlog).map_err(bind_err)?;
+    let local = local_addr(first.as_raw_fd()).map_err(bind_err)?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(listener(local, backlog).map_err(bind_err)?);
+    }
+    Ok((all, local))
+}
+
+/// Binds a non-blocking listener with `SO_REUSEPORT`.
+fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -21,7 +55,7 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
     defer_accept(&socket);
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
-    Ok(socket.into_raw_fd())
+    Ok(socket.into())
 }
 
 /// `TCP_DEFER_ACCEPT`: a connection reaches the accept queue with its first data (the
@@ -33,7 +67,6 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
 /// no slab entry) and accepted after about a second, when the handshake timer takes over.
 /// Best effort: without it the engine behaves the same, a little slower.
 fn defer_accept(socket: &Socket) {
-    use std::os::fd::AsRawFd;
     let seconds: libc::c_int = 1;
     // SAFETY: valid socket; the option value is a c_int of the size passed.
     let _ = syscall!(setsockopt(
@@ -92,51 +125,40 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
     }
 }
 
-/// Accepts one connection, non-blocking and close-on-exec; Nagle is off through the
-/// listener (frames are written whole; waiting to coalesce only adds latency).
-/// `Ok(None)`: queue empty.
-pub fn accept(listener: RawFd) -> io::Result<Option<RawFd>> {
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: null address pointers are allowed: we do not ask for the peer's address.
-    match syscall!(accept4(
-        listener,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        flags
-    )) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Closes a descriptor the engine owns (a listener it gives up, a connection it refuses).
+pub fn close(fd: RawFd) {
+    // SAFETY: the engine owns `fd` and never uses it after this call.
+    let _ = syscall!(close(fd));
 }
 
-/// The CPUs this process may run on, in order.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain old data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    if syscall!(sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set)).is_err() {
-        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-    }
-    // SAFETY: CPU_ISSET reads a valid cpu_set_t.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+/// The send side of a TCP connection as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendProgress {
+    /// Bytes the peer has acknowledged since the connection began.
+    pub acked: u64,
+    /// Whether bytes still wait for the peer: sent and unacknowledged, or not sent yet.
+    pub waiting: bool,
+    /// Milliseconds since the peer last acknowledged anything.
+    pub since_ack_ms: u32,
 }
 
-/// Pins the calling thread to one CPU.
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain old data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "cpu out of range",
-        ));
-    }
-    // SAFETY: CPU_SET writes a valid cpu_set_t; `cpu` is below CPU_SETSIZE (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 means this thread.
-    syscall!(sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set))?;
-    Ok(())
+/// Reads [`SendProgress`] (`TCP_INFO`); `None` if the socket has none (not TCP).
+pub fn send_progress(fd: RawFd) -> Option<SendProgress> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, and `len` says so.
+    syscall!(getsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        (&raw mut info).cast(),
+        &mut len
+    ))
+    .ok()?;
+    Some(SendProgress {
+        acked: info.tcpi_bytes_acked,
+        waiting: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
+        since_ack_ms: info.tcpi_last_ack_recv,
+    })
 }

@@ -1,0 +1,123 @@
+//! A connection's arrival and its teardown.
+
+use std::os::fd::RawFd;
+
+use throng_protocol::CloseCode;
+
+use super::output::output_pending;
+use super::{Core, Op};
+use crate::conn::*;
+use crate::handler::Handler;
+use crate::sys::Token;
+
+impl<S> Core<S> {
+    /// A connection was accepted: file it for its handshake, or refuse it when the worker
+    /// is full or shutting down.
+    pub fn accept(&mut self, fd: RawFd) {
+        if self.conns.len() >= self.limits.max_connections || self.shutting_down {
+            self.stats.refused_full += 1;
+            self.ops.push(Op::Refuse(fd));
+            return;
+        }
+        self.stats.accepted += 1;
+        self.generation = self.generation.wrapping_add(1);
+        let key = self.conns.insert(Conn::new(fd, self.generation, self.now));
+        let token = self.token(key);
+        self.ops.push(Op::Register(fd, token));
+        self.schedule(key);
+    }
+
+    /// The backend cannot watch the connection: tear it down at the next reap.
+    pub fn unwatchable(&mut self, token: Token) {
+        if let Some(key) = self.lookup(token) {
+            self.broke(key);
+        }
+    }
+
+    /// Reports the close to the handler if it is owed one.
+    pub(super) fn report_close<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        let c = &mut self.conns[key];
+        if c.has(OPENED) {
+            // Sends from on_close are refused: the close is decided.
+            c.flags = (c.flags & !OPENED) | CLOSE_SENT;
+            self.call_on_close(h, key, code, reason);
+        }
+    }
+
+    /// Removes the connection now; the descriptor is closed by the run loop.
+    pub fn remove<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        self.report_close(h, key, code, reason);
+        let token = self.token(key);
+        let conn = self.conns.remove(key);
+        if conn.has(SUBSCRIBED) {
+            // The slot is free from here: its subscriptions end with it, so a connection
+            // that reuses it starts with none.
+            self.topics.remove_conn(key as u32, conn.topic);
+        }
+        if !self.stalls.is_empty() {
+            self.stalls.remove(&(key as u32));
+        }
+        if conn.has(CLEAN) {
+            self.stats.closed_cleanly += 1;
+        } else {
+            self.stats.closed_abnormally += 1;
+        }
+        if let Some(spill) = conn.spill {
+            self.pool.give(spill);
+        }
+        self.ops.push(Op::Close(conn.fd, token));
+    }
+
+    /// The peer closed its side or the socket failed. Output accepted before (a reply to
+    /// the peer's last message, our close frame) still goes out: the connection is removed
+    /// once it is flushed, or by the close timer.
+    pub fn input_closed<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        let c = &mut self.conns[key];
+        if c.has(PEER_EOF) {
+            return;
+        }
+        if !output_pending(c) || c.has(BROKEN) {
+            return self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+        }
+        c.flags |= PEER_EOF;
+        self.report_close(h, key, CloseCode::ABNORMAL, "connection lost");
+        if let Some(c) = self.conns.get_mut(key)
+            && c.phase != Phase::Draining
+        {
+            c.phase = Phase::Draining;
+            c.since = self.now;
+            self.schedule(key);
+        }
+    }
+
+    /// Tears down connections whose socket failed during a send.
+    pub fn reap<H: Handler<State = S>>(&mut self, h: &mut H) {
+        while let Some(token) = self.broken.pop() {
+            if let Some(key) = self.lookup(token) {
+                self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+            }
+        }
+    }
+
+    /// The socket failed: stop using it; it is torn down at the next [`Core::reap`].
+    pub(super) fn broke(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.has(BROKEN) {
+            c.flags |= BROKEN;
+            let token = self.token(key);
+            self.broken.push(token);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Handing a turn's output to the backend, and what follows when it has gone out.
+
+use bytes::Bytes;
+
+use super::wire::{Out, wire_send};
+use super::{Core, Dirty, Op};
+use crate::conn::*;
+use crate::handler::Handler;
+use crate::output::Piece;
+use crate::sys::{Backend, Handed, Token};
+
+/// Flush rounds per turn: `on_drain` may send again, which dirties the connection again.
+const FLUSH_ROUNDS: usize = 4;
+/// Flush list entries kept allocated between turns.
+const KEEP_DIRTY: usize = 1 << 16;
+
+impl<S> Core<S> {
+    /// The socket can take more (readiness backends): flush at the end of this turn.
+    pub fn writable(&mut self, key: usize) {
+        let c = &self.conns[key];
+        if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| !s.out.is_empty()) {
+            let token = self.token(key);
+            self.conns[key].flags |= DIRTY;
+            self.dirty.push(Dirty {
+                token,
+                direct: None,
+            });
+        }
+    }
+
+    /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
+    /// `ended`, is over; or the socket failed.
+    pub fn sent<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        result: std::io::Result<usize>,
+        ended: bool,
+    ) {
+        match result {
+            Ok(n) => {
+                let token = self.token(key);
+                let c = &mut self.conns[key];
+                if ended {
+                    c.flags &= !SENDING;
+                }
+                if let Some(s) = c.spill.as_mut() {
+                    s.out_bytes -= n.min(s.out_bytes);
+                    if ended && !s.out.is_empty() && !c.has(DIRTY) {
+                        c.flags |= DIRTY;
+                        self.dirty.push(Dirty {
+                            token,
+                            direct: None,
+                        });
+                    }
+                }
+                self.after_output(h, key);
+            }
+            Err(_) => {
+                self.conns[key].flags &= !SENDING;
+                self.broke(key);
+                self.reap(h);
+            }
+        }
+    }
+
+    /// Hands every dirty outbox to the backend. Runs once per turn of the run loop, after
+    /// the turn's input, timers and mail.
+    pub fn flush_dirty<H: Handler<State = S>, B: Backend>(&mut self, h: &mut H, backend: &mut B) {
+        for _ in 0..FLUSH_ROUNDS {
+            if self.dirty.is_empty() {
+                break;
+            }
+            let mut dirty = std::mem::take(&mut self.dirty);
+            self.last_direct = usize::MAX;
+            for d in dirty.drain(..) {
+                self.flush_one(h, backend, d);
+            }
+            if self.dirty.is_empty() {
+                if dirty.capacity() > KEEP_DIRTY {
+                    dirty = Vec::new(); // a broadcast to many: do not keep its list
+                }
+                self.dirty = dirty; // keep the allocation
+            }
+            self.reap(h);
+        }
+        self.arena.settle();
+    }
+
+    /// Hands one connection's output to the backend.
+    fn flush_one<H: Handler<State = S>, B: Backend>(
+        &mut self,
+        h: &mut H,
+        backend: &mut B,
+        d: Dirty,
+    ) {
+        let Some(key) = self.lookup(d.token) else {
+            return;
+        };
+        let c = &mut self.conns[key];
+        c.flags &= !(DIRTY | DIRECT);
+        // A direct piece is only staged while nothing is in flight.
+        debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
+        if c.has(BROKEN) || c.has(SENDING) {
+            return;
+        }
+        let fd = c.fd;
+        if let Some(piece) = d.direct {
+            match c.spill.as_mut() {
+                Some(s) if !s.out.is_empty() => {
+                    // Joined by later output: it leaves first, in the same write, and is
+                    // counted from now on.
+                    s.out_bytes += piece.len();
+                    s.out.head = Some(piece);
+                }
+                _ => return self.flush_direct(h, backend, key, d.token, piece),
+            }
+        }
+        let c = &mut self.conns[key];
+        let Some(spill) = c.spill.as_mut() else {
+            return;
+        };
+        match wire_send(backend, fd, d.token, Out::Outbox(&mut spill.out)) {
+            Ok(Handed::Wrote(n)) => {
+                spill.out_bytes -= n;
+                if let Some(head) = spill.out.head.take() {
+                    // The socket is full: keep the rest in memory of the outbox's own, so
+                    // a slow reader does not pin an arena chunk.
+                    let rest = Bytes::copy_from_slice(head.as_slice());
+                    spill.out.queue.push_front(rest);
+                }
+                self.after_output(h, key);
+            }
+            Ok(Handed::Taken) => c.flags |= SENDING,
+            Err(_) => self.broke(key),
+        }
+    }
+
+    /// Writes a direct piece; what the socket does not take now moves to the outbox.
+    fn flush_direct<H: Handler<State = S>, B: Backend>(
+        &mut self,
+        h: &mut H,
+        backend: &mut B,
+        key: usize,
+        token: Token,
+        piece: Piece,
+    ) {
+        let fd = self.conns[key].fd;
+        match wire_send(backend, fd, token, Out::Piece(&piece)) {
+            Ok(Handed::Taken) => self.conns[key].flags |= SENDING,
+            Ok(Handed::Wrote(n)) if n >= piece.len() => self.after_output(h, key),
+            Ok(Handed::Wrote(n)) => {
+                // The socket is full: the rest waits in the outbox (copied, so the arena
+                // chunk is free again) until the backend reports it writable.
+                let rest = &piece.as_slice()[n..];
+                self.spill(key).out.stage.extend_from_slice(rest);
+                self.count(key, rest.len());
+            }
+            Err(_) => self.broke(key),
+        }
+    }
+
+    /// Output went out: resume reading and fire `on_drain` at the low mark, finish a
+    /// draining connection, give back an empty spill record.
+    fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        let token = self.token(key);
+        let low = self.limits.low_water;
+        let c = &mut self.conns[key];
+        if c.has(BROKEN) {
+            return self.reap(h);
+        }
+        let buffered = c.buffered();
+        if buffered <= low && c.has(READ_PAUSED) {
+            c.flags &= !READ_PAUSED;
+            self.ops.push(Op::Resume(c.fd, token));
+        }
+        if buffered <= low && c.has(DRAIN_WANTED) {
+            c.flags &= !DRAIN_WANTED;
+            if c.phase == Phase::Open && c.has(OPENED) {
+                self.call_on_drain(h, key);
+            }
+        }
+        if self.conns.contains(key) {
+            self.finish_if_flushed(key);
+            self.release_spill(key);
+            self.reap(h);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The opening handshake: the upgrade request (or a plain HTTP request) and its answer.
+
+use throng_protocol::handshake;
+
+use super::Core;
+use crate::conn::*;
+use crate::handler::{Decision, Handler, HttpResponse, UpgradeRequest};
+
+impl<S> Core<S> {
+    /// Input while the request head is incomplete: parse what has arrived (with what was
+    /// stashed before), answer it once it is whole.
+    pub(super) fn handshake_input<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        bytes: &mut [u8],
+    ) {
+        let stashed = self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.input.is_empty());
+        if stashed {
+            let mut buf = std::mem::take(&mut self.spill(key).input);
+            buf.extend_from_slice(bytes);
+            let used = self.handshake_parse(h, key, &buf);
+            match used {
+                None => self.spill(key).input = buf,
+                Some(n) => {
+                    let mut rest = buf.split_off(n);
+                    buf.clear();
+                    if let Some(c) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
+                        c.input = buf; // keep the allocation
+                    }
+                    self.after_handshake(h, key, &mut rest);
+                }
+            }
+        } else {
+            match self.handshake_parse(h, key, bytes) {
+                None => self.spill(key).input.extend_from_slice(bytes),
+                Some(n) => self.after_handshake(h, key, &mut bytes[n..]),
+            }
+        }
+        if self.conns.contains(key) {
+            self.release_spill(key);
+        }
+    }
+
+    /// Bytes pipelined after the request head are the first frames.
+    fn after_handshake<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, rest: &mut [u8]) {
+        if !rest.is_empty() && self.conns[key].phase == Phase::Open {
+            self.frame_input(h, key, rest);
+        }
+    }
+
+    /// Parses the request head in `buf`. `None`: incomplete. `Some(n)`: answered, `n`
+    /// bytes used.
+    fn handshake_parse<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        buf: &[u8],
+    ) -> Option<usize> {
+        let (req, used) = match handshake::parse_request(buf, &self.handshake) {
+            Ok(None) => return None,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                self.scratch.clear();
+                handshake::write_error(&mut self.scratch, e);
+                self.respond_and_close(key);
+                return Some(buf.len());
+            }
+        };
+        if !req.is_websocket_upgrade() {
+            let mut res = HttpResponse::default();
+            if !self.call_on_request(h, key, &req, &mut res) {
+                return Some(self.internal_error(key, buf.len()));
+            }
+            let mut headers: Vec<(&str, &str)> = res
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            headers.push(("Connection", "close")); // one request per connection
+            self.scratch.clear();
+            handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
+            self.respond_and_close(key);
+            return Some(buf.len());
+        }
+        let upgrade = match handshake::validate_upgrade(req) {
+            Ok(u) => u,
+            Err(e) => {
+                self.scratch.clear();
+                handshake::write_error(&mut self.scratch, e);
+                self.respond_and_close(key);
+                return Some(buf.len());
+            }
+        };
+        let fd = self.conns[key].fd;
+        let Some(decision) = self.call_on_upgrade(h, key, &UpgradeRequest::new(&upgrade, fd))
+        else {
+            return Some(self.internal_error(key, buf.len()));
+        };
+        match decision {
+            Decision::Reject(status) => {
+                self.scratch.clear();
+                let body = format!("upgrade refused ({status})\n");
+                let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
+                handshake::write_response(&mut self.scratch, status, &headers, body.as_bytes());
+                self.respond_and_close(key);
+                Some(buf.len())
+            }
+            Decision::Accept { state, protocol } => {
+                self.scratch.clear();
+                handshake::write_accept(&mut self.scratch, &upgrade, protocol, None);
+                let head = std::mem::take(&mut self.scratch);
+                let _ = self.send_raw(key, &head);
+                self.scratch = head;
+                let c = &mut self.conns[key];
+                c.state = Some(state);
+                c.phase = Phase::Open;
+                c.flags |= OPENED;
+                c.since = self.now;
+                self.stats.opened += 1;
+                self.schedule(key);
+                if !self.conns[key].has(BROKEN) {
+                    self.call_on_open(h, key);
+                }
+                Some(used)
+            }
+        }
+    }
+
+    /// A callback panicked while answering a request: 500, then close. Returns `used`.
+    fn internal_error(&mut self, key: usize, used: usize) -> usize {
+        self.scratch.clear();
+        let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
+        handshake::write_response(&mut self.scratch, 500, &headers, b"internal error\n");
+        self.respond_and_close(key);
+        used
+    }
+
+    /// Sends the response in `scratch`, then closes once it is out.
+    fn respond_and_close(&mut self, key: usize) {
+        let head = std::mem::take(&mut self.scratch);
+        let _ = self.send_raw(key, &head);
+        self.scratch = head;
+        let c = &mut self.conns[key];
+        c.phase = Phase::Http;
+        c.since = self.now;
+        self.finish_if_flushed(key);
+        self.schedule(key);
+    }
+}

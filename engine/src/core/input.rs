@@ -1,0 +1,164 @@
+//! Input after the transport: the request head while handshaking, frames once open, and
+//! the messages they carry to the handler.
+
+use throng_protocol::decoder::{Decoded, Event};
+use throng_protocol::frame::FrameHead;
+use throng_protocol::{CloseCode, ProtocolError};
+
+use super::{Core, Payload};
+use crate::conn::*;
+use crate::handler::Handler;
+
+/// The longest run of bytes the decoder may leave unconsumed: a full frame header plus a
+/// control frame's 125-byte payload.
+const MAX_STASH: usize = 14 + 125;
+
+impl<S> Core<S> {
+    /// Plaintext arrived for a connection.
+    pub(super) fn plain_input<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        bytes: &mut [u8],
+    ) {
+        let c = &mut self.conns[key];
+        match c.phase {
+            Phase::Handshake => self.handshake_input(h, key, bytes),
+            Phase::Open | Phase::Closing => {
+                if c.phase == Phase::Open {
+                    c.since = self.now;
+                    c.flags &= !PING_SENT;
+                }
+                self.frame_input(h, key, bytes)
+            }
+            // The answer is out or going out; input is read and discarded until EOF.
+            Phase::Http | Phase::Draining => {}
+        }
+    }
+
+    /// Frames: first complete what was stashed from the last input, then decode the rest
+    /// in place, stashing an incomplete header or control frame.
+    pub(super) fn frame_input<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        bytes: &mut [u8],
+    ) {
+        let mut rest = bytes;
+        let stash = match self.conns[key].spill.as_mut() {
+            Some(s) if !s.input.is_empty() => Some(std::mem::take(&mut s.input)),
+            _ => None,
+        };
+        if let Some(mut stash) = stash {
+            // Complete the stashed header or control frame with just enough new bytes.
+            let old = stash.len();
+            let moved = rest.len().min(MAX_STASH);
+            stash.extend_from_slice(&rest[..moved]);
+            let used = self.decode_all(h, key, &mut stash);
+            if !self.receiving(key) {
+                return;
+            }
+            if used >= old {
+                rest = &mut rest[used - old..];
+                stash.clear();
+                self.spill(key).input = stash;
+            } else {
+                // Only possible when all new bytes were moved and still do not complete it.
+                stash.drain(..used);
+                stash.extend_from_slice(&rest[moved..]);
+                self.spill(key).input = stash;
+                return;
+            }
+        }
+        let used = self.decode_all(h, key, rest);
+        if self.receiving(key) && used < rest.len() {
+            self.spill(key).input.extend_from_slice(&rest[used..]);
+        }
+        if self.conns.contains(key) {
+            self.release_spill(key);
+        }
+    }
+
+    /// Whether frames from this connection are still being read.
+    fn receiving(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN))
+    }
+
+    /// Decodes and handles events until the input runs out; returns bytes used.
+    fn decode_all<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        buf: &mut [u8],
+    ) -> usize {
+        let mut used = 0;
+        while self.receiving(key) {
+            let mut decoder = self.conns[key].decoder;
+            let result = decoder.decode(&self.decoder, &mut buf[used..]);
+            self.conns[key].decoder = decoder;
+            match result {
+                Err(e) => {
+                    self.fail(h, key, e.close_code(), e.reason());
+                    return buf.len();
+                }
+                Ok(Decoded {
+                    consumed,
+                    event: None,
+                }) => return used + consumed,
+                Ok(Decoded {
+                    consumed,
+                    event: Some(event),
+                }) => {
+                    self.event(h, key, event);
+                    used += consumed;
+                }
+            }
+        }
+        buf.len()
+    }
+
+    fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
+        match event {
+            Event::Data(piece) => {
+                if self.conns[key].has(CLOSE_SENT) {
+                    return; // the peer has not seen our close yet; its data is moot
+                }
+                if let Some(message) = piece.whole() {
+                    return self.call_on_message(h, key, message);
+                }
+                if piece.compressed {
+                    // No extension claimed RSV1, so the decoder refuses it; kept as a guard.
+                    let e = ProtocolError::ReservedBits;
+                    return self.fail(h, key, e.close_code(), e.reason());
+                }
+                if self.spill(key).message.push(&piece).is_err() {
+                    debug_assert!(false, "message pieces out of order");
+                    return self.fail(h, key, CloseCode::INTERNAL, "internal error");
+                }
+                if piece.last {
+                    let message = std::mem::take(&mut self.spill(key).message);
+                    if let Some(m) = message.message() {
+                        self.call_on_message(h, key, m);
+                    }
+                    if let Some(s) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
+                        s.message = message; // keep the allocation
+                        s.message.clear();
+                    }
+                }
+            }
+            Event::Ping(payload) => {
+                if !self.conns[key].has(CLOSE_SENT) {
+                    let _ = self.send_frame(
+                        key,
+                        FrameHead::pong(payload.len() as u8),
+                        Payload::Borrowed(payload),
+                    );
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(close) => self.peer_close(h, key, close),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Receives: one multishot receive per connection into the provided-buffer ring; a paused
+//! connection's receive is cancelled and what still arrives is held in its buffers.
+
+use std::io;
+
+use io_uring::cqueue;
+
+use super::{OP_RECV, Uring, user_data};
+use crate::sys::{Sink, Token};
+
+/// A receive that is not simply armed. Connections in the common state (a multishot
+/// receive armed) have no entry, so an idle connection costs the backend nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recv {
+    /// Cancelled (reading paused or connection closing); waiting for its last completion.
+    /// `resume`: arm again when it arrives.
+    Cancelling { resume: bool },
+    /// Nothing armed: paused, or ended by an empty buffer ring and waiting to re-arm.
+    Idle,
+}
+
+/// Input that arrived for a paused connection before its receive was cancelled: kept in
+/// its receive buffer (pinned) and delivered on resume, so pausing bounds what the core
+/// buffers however much the kernel had already received.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    bid: u16,
+    start: u32,
+    len: u32,
+}
+
+impl Uring {
+    pub(super) fn on_recv(&mut self, token: Token, res: i32, flags: u32, sink: &mut impl Sink) {
+        let live = sink.alive(token);
+        if res > 0 {
+            let bid = cqueue::buffer_select(flags).unwrap_or(0);
+            let len = res as usize;
+            let start = self.bufs.claim(bid, len);
+            if live {
+                let held = match self.held.is_empty() {
+                    true => None,
+                    false => self.held.get_mut(&token.key),
+                };
+                if let Some(held) = held {
+                    held.push(Held {
+                        bid,
+                        start,
+                        len: len as u32,
+                    });
+                    self.pins[bid as usize] += 1;
+                } else if !sink.input(token, self.bufs.bytes(bid, start, len)) && sink.alive(token)
+                {
+                    self.pause(token);
+                }
+            }
+            if self.bufs.finished(flags) {
+                self.release(bid);
+            }
+        } else if let Some(bid) = cqueue::buffer_select(flags) {
+            self.release(bid);
+        }
+        if cqueue::more(flags) {
+            return;
+        }
+        // The multishot receive ended. A connection that is gone had its state dropped by
+        // `close`; its key may already name a new connection, whose state stays.
+        if !live || !sink.alive(token) {
+            return;
+        }
+        let state = self.recv.remove(&token.key);
+        match res {
+            0 => return sink.input_closed(token, None),
+            r if r < 0 && r != -libc::ENOBUFS && r != -libc::ECANCELED => {
+                return sink.input_closed(token, Some(io::Error::from_raw_os_error(-r)));
+            }
+            _ => {}
+        }
+        if res == -libc::ENOBUFS {
+            self.counters.recv_enobufs += 1;
+        }
+        let resume = !matches!(state, Some(Recv::Cancelling { resume: false }));
+        match sink.reader(token) {
+            Some(fd) if resume && res == -libc::ENOBUFS => self.starved.push((fd, token)),
+            Some(fd) if resume => self.arm_recv(fd, token),
+            // Paused (or asked to stay cancelled): `resume_read` arms it again.
+            _ => {
+                self.recv.insert(token.key, Recv::Idle);
+            }
+        }
+    }
+
+    /// Reading pauses: cancel the multishot receive; what it still delivers is held.
+    pub(super) fn pause(&mut self, token: Token) {
+        self.held.entry(token.key).or_default();
+        if let std::collections::hash_map::Entry::Vacant(e) = self.recv.entry(token.key) {
+            e.insert(Recv::Cancelling { resume: false });
+            self.cancel(user_data(OP_RECV, token.key, token.generation));
+        }
+    }
+
+    /// The kernel is done with buffer `bid`: back to the ring unless input held in it
+    /// still waits.
+    pub(super) fn release(&mut self, bid: u16) {
+        let i = bid as usize % self.pins.len();
+        if self.pins[i] == 0 {
+            self.done[i] = false;
+            self.bufs.give(bid);
+        } else {
+            self.done[i] = true;
+        }
+    }
+
+    pub(super) fn unpin(&mut self, bid: u16) {
+        let i = bid as usize % self.pins.len();
+        self.pins[i] -= 1;
+        if self.pins[i] == 0 && self.done[i] {
+            self.done[i] = false;
+            self.bufs.give(bid);
+        }
+    }
+
+    /// Drops a connection's held input.
+    pub(super) fn drop_held(&mut self, key: u32) {
+        if let Some(held) = self.held.remove(&key) {
+            for h in held {
+                self.unpin(h.bid);
+            }
+        }
+    }
+
+    /// Delivers the held input of resumed connections, in order, until one pauses again.
+    pub(super) fn deliver_held(&mut self, sink: &mut impl Sink) {
+        for token in std::mem::take(&mut self.deliver) {
+            let Some(held) = self.held.remove(&token.key) else {
+                continue;
+            };
+            let mut pieces = held.into_iter();
+            for h in pieces.by_ref() {
+                let mut keep = sink.alive(token);
+                if keep {
+                    let bytes = self.bufs.bytes(h.bid, h.start, h.len as usize);
+                    keep = sink.input(token, bytes);
+                }
+                self.unpin(h.bid);
+                if !keep {
+                    break;
+                }
+            }
+            let rest: Vec<Held> = pieces.collect();
+            if sink.alive(token) && sink.reader(token).is_none() {
+                // Paused again: keep the rest and stop the receive re-armed on resume.
+                self.held.insert(token.key, rest);
+                self.pause(token);
+            } else {
+                for h in rest {
+                    self.unpin(h.bid);
+                }
+            }
+        }
+    }
+}
