@@ -112,8 +112,8 @@ fn main() -> ExitCode {
     match server.shutdown() {
         Ok(r) => {
             println!(
-                "closed {} connections: {} cleanly, {} at the deadline",
-                r.connections, r.closed_cleanly, r.forced
+                "closed {} connections: {} cleanly, {} without a close handshake, {} at the deadline",
+                r.connections, r.closed_cleanly, r.closed_uncleanly, r.forced
             );
             ExitCode::SUCCESS
         }

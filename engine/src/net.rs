@@ -140,6 +140,9 @@ pub struct SendProgress {
     pub waiting: bool,
     /// Milliseconds since the peer last acknowledged anything.
     pub since_ack_ms: u32,
+    /// The peer advertises a zero receive window: its TCP is there (it answers the
+    /// kernel's window probes, which back off to seconds apart) but it reads nothing.
+    pub window_closed: bool,
 }
 
 /// Reads [`SendProgress`] (`TCP_INFO`); `None` if the socket has none (not TCP).
@@ -160,5 +163,8 @@ pub fn send_progress(fd: RawFd) -> Option<SendProgress> {
         acked: info.tcpi_bytes_acked,
         waiting: info.tcpi_unacked > 0 || info.tcpi_notsent_bytes > 0,
         since_ack_ms: info.tcpi_last_ack_recv,
+        // Kernels before 6.2 do not report the window; then it is not known to be closed.
+        window_closed: len as usize >= std::mem::offset_of!(libc::tcp_info, tcpi_rcv_wnd)
+            && info.tcpi_snd_wnd == 0,
     })
 }

@@ -56,7 +56,6 @@ impl std::error::Error for SendError {}
 /// Not `Send` and not `Sync`: the compiler stops a handle from leaving its worker. Use
 /// [`WebSocket::id`] and the server handle to reach a connection from elsewhere.
 pub struct WebSocket<'w, S> {
-    // Debug shows the connection's name, not the worker's internals.
     core: &'w mut Core<S>,
     key: usize,
     _not_send: PhantomData<*const ()>,

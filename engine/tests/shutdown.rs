@@ -131,3 +131,75 @@ fn a_client_that_does_not_answer_is_forced_at_the_shutdown_timeout() {
         assert_eq!(closes.get(&silent_id), Some(&1006));
     }
 }
+
+/// Issue 12.4: peers that never answer the 1001 are ended by the close timer before the
+/// shutdown deadline; they used to be counted in no bucket ("closed 1051 connections:
+/// 1001 cleanly, 0 at the deadline"). Every connection must be in exactly one.
+#[test]
+fn every_connection_open_at_shutdown_is_in_exactly_one_bucket() {
+    for backend in backends() {
+        // The close timer ends the silent ones before the deadline.
+        let mut cfg = config(backend);
+        cfg.timer_tick = Duration::from_millis(50);
+        cfg.close_timeout = Duration::from_millis(500);
+        cfg.shutdown_timeout = Duration::from_secs(3);
+        let (server, events) = start(cfg);
+        let addr = server.local_addr();
+        let (warm_tx, warm) = mpsc::channel();
+        let good: Vec<_> = (0..2)
+            .map(|n| {
+                let tx = warm_tx.clone();
+                std::thread::spawn(move || chatter(addr, n, tx))
+            })
+            .collect();
+        for _ in 0..2 {
+            warm.recv_timeout(EVENT_TIMEOUT)
+                .expect("the good clients talk");
+        }
+        let silent: Vec<Raw> = (0..3).map(|_| Raw::open(addr)).collect();
+        for _ in 0..5 {
+            events.opened();
+        }
+        // One still in its handshake: half a request, then nothing.
+        let mut half = Raw::tcp(addr);
+        half.write(&upgrade_request(addr, "/", "").as_bytes()[..20]);
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 6));
+        let report = server.shutdown().expect("shutdown");
+        for g in good {
+            assert_eq!(g.join().unwrap().0, 1001);
+        }
+        assert_eq!(
+            (
+                report.connections,
+                report.closed_cleanly,
+                report.closed_uncleanly,
+                report.forced
+            ),
+            (6, 2, 4, 0),
+            "{report:?}"
+        );
+        drop((silent, half));
+
+        // The close timer and the deadline equal (the case the issue found): whichever
+        // ends a silent peer, it is counted once.
+        let mut cfg = config(backend);
+        cfg.timer_tick = Duration::from_millis(50);
+        cfg.close_timeout = Duration::from_secs(1);
+        cfg.shutdown_timeout = Duration::from_secs(1);
+        let (server, events) = start(cfg);
+        let addr = server.local_addr();
+        let silent: Vec<Raw> = (0..4).map(|_| Raw::open(addr)).collect();
+        for _ in 0..4 {
+            events.opened();
+        }
+        let report = server.shutdown().expect("shutdown");
+        assert_eq!(report.connections, 4, "{report:?}");
+        assert_eq!(report.closed_cleanly, 0, "{report:?}");
+        assert_eq!(
+            report.closed_uncleanly + report.forced,
+            4,
+            "each silent peer in exactly one bucket: {report:?}"
+        );
+        drop(silent);
+    }
+}

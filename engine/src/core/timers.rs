@@ -157,8 +157,9 @@ impl<S> Core<S> {
     /// (a half-open connection cannot hear a close frame either). But the ping may simply
     /// wait behind output the peer is still reading, slowly: while bytes wait for the
     /// peer, its TCP acknowledging them shows it alive, and it gets another interval. The
-    /// first time, an acknowledgement within the pong timeout is enough (a half-open peer
-    /// acknowledges nothing); after that, the peer must have acknowledged more bytes than
+    /// first time, an acknowledgement within the pong timeout, or a closed receive window
+    /// (which only a live TCP advertises), is enough (a half-open peer acknowledges
+    /// nothing); after that, the peer must have acknowledged more bytes than
     /// at the last check, or it is stuck (alive, not reading: it would hold its output
     /// forever) and is dropped too.
     fn pong_overdue<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
@@ -170,7 +171,7 @@ impl<S> Core<S> {
             let checked = self.stalls.insert(key as u32, (generation, p.acked));
             let alive = match checked {
                 Some((g, before)) if g == generation => p.acked > before,
-                _ => p.since_ack_ms < self.ticks.pong_ms,
+                _ => p.since_ack_ms < self.ticks.pong_ms || p.window_closed,
             };
             if alive {
                 let c = &mut self.conns[key];

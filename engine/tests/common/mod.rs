@@ -726,6 +726,20 @@ impl Raw {
         }
     }
 
+    /// A client over a stream connected elsewhere (with socket options of its own).
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream: Tcp(stream),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Puts bytes read from `stream` directly back in front of what is parsed next.
+    pub fn unread(&mut self, mut bytes: Vec<u8>) {
+        bytes.extend_from_slice(&self.pending);
+        self.pending = bytes;
+    }
+
     /// Connects and completes the handshake on `/`, checking the 101 response.
     pub fn open(addr: SocketAddr) -> Raw {
         let mut raw = Raw::tcp(addr);
