@@ -7,7 +7,10 @@
 //! other CPUs, interleaving the servers round by round, and reports every figure with its
 //! ratio to tokio-tungstenite as a markdown table, JSON and an SVG chart.
 
+#![deny(unsafe_code)]
+
 pub mod compare;
 pub mod report;
 pub mod servers;
+#[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod sys;

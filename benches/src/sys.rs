@@ -117,6 +117,12 @@ pub struct OtherLoad {
     at: Instant,
 }
 
+impl std::fmt::Debug for OtherLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtherLoad").finish_non_exhaustive()
+    }
+}
+
 impl OtherLoad {
     /// Starts watching everything but `skip` (the server, the harness).
     pub fn watch(skip: Vec<u32>) -> OtherLoad {
@@ -174,6 +180,7 @@ pub fn mem_gib() -> f64 {
 }
 
 /// What a server process said when it started.
+#[derive(Debug)]
 pub enum Started {
     /// It listens here.
     Listening(SocketAddr),
@@ -190,6 +197,12 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<String>>,
     /// Where it listens.
     pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ServerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerProcess").finish_non_exhaustive()
+    }
 }
 
 impl ServerProcess {

@@ -13,6 +13,12 @@ pub fn encode_frame(kind: throng_protocol::DataKind, payload: &[u8]) -> Bytes {
 /// A spill record lent by [`SpillPool`].
 pub struct Spill(Box<crate::pool::Spill>);
 
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill").finish_non_exhaustive()
+    }
+}
+
 impl Spill {
     /// Queues `bytes` as output, as a send the kernel did not take does.
     pub fn queue(&mut self, bytes: Bytes) {
@@ -27,6 +33,12 @@ impl Spill {
 
 /// A worker's pool of spill records.
 pub struct SpillPool(crate::pool::Pool);
+
+impl std::fmt::Debug for SpillPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillPool").finish_non_exhaustive()
+    }
+}
 
 impl Default for SpillPool {
     fn default() -> Self {
@@ -54,6 +66,12 @@ impl SpillPool {
 /// The timer wheel.
 #[derive(Default)]
 pub struct TimerWheel(crate::timer::Wheel);
+
+impl std::fmt::Debug for TimerWheel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimerWheel").finish_non_exhaustive()
+    }
+}
 
 /// Buckets of the wheel (one lap).
 pub const WHEEL_BUCKETS: usize = crate::timer::BUCKETS;
@@ -96,6 +114,12 @@ impl TimerWheel {
 pub struct TopicTable {
     table: crate::topics::Topics,
     inline: Vec<u16>,
+}
+
+impl std::fmt::Debug for TopicTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicTable").finish_non_exhaustive()
+    }
 }
 
 impl TopicTable {

@@ -13,6 +13,7 @@ pub type HttpRequest<'r> = Request<'r>;
 
 /// A valid WebSocket upgrade request, for [`Handler::on_upgrade`]: path, query, origin,
 /// offered subprotocols and extensions, every header, and the peer's address.
+#[derive(Debug)]
 pub struct UpgradeRequest<'r> {
     upgrade: &'r Upgrade<'r>,
     fd: RawFd,
@@ -57,6 +58,7 @@ impl<'r> UpgradeRequest<'r> {
 }
 
 /// What [`Handler::on_upgrade`] decides.
+#[derive(Debug)]
 pub enum Decision<'r, S> {
     /// Open the WebSocket with this per-connection state (stored inline in the worker's
     /// slab) and, optionally, one of the offered subprotocols.

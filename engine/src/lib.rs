@@ -25,24 +25,36 @@
 //! server.shutdown().unwrap();
 //! ```
 
+// Modules that talk to the kernel or own raw memory may use `unsafe` (each block says why
+// it is sound); everything else, the core among it, may not.
+#![deny(unsafe_code)]
+
 #[doc(hidden)]
 pub mod bench_api;
 mod config;
 mod conn;
 mod connections;
 mod core;
+#[allow(unsafe_code)]
 mod cpu;
 mod error;
 mod handler;
 mod mailbox;
+#[allow(unsafe_code)]
 mod net;
+#[allow(unsafe_code)]
 mod output;
 mod pool;
 mod server;
+#[allow(unsafe_code)]
 mod signal;
 mod stats;
+#[allow(unsafe_code)]
 mod sys;
+#[allow(unsafe_code)]
 mod syscall;
+#[doc(hidden)]
+pub mod testing;
 mod timer;
 mod topics;
 mod worker;

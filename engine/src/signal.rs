@@ -9,6 +9,12 @@ pub struct ShutdownSignals {
     set: libc::sigset_t,
 }
 
+impl std::fmt::Debug for ShutdownSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownSignals").finish_non_exhaustive()
+    }
+}
+
 impl ShutdownSignals {
     /// Blocks the signals; wait for one with [`ShutdownSignals::wait`].
     pub fn block() -> io::Result<Self> {

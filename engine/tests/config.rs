@@ -9,6 +9,9 @@ use std::time::Duration;
 use common::*;
 use throng_engine::{Backpressure, CloseCode, Config, Error};
 
+/// A change that makes a config invalid.
+type Change = Box<dyn Fn(&mut Config)>;
+
 fn refused(cfg: Config) -> (&'static str, String) {
     match cfg.validate() {
         Err(e) => (e.field, e.reason),
@@ -20,7 +23,7 @@ fn refused(cfg: Config) -> (&'static str, String) {
 fn every_invalid_setting_is_refused_with_its_name() {
     let ok = Config::default();
     ok.validate().expect("the defaults are valid");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         ("workers", Box::new(|c| c.workers = 0)),
         ("backlog", Box::new(|c| c.backlog = 0)),
         ("max_connections", Box::new(|c| c.max_connections = 0)),

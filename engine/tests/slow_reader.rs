@@ -47,13 +47,19 @@ fn a_slow_reader_keeps_its_connection_and_gets_every_byte() {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         while got.len() < message.len() + 4 {
-            let n = raw.stream.read(&mut buf).expect("the server keeps the connection");
+            let n = raw
+                .stream
+                .read(&mut buf)
+                .expect("the server keeps the connection");
             assert!(n > 0, "cut after {} of {} bytes", got.len(), message.len());
             got.extend_from_slice(&buf[..n]);
             std::thread::sleep(Duration::from_millis(40));
             assert!(started.elapsed() < Duration::from_secs(60));
         }
-        assert!(started.elapsed() > Duration::from_millis(1600), "it was slow");
+        assert!(
+            started.elapsed() > Duration::from_millis(1600),
+            "it was slow"
+        );
         raw.unread(got);
         let f = raw.read_frame_skip_pings();
         assert_eq!(f.opcode, OP_BINARY);

@@ -75,6 +75,12 @@ pub struct Churn {
     pub first_error: Option<String>,
 }
 
+impl std::fmt::Debug for Churn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Churn").finish_non_exhaustive()
+    }
+}
+
 impl Churn {
     /// `slots` connections to `addr`'s `path`, all started now.
     pub fn new(addr: SocketAddr, path: &str, slots: usize, seed: u64) -> io::Result<Churn> {

@@ -67,6 +67,12 @@ pub struct Conn {
     pub server_closed: bool,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
 impl Conn {
     /// A connection whose TCP connect is in progress; `seed` (different for every
     /// connection) makes its handshake key and masks.

@@ -66,6 +66,12 @@ pub struct Conn {
     pub error: Option<String>,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
 impl Conn {
     /// Sends a frame (whole, pre-masked). Output never reorders: with bytes already
     /// waiting, the frame joins them.
@@ -151,6 +157,7 @@ pub trait Driver {
 
 /// A driver for phases where messages only need counting (each connection counts its
 /// own in [`Conn::received`]).
+#[derive(Debug)]
 pub struct Count;
 
 impl Driver for Count {
@@ -192,6 +199,12 @@ pub struct Fleet {
     source_offset: usize,
     /// TCP connects started, the index into the source rotation.
     connects: usize,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").finish_non_exhaustive()
+    }
 }
 
 impl Fleet {

@@ -15,15 +15,21 @@
 //! tracked). Connections to a loopback server come from 127.0.0.2..=127.0.0.250
 //! ([`source`]) so that ports do not run out.
 
+#![deny(unsafe_code)]
+
 pub mod args;
+#[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod churn;
 pub mod client;
 pub mod echo;
+#[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod fleet;
 pub mod frame;
 pub mod hist;
 pub mod hold;
 pub mod measure;
+#[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod source;
+#[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod sys;
 pub mod upgrade;

@@ -341,7 +341,7 @@ pub fn echo(
 // ---- latency at a fixed rate ---------------------------------------------------------
 
 /// Round-trip latency of echoes sent on a fixed schedule.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LatencyResult {
     /// Round trips (nanoseconds), measured from when each message was due, so a late
     /// send counts against the server (no coordinated omission).

@@ -11,8 +11,8 @@ pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain old data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {
-        // SAFETY: CPU_SET writes inside the set for c < CPU_SETSIZE, checked here.
         if c < libc::CPU_SETSIZE as usize {
+            // SAFETY: CPU_SET writes inside the set for c < CPU_SETSIZE, checked above.
             unsafe { libc::CPU_SET(c, &mut set) };
         }
     }

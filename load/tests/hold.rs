@@ -216,7 +216,7 @@ fn hold_on(backend: BackendChoice) {
 
 #[test]
 fn holds_answers_pings_receives_broadcasts_and_closes_cleanly() {
-    for backend in [BackendChoice::Uring, BackendChoice::Epoll] {
+    for backend in throng_engine::testing::backends() {
         hold_on(backend);
     }
 }

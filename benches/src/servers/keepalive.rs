@@ -72,6 +72,12 @@ pub struct KeepAliveIo<S> {
     ping_written: usize,
 }
 
+impl<S> std::fmt::Debug for KeepAliveIo<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepAliveIo").finish_non_exhaustive()
+    }
+}
+
 impl<S> KeepAliveIo<S> {
     /// Wraps an upgraded stream.
     pub fn new(inner: S) -> Self {

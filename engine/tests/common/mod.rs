@@ -27,25 +27,10 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---- backends and servers ----------------------------------------------------------
 
-/// Backends under test: `THRONG_TEST_BACKENDS` (comma list: epoll,uring) or both.
+/// Backends under test: the engine's one list (`THRONG_TEST_BACKENDS`, or both; io_uring
+/// skipped loudly where its probe fails).
 pub fn backends() -> Vec<BackendChoice> {
-    match std::env::var("THRONG_TEST_BACKENDS") {
-        Ok(list) if !list.trim().is_empty() => list
-            .split(',')
-            .filter(|b| !b.trim().is_empty())
-            .map(|b| {
-                let choice: BackendChoice = b.parse().expect("THRONG_TEST_BACKENDS entry");
-                assert_ne!(
-                    choice,
-                    BackendChoice::Auto,
-                    "THRONG_TEST_BACKENDS names backends (epoll, uring), not auto"
-                );
-                choice
-            })
-            .collect(),
-        // Every backend: a test on io_uring fails rather than silently running on epoll.
-        _ => vec![BackendChoice::Uring, BackendChoice::Epoll],
-    }
+    throng_engine::testing::backends()
 }
 
 /// The backend a choice must run on (no silent fallback).

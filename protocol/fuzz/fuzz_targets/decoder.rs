@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng_protocol::ProtocolError;
+use throng_protocol::{Assembly, ProtocolError};
 use throng_protocol::decoder::{DataKind, Decoder, DecoderConfig, Event};
 use throng_protocol::frame::{RSV1, RSV2};
 
@@ -82,6 +82,8 @@ fn run(config: DecoderConfig, input: &[u8], sizes: &[usize]) -> Outcome {
     let mut pending = Vec::new();
     let mut messages = Vec::new();
     let mut open: Option<(DataKind, bool, Vec<u8>)> = None;
+    // The engine's way of joining pieces, checked against plain concatenation.
+    let mut assembly = Assembly::default();
     let mut rest = input;
     let mut i = 0;
     while !rest.is_empty() {
@@ -115,8 +117,19 @@ fn run(config: DecoderConfig, input: &[u8], sizes: &[usize]) -> Outcome {
                     assert_eq!((*k, *c), (kind, compressed), "kind changed mid-message");
                     buf.extend_from_slice(payload);
                     assert!(buf.len() as u64 <= config.max_message_size);
+                    let joined = match (compressed, d.whole()) {
+                        (true, _) => None,
+                        (false, Some(m)) => Some(m.as_bytes().to_vec()),
+                        (false, None) => {
+                            assembly.push(&d).expect("pieces in order");
+                            last.then(|| assembly.message().expect("whole").as_bytes().to_vec())
+                        }
+                    };
                     if last {
                         let (kind, compressed, payload) = open.take().expect("open");
+                        if let Some(joined) = joined {
+                            assert_eq!(joined, payload, "the assembly joins what was delivered");
+                        }
                         if kind == DataKind::Text && !compressed {
                             assert!(std::str::from_utf8(&payload).is_ok(), "invalid text");
                         }
