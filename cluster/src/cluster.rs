@@ -284,7 +284,7 @@ fn connect_first(target: &url::Target, options: &Options) -> Result<bridge::Up, 
                         return Err(ClusterError::Connect {
                             addr: target.addr(),
                             source,
-                            tried,
+                            tried: options.join_retry.map(|_| tried),
                         });
                     }
                 }

@@ -10,15 +10,15 @@ use std::time::Duration;
 pub enum ClusterError {
     /// The Redis URL is not `redis://[[user]:password@]host[:port][/db]`.
     Url(String),
-    /// No TCP connection to Redis (refused, unreachable, timed out, name not resolved),
-    /// after trying for `tried` (zero unless [`crate::Options::join_retry`] is set).
+    /// No TCP connection to Redis (refused, unreachable, timed out, name not resolved).
     Connect {
         /// `host:port`.
         addr: String,
         /// The last attempt's error.
         source: io::Error,
-        /// How long join kept trying.
-        tried: Duration,
+        /// How long join kept trying; `None` when [`crate::Options::join_retry`] is not
+        /// set (one attempt).
+        tried: Option<Duration>,
     },
     /// Redis answered the connection's first commands (AUTH, PING) with an error or with
     /// something that is not RESP: a wrong password, a server that is not Redis.
@@ -42,10 +42,9 @@ impl fmt::Display for ClusterError {
                 tried,
             } => {
                 write!(f, "cannot connect to Redis at {addr}: {source}")?;
-                if tried.is_zero() {
-                    f.write_str(" (Options::join_retry makes join wait for it)")
-                } else {
-                    write!(f, " (kept trying for {:.1} s)", tried.as_secs_f64())
+                match tried {
+                    None => f.write_str(" (Options::join_retry makes join wait for it)"),
+                    Some(t) => write!(f, " (kept trying for {:.1} s)", t.as_secs_f64()),
                 }
             }
             ClusterError::Handshake { addr, reason } => {
