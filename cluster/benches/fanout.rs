@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use throng_cluster::{Cluster, Options, Publisher};
 use throng_engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
 };
 use throng_load::fleet::{Conn, Driver, Fleet, Msg};
 use throng_load::frame;
@@ -84,7 +83,6 @@ fn node(args: &[String]) -> ExitCode {
     let port: u16 = args[0].parse().expect("port");
     let workers: usize = args[1].parse().expect("workers");
     let backend: BackendChoice = args[2].parse().expect("backend");
-    let signals = ShutdownSignals::block().expect("signals");
     let slot: Arc<OnceLock<Publisher>> = Arc::default();
     let handlers = slot.clone();
     let config = Config::new(SocketAddr::from(([127, 0, 0, 1], port)))
@@ -105,7 +103,6 @@ fn node(args: &[String]) -> ExitCode {
     // The parent closes our stdin (or dies) to stop us.
     let mut line = String::new();
     let _ = io::stdin().read_line(&mut line);
-    drop(signals);
     if let Some(c) = cluster {
         let s = c.leave();
         eprintln!(
