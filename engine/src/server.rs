@@ -136,11 +136,12 @@ impl<H: Handler> ServerHandle<H> {
     }
 
     fn set_watch(&self, watcher: Option<crate::TopicWatcher>) -> usize {
-        let posted = (0..self.workers()).filter(|&w| {
+        let mut taken = 0;
+        for w in 0..self.workers() {
             let watch = watcher.clone().map(|f| crate::interest::Watch::new(w, f));
-            self.post(w, move |_, conns| conns.core.topics.set_watch(watch))
-        });
-        posted.count()
+            taken += usize::from(self.post(w, move |_, conns| conns.core.topics.set_watch(watch)));
+        }
+        taken
     }
 
     /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
