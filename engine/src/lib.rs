@@ -39,6 +39,7 @@ mod core;
 mod cpu;
 mod error;
 mod handler;
+mod interest;
 mod mailbox;
 #[allow(unsafe_code)]
 mod net;
@@ -64,6 +65,7 @@ pub use config::{BackendChoice, BackendKind, Backpressure, Config, ConfigError};
 pub use connections::Connections;
 pub use error::Error;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
+pub use interest::{TopicEvent, TopicWatcher};
 pub use mailbox::{Job, Published};
 pub use pool::PoolStats;
 pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};

@@ -145,6 +145,28 @@ impl<H: Handler> ServerHandle<H> {
         PublishTicket { replies, workers }
     }
 
+    /// Installs `watcher` on every worker (replacing any earlier one): in mailbox order, so
+    /// nothing is missed, each worker reports the topics it has now as
+    /// [`TopicEvent::Gained`](crate::TopicEvent), then calls it whenever a topic gains its
+    /// first or loses its last subscriber there. Returns how many workers took it.
+    pub fn watch_topics(&self, watcher: crate::TopicWatcher) -> usize {
+        self.set_watch(Some(watcher))
+    }
+
+    /// Removes the watcher from every worker.
+    pub fn unwatch_topics(&self) -> usize {
+        self.set_watch(None)
+    }
+
+    fn set_watch(&self, watcher: Option<crate::TopicWatcher>) -> usize {
+        let mut taken = 0;
+        for w in 0..self.workers() {
+            let watch = watcher.clone().map(|f| crate::interest::Watch::new(w, f));
+            taken += usize::from(self.post(w, move |_, conns| conns.core.topics.set_watch(watch)));
+        }
+        taken
+    }
+
     /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
     pub fn shutdown(&self) {
         for m in self.mailboxes.iter() {

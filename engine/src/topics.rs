@@ -69,6 +69,8 @@ pub(crate) struct Topics {
     /// Slab key -> topics of that connection beyond the one in its record. Only
     /// connections in two or more topics appear.
     extra: KeyMap<Vec<u32>>,
+    /// Told when a topic is created or dropped (`ServerHandle::watch_topics`).
+    watch: Option<crate::interest::Watch>,
 }
 
 impl Topics {
@@ -119,7 +121,18 @@ impl Topics {
             }
         };
         self.ids.insert(name.into(), id);
+        if let Some(w) = &self.watch {
+            w.gained(name);
+        }
         id
+    }
+
+    /// Installs (or removes) the watcher, first telling it every topic that exists now.
+    pub fn set_watch(&mut self, watch: Option<crate::interest::Watch>) {
+        if let Some(w) = &watch {
+            self.ids.keys().for_each(|name| w.gained(name));
+        }
+        self.watch = watch;
     }
 
     /// Removes a subscription; false if there was none.
@@ -178,6 +191,9 @@ impl Topics {
             let topic = slot.take().expect("checked");
             self.ids.remove(&topic.name);
             self.free.push(id);
+            if let Some(w) = &self.watch {
+                w.lost(&topic.name);
+            }
         }
     }
 
