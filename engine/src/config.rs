@@ -94,6 +94,12 @@ pub struct Config {
     /// Largest message; more fails with 1009. Default 16 MiB. A message that arrives in
     /// pieces is assembled in a pooled buffer that grows to its size.
     pub max_message_size: usize,
+    /// Most frames one message may arrive in; more fails with 1009. Default 100,000, at
+    /// most 2^24 - 1. Bounds the work of a flood of empty fragments.
+    pub max_fragments: u32,
+    /// Accept frame lengths written in a longer form than needed. RFC 6455 5.2 says the
+    /// minimal one MUST be used; default false: such a frame fails with 1002.
+    pub lenient_lengths: bool,
     /// Time from accept to a complete upgrade request; then the connection is closed
     /// (slowloris). Default 10 s.
     pub handshake_timeout: Duration,
@@ -163,6 +169,8 @@ impl Default for Config {
             max_headers: 64,
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
+            max_fragments: 100_000,
+            lenient_lengths: false,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             ping_interval: Some(Duration::from_secs(30)),
@@ -276,6 +284,13 @@ impl Config {
                     ),
                 );
             }
+        }
+        let most = throng_protocol::decoder::MAX_FRAGMENTS;
+        if self.max_fragments < 2 || self.max_fragments > most {
+            return fail(
+                "max_fragments",
+                format!("{} is not in 2..={most}", self.max_fragments),
+            );
         }
         if self.write_low_water > self.write_high_water {
             return fail(

@@ -62,6 +62,7 @@ fn every_invalid_setting_is_refused_with_its_name() {
             Box::new(|c| c.uring_recv_buffer_size = 10),
         ),
         ("uring_wait_batch", Box::new(|c| c.uring_wait_batch = 0)),
+        ("max_fragments", Box::new(|c| c.max_fragments = 1 << 24)),
     ];
     for (field, change) in cases {
         let mut cfg = Config::default();

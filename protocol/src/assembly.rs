@@ -138,28 +138,49 @@ mod tests {
         out
     }
 
-    fn pieces(input: &mut [u8]) -> Vec<(Data<'_>, usize)> {
+    /// A decoded piece with its bytes owned, so the test can keep several.
+    struct Owned {
+        kind: DataKind,
+        payload: Vec<u8>,
+        first: bool,
+        last: bool,
+        text: TextProof<'static>,
+    }
+
+    impl Owned {
+        fn data(&self) -> Data<'_> {
+            Data {
+                kind: self.kind,
+                payload: &self.payload,
+                first: self.first,
+                last: self.last,
+                compressed: false,
+                text: self.text,
+            }
+        }
+    }
+
+    fn pieces(input: &mut [u8]) -> Vec<Owned> {
         let config = DecoderConfig::client();
         let mut d = Decoder::new();
         let mut out = Vec::new();
-        let mut rest = input;
+        let mut used = 0;
         loop {
-            let r = d.decode(&config, rest).expect("valid");
-            let consumed = r.consumed;
+            let r = d.decode(&config, &mut input[used..]).expect("valid");
             let Some(Event::Data(piece)) = r.event else {
                 break;
             };
-            // Re-borrow the rest after the event's borrow: copy the piece out first.
-            let piece: Data<'static> = Data {
-                payload: Box::leak(piece.payload.to_vec().into_boxed_slice()),
+            out.push(Owned {
+                kind: piece.kind,
+                payload: piece.payload.to_vec(),
+                first: piece.first,
+                last: piece.last,
                 text: match piece.text {
                     TextProof::Chain { before, after } => TextProof::Chain { before, after },
                     _ => TextProof::None,
                 },
-                ..piece
-            };
-            out.push((piece, consumed));
-            rest = &mut std::mem::take(&mut rest)[consumed..];
+            });
+            used += r.consumed;
         }
         out
     }
@@ -172,38 +193,38 @@ mod tests {
         let pa = pieces(&mut a);
         let pb = pieces(&mut b);
         let mut asm = Assembly::default();
-        asm.push(&pa[0].0).unwrap();
+        asm.push(&pa[0].data()).unwrap();
         assert_eq!(asm.message(), None, "not done yet");
-        asm.push(&pa[1].0).unwrap();
+        asm.push(&pa[1].data()).unwrap();
         assert_eq!(asm.message(), Some(Message::Text("ab\u{e9}cd")));
 
         // b's second piece does not continue a's first: refused, nothing appended.
-        asm.push(&pa[0].0).unwrap();
+        asm.push(&pa[0].data()).unwrap();
         let mut other = Assembly::default();
-        other.push(&pb[0].0).unwrap();
+        other.push(&pb[0].data()).unwrap();
         // Same pending byte (C3) by chance: the chain check passes, and the text is still
         // valid because the state really matches.
-        asm.push(&pb[1].0).unwrap();
+        asm.push(&pb[1].data()).unwrap();
         assert_eq!(asm.message(), Some(Message::Text("ab\u{e9}y")));
         // An open message with no bytes yet is not empty (its state matters).
         let mut e = frames(&[(b"", true, false), (b"z", false, true)]);
         let pe = pieces(&mut e);
         let mut open = Assembly::default();
-        open.push(&pe[0].0).unwrap();
+        open.push(&pe[0].data()).unwrap();
         assert!(open.is_open() && open.held() == 0);
-        open.push(&pe[1].0).unwrap();
+        open.push(&pe[1].data()).unwrap();
         assert_eq!(open.message(), Some(Message::Text("z")));
         // A piece that starts clean cannot follow one that ended mid-character.
         let mut c = frames(&[(b"q", true, false), (b"r", false, true)]);
         let pc = pieces(&mut c);
-        asm.push(&pa[0].0).unwrap();
-        assert_eq!(asm.push(&pc[1].0), Err(OutOfOrder));
+        asm.push(&pa[0].data()).unwrap();
+        assert_eq!(asm.push(&pc[1].data()), Err(OutOfOrder));
         assert_eq!(asm.message(), None);
         // A middle piece with no message open, or after the end, is refused.
         let mut fresh = Assembly::default();
-        assert_eq!(fresh.push(&pa[1].0), Err(OutOfOrder));
-        fresh.push(&pa[0].0).unwrap();
-        fresh.push(&pa[1].0).unwrap();
-        assert_eq!(fresh.push(&pa[1].0), Err(OutOfOrder));
+        assert_eq!(fresh.push(&pa[1].data()), Err(OutOfOrder));
+        fresh.push(&pa[0].data()).unwrap();
+        fresh.push(&pa[1].data()).unwrap();
+        assert_eq!(fresh.push(&pa[1].data()), Err(OutOfOrder));
     }
 }

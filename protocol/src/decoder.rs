@@ -41,6 +41,13 @@ pub struct DecoderConfig {
     /// RSV bits an extension negotiated for this connection's messages ([`crate::frame::RSV1`]
     /// for permessage-deflate). Default 0: any RSV bit fails with 1002.
     pub allowed_rsv: u8,
+    /// Most frames one data message may arrive in; more fails with 1009. Default 100,000
+    /// (a 16 MiB message in fragments of 168 bytes on average), at most 2^24 - 1. Bounds
+    /// the work a peer can demand per message with empty or tiny fragments.
+    pub max_fragments: u32,
+    /// Accept payload lengths written in a longer form than needed (RFC 6455 5.2 says the
+    /// minimal one MUST be used). Default false: such a frame fails with 1002.
+    pub lenient_lengths: bool,
 }
 
 impl Default for DecoderConfig {
@@ -50,6 +57,8 @@ impl Default for DecoderConfig {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
             allowed_rsv: 0,
+            max_fragments: 100_000,
+            lenient_lengths: false,
         }
     }
 }
@@ -179,11 +188,18 @@ pub struct Decoder {
     remaining: u32,
     /// Payload bytes of the current message announced so far (for the message limit).
     message_len: u32,
-    /// Position of the next payload byte within the current frame, mod 4.
-    phase: u8,
+    /// The state bits below, and in the top two bits the position of the next payload
+    /// byte within the current frame, mod 4.
     flags: u8,
+    /// Frames of the current message so far, 24 bits (little-endian).
+    fragments: [u8; 3],
     utf8: Utf8Stream,
 }
+
+/// Where [`Decoder::flags`] keeps the payload phase.
+const PHASE_SHIFT: u8 = 6;
+/// The largest [`DecoderConfig::max_fragments`] the 24-bit counter can enforce.
+pub const MAX_FRAGMENTS: u32 = (1 << 24) - 1;
 
 const _: () = assert!(
     size_of::<Decoder>() <= 20,
@@ -194,6 +210,26 @@ impl Decoder {
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Position of the next payload byte within the current frame, mod 4.
+    fn phase(&self) -> usize {
+        (self.flags >> PHASE_SHIFT) as usize
+    }
+
+    fn set_phase(&mut self, phase: usize) {
+        self.flags = (self.flags & !(3 << PHASE_SHIFT)) | (((phase & 3) as u8) << PHASE_SHIFT);
+    }
+
+    /// Continuation frames of the current message so far.
+    fn fragment_count(&self) -> u32 {
+        let [a, b, c] = self.fragments;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+
+    fn set_fragment_count(&mut self, n: u32) {
+        let [a, b, c, _] = n.min(MAX_FRAGMENTS).to_le_bytes();
+        self.fragments = [a, b, c];
     }
 
     /// Whether a data message is in progress: its first frame's header has been read (its
@@ -232,9 +268,9 @@ impl Decoder {
                     continue;
                 }
                 let piece = &mut buf[consumed..consumed + available];
-                apply_mask(piece, self.mask, self.phase as usize);
+                apply_mask(piece, self.mask, self.phase());
                 let piece = &*piece;
-                self.phase = ((self.phase as usize + available) & 3) as u8;
+                self.set_phase(self.phase() + available);
                 self.remaining -= available as u32;
                 consumed += available;
                 let compressed = self.flags & COMPRESSED != 0;
@@ -284,7 +320,9 @@ impl Decoder {
                 });
             }
 
-            let Some((head, head_len)) = FrameHead::parse(&buf[consumed..])? else {
+            let Some((head, head_len)) =
+                FrameHead::parse_with(&buf[consumed..], config.lenient_lengths)?
+            else {
                 return Ok(Decoded {
                     consumed,
                     event: None,
@@ -386,10 +424,17 @@ impl Decoder {
             OpCode::Continuation if !self.in_message() => {
                 return Err(ProtocolError::UnexpectedContinuation);
             }
-            OpCode::Continuation => {}
+            OpCode::Continuation => {
+                let n = self.fragment_count() + 1;
+                if n >= config.max_fragments.min(MAX_FRAGMENTS) {
+                    return Err(ProtocolError::TooManyFragments);
+                }
+                self.set_fragment_count(n);
+            }
             _ if self.in_message() => return Err(ProtocolError::ExpectedContinuation),
             opcode => {
                 self.flags = IN_MESSAGE | FIRST;
+                self.set_fragment_count(0);
                 if opcode == OpCode::Text {
                     self.flags |= TEXT;
                 }
@@ -410,7 +455,7 @@ impl Decoder {
         self.message_len = message_len as u32;
         self.remaining = head.len as u32;
         self.mask = head.mask.unwrap_or([0; 4]);
-        self.phase = 0;
+        self.set_phase(0);
         self.flags |= IN_FRAME;
         if head.fin {
             self.flags |= FRAME_FIN;

@@ -36,6 +36,10 @@ pub enum ProtocolError {
     FrameTooBig,
     /// Message over the configured message limit (1009).
     MessageTooBig,
+    /// Message in more frames than the configured limit (1009).
+    TooManyFragments,
+    /// Payload length in a longer encoding than needed (1002; RFC 6455 5.2).
+    NonMinimalLength,
 }
 
 impl ProtocolError {
@@ -43,7 +47,9 @@ impl ProtocolError {
     pub fn close_code(self) -> CloseCode {
         match self {
             ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
+            ProtocolError::FrameTooBig
+            | ProtocolError::MessageTooBig
+            | ProtocolError::TooManyFragments => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -64,6 +70,8 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::FrameTooBig => "frame too big",
             ProtocolError::MessageTooBig => "message too big",
+            ProtocolError::TooManyFragments => "message in too many fragments",
+            ProtocolError::NonMinimalLength => "payload length not in its shortest form",
         }
     }
 }

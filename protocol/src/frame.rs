@@ -175,6 +175,16 @@ impl FrameHead {
     /// length with its top bit set. Rules that need context (RSV bits, masking role,
     /// continuation order, size limits) are the [`crate::Decoder`]'s.
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHead, usize)>, ProtocolError> {
+        Self::parse_with(buf, false)
+    }
+
+    /// [`FrameHead::parse`], but with `lenient` a length written in a longer form than
+    /// needed (RFC 6455 5.2: the minimal one MUST be used) is accepted instead of failing
+    /// with [`ProtocolError::NonMinimalLength`].
+    pub fn parse_with(
+        buf: &[u8],
+        lenient: bool,
+    ) -> Result<Option<(FrameHead, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
         let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode)?;
         let fin = b0 & 0x80 != 0;
@@ -189,7 +199,13 @@ impl FrameHead {
         }
         let (len, mut n) = match len7 {
             126 => match buf.get(2..4) {
-                Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, 4),
+                Some(b) => {
+                    let len = u16::from_be_bytes([b[0], b[1]]) as u64;
+                    if len < 126 && !lenient {
+                        return Err(ProtocolError::NonMinimalLength);
+                    }
+                    (len, 4)
+                }
                 None => return Ok(None),
             },
             127 => match buf.get(2..10) {
@@ -197,6 +213,9 @@ impl FrameHead {
                     let len = u64::from_be_bytes(b.try_into().expect("8 bytes"));
                     if len >> 63 != 0 {
                         return Err(ProtocolError::LengthMsbSet);
+                    }
+                    if len <= 0xFFFF && !lenient {
+                        return Err(ProtocolError::NonMinimalLength);
                     }
                     (len, 10)
                 }
@@ -298,5 +317,24 @@ mod tests {
         );
         let big = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(FrameHead::parse(&big), Err(ProtocolError::LengthMsbSet));
+        // Lengths in a longer form than needed: refused, or accepted when lenient.
+        for long in [
+            &[0x82, 126, 0, 125][..],
+            &[0x82, 126, 0, 0],
+            &[0x82, 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
+            &[0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5],
+        ] {
+            assert_eq!(FrameHead::parse(long), Err(ProtocolError::NonMinimalLength));
+            let (h, n) = FrameHead::parse_with(long, true).unwrap().unwrap();
+            assert_eq!(n, long.len());
+            assert!(h.len <= 0xFFFF);
+        }
+        // The smallest lengths of each form are minimal.
+        assert!(FrameHead::parse(&[0x82, 126, 0, 126]).unwrap().is_some());
+        assert!(
+            FrameHead::parse(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -918,3 +918,70 @@ fn errors_stop_at_the_first_violation() {
     assert_eq!(out.messages, [Msg::Ping(b"1".to_vec())]);
     assert_eq!(out.error, Some(ProtocolError::UnexpectedContinuation));
 }
+
+// ---- issue 18: lengths in their shortest form, fragments per message -----------------
+
+#[test]
+fn a_length_in_a_longer_form_than_needed_fails_1002_unless_lenient() {
+    // 5 bytes announced in the 16-bit form, then in the 64-bit form.
+    for header in [
+        &[0x82u8, 0x80 | 126, 0, 5][..],
+        &[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 5],
+    ] {
+        let mut input = header.to_vec();
+        input.extend_from_slice(&KEY);
+        let mut payload = *b"abcde";
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= KEY[i % 4];
+        }
+        input.extend_from_slice(&payload);
+        fails(server(), &input, ProtocolError::NonMinimalLength, 1002);
+        let mut lenient = server();
+        lenient.lenient_lengths = true;
+        assert_eq!(ok(lenient, &input), [binary(b"abcde", true, true)]);
+    }
+}
+
+#[test]
+fn a_message_in_more_fragments_than_the_limit_fails_1009() {
+    let mut config = server();
+    config.max_fragments = 4;
+    let fragments = |n: usize| {
+        let mut input = Vec::new();
+        for i in 0..n {
+            let head = if i == 0 {
+                FrameHead::text(0).with_fin(false)
+            } else {
+                FrameHead::continuation(if i == 1 { 1 } else { 0 }, i == n - 1)
+            };
+            input.extend(masked(head, if i == 1 { b"x" } else { b"" }));
+        }
+        input
+    };
+    // Exactly the limit (empty ones included) passes; one more fails.
+    assert!(
+        ok(config, &fragments(4))
+            .iter()
+            .any(|e| matches!(e, Ev::Data { last: true, .. }))
+    );
+    fails(config, &fragments(5), ProtocolError::TooManyFragments, 1009);
+    // The count starts again with each message.
+    let mut two = fragments(4);
+    two.extend(fragments(4));
+    assert_eq!(
+        ok(config, &two)
+            .iter()
+            .filter(|e| matches!(e, Ev::Data { last: true, .. }))
+            .count(),
+        2
+    );
+    // 2,000,000 empty fragments are refused at the default limit, early.
+    let mut flood = masked(FrameHead::text(0).with_fin(false), b"");
+    let empty = masked(FrameHead::continuation(0, false), b"");
+    for _ in 0..100_000 {
+        flood.extend_from_slice(&empty);
+    }
+    let mut f = Feeder::new(server());
+    assert_eq!(f.feed(&flood), Err(ProtocolError::TooManyFragments));
+    assert!(f.consumed < flood.len());
+}

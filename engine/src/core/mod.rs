@@ -180,6 +180,10 @@ pub(crate) type Peers = Arc<OnceLock<Box<[Peer]>>>;
 
 impl<S> Core<S> {
     pub fn new(config: &Config, worker: u16, peers: Peers) -> Self {
+        let mut decoder =
+            DecoderConfig::server(config.max_frame_size as u64, config.max_message_size as u64);
+        decoder.max_fragments = config.max_fragments;
+        decoder.lenient_lengths = config.lenient_lengths;
         let mut handshake = HandshakeConfig::default();
         handshake.max_header_bytes = config.max_header_bytes;
         handshake.max_headers = config.max_headers;
@@ -208,10 +212,7 @@ impl<S> Core<S> {
                 max_buffered: config.max_buffered,
                 backpressure: config.backpressure,
             },
-            decoder: DecoderConfig::server(
-                config.max_frame_size as u64,
-                config.max_message_size as u64,
-            ),
+            decoder,
             handshake,
             scratch: Vec::with_capacity(256),
             topics: Topics::default(),
