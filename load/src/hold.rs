@@ -259,8 +259,9 @@ fn commands(waker: Waker) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Runs the hold until `close` (or EOF) on stdin.
-pub fn run(opts: Options) -> io::Result<()> {
+/// Runs the hold until `close` (or EOF) on stdin. `Ok(false)`: it ran, and its JSON
+/// reports failures (connections that did not open or did not close cleanly).
+pub fn run(opts: Options) -> io::Result<bool> {
     crate::sys::raise_nofile();
     let poll = Poll::new()?;
     let commands = commands(Waker::new(poll.registry(), STDIN)?);
@@ -361,7 +362,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     }
 }
 
-fn close(h: &mut Hold, events: &mut Events) -> io::Result<()> {
+fn close(h: &mut Hold, events: &mut Events) -> io::Result<bool> {
     for i in 0..h.conns.len() {
         if let Some(c) = h.conns[i].as_mut()
             && c.state == State::Open
@@ -382,5 +383,5 @@ fn close(h: &mut Hold, events: &mut Events) -> io::Result<()> {
         "closed_cleanly": h.clean,
         "close_failures": h.opts.connections - h.clean,
     }));
-    Ok(())
+    Ok(h.failed == 0 && h.clean == h.opts.connections)
 }

@@ -23,7 +23,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Hold(opts) => match hold::run(opts) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("throng-load hold: failures (see the JSON report)");
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("throng-load hold: {e}");
                 ExitCode::FAILURE

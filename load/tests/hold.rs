@@ -2,7 +2,8 @@
 //! from the JSON lines it prints: the ramp from the source addresses asked for, ping
 //! answers (the server pings every 200 ms and closes a connection whose pong is 300 ms
 //! late), a broadcast reaching every connection, a clean close; connections the server
-//! closes counted as failures; a refused ramp reported with its error.
+//! closes counted as failures; a refused ramp reported with its error; failures make
+//! the exit status 1.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -250,7 +251,8 @@ fn connections_the_server_closes_are_failures() {
     let closed = hold.eof();
     assert_eq!(closed["closed_cleanly"], n - closing, "{closed}");
     assert_eq!(closed["close_failures"], closing, "{closed}");
-    assert!(hold.exit().success());
+    // Failures in the report make the exit status say so (issue 18).
+    assert_eq!(hold.exit().code(), Some(1));
     server.shutdown().unwrap();
 }
 
@@ -276,7 +278,7 @@ fn a_refused_ramp_reports_its_error() {
     let closed = hold.eof();
     assert_eq!(closed["closed_cleanly"], 0, "{closed}");
     assert_eq!(closed["close_failures"], 30, "{closed}");
-    assert!(hold.exit().success());
+    assert_eq!(hold.exit().code(), Some(1));
 }
 
 #[test]
