@@ -61,6 +61,15 @@ pub enum Backpressure {
     Close(CloseCode),
 }
 
+/// A message rate: a token bucket of `burst` messages refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages per second a connection may send on average.
+    pub per_second: u32,
+    /// Messages it may send at once after a quiet spell.
+    pub burst: u32,
+}
+
 /// Server settings. Build with [`Config::new`] and the `with_*` methods or by field; new
 /// fields may be added, so construct through `Config::default()`.
 #[derive(Debug, Clone)]
@@ -128,6 +137,27 @@ pub struct Config {
     pub timer_tick: Duration,
     /// Graceful shutdown waits this long for peers to answer the 1001 close. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Connections one peer address may hold open across all workers; a connection
+    /// beyond it is answered `429 Too Many Requests` at once and closed (counted in
+    /// `WorkerStats::refused_per_ip`). Default none. Costs one `getpeername` per accept
+    /// and an entry per connection (about 40 bytes) while set.
+    pub max_connections_per_ip: Option<u32>,
+    /// Messages a connection may send (a token bucket per connection: a connection whose
+    /// bucket is full costs nothing; one that is refilling about 40 bytes). One beyond it
+    /// closes the connection with 1008 "message rate limit" (counted in
+    /// `WorkerStats::rate_limited`). Default none.
+    pub message_rate: Option<MessageRate>,
+    /// Bytes of incomplete request heads a worker keeps for all its handshaking
+    /// connections together (slowloris with large headers); a connection that would take
+    /// it past this is answered `503` and closed (`WorkerStats::handshake_memory_refused`).
+    /// Default 32 MiB per worker (4,096 half-sent 8 KiB heads).
+    pub max_handshake_buffer: usize,
+    /// Bytes of output a worker buffers for all its connections together. A send that
+    /// would go past it is refused like one over `max_buffered` (and, with
+    /// [`Backpressure::Close`], closes its connection), even into an empty buffer, so many
+    /// never-reading peers cannot pin a large message each (`WorkerStats::dropped_worker_full`).
+    /// Default 1 GiB per worker.
+    pub max_worker_buffered: usize,
     /// Spill records each worker keeps for reuse after connections give them back; more
     /// are freed. Default 1,024. A kept record costs about 100 bytes plus the buffers it
     /// still holds (each kept buffer at most 64 KiB; larger ones are freed on return).
@@ -182,6 +212,10 @@ impl Default for Config {
             backpressure: Backpressure::Drop,
             timer_tick: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(5),
+            max_connections_per_ip: None,
+            message_rate: None,
+            max_handshake_buffer: 32 << 20,
+            max_worker_buffered: 1 << 30,
             spill_pool_keep: 1024,
             uring_recv_buffers: 256,
             uring_recv_buffer_size: 16 << 10,
@@ -342,6 +376,38 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return fail(
+                "max_connections_per_ip",
+                "must be at least 1 (None turns it off)".into(),
+            );
+        }
+        if let Some(r) = self.message_rate
+            && (r.per_second == 0 || r.burst == 0)
+        {
+            return fail(
+                "message_rate",
+                "per_second and burst must be at least 1".into(),
+            );
+        }
+        if self.max_handshake_buffer < self.max_header_bytes {
+            return fail(
+                "max_handshake_buffer",
+                format!(
+                    "{} is below max_header_bytes ({})",
+                    self.max_handshake_buffer, self.max_header_bytes
+                ),
+            );
+        }
+        if self.max_worker_buffered < self.write_high_water {
+            return fail(
+                "max_worker_buffered",
+                format!(
+                    "{} is below write_high_water ({})",
+                    self.max_worker_buffered, self.write_high_water
+                ),
+            );
         }
         if self.uring_recv_buffers == 0 || self.uring_recv_buffers > 1 << 15 {
             return fail(

@@ -29,7 +29,12 @@ impl Spill {
 
 /// Buffers larger than this are freed instead of kept when a record comes back, so a
 /// burst of large messages does not pin memory in the pool.
-const KEEP_CAPACITY: usize = 64 << 10;
+pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
+
+/// Bytes of buffers the free records of one pool may keep in all. Beyond it a record comes
+/// back without its buffers: after a burst (thousands of slowloris heads, large messages)
+/// the pool holds at most this much besides the records themselves.
+const RETAIN: usize = 2 << 20;
 
 /// Counters of the pool, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +58,13 @@ pub(crate) struct Pool {
     allocated: usize,
     /// Records kept for reuse; more are freed (`Config::spill_pool_keep`).
     keep: usize,
+    /// Bytes of buffers the free records hold.
+    retained: usize,
+}
+
+/// Bytes of buffers a record holds.
+fn held(s: &Spill) -> usize {
+    s.input.capacity() + s.message.capacity()
 }
 
 impl Pool {
@@ -63,16 +75,23 @@ impl Pool {
             in_use: 0,
             allocated: 0,
             keep,
+            retained: 0,
         }
     }
 
     /// Lends a record, empty.
     pub fn take(&mut self) -> Box<Spill> {
         self.in_use += 1;
-        self.free.pop().unwrap_or_else(|| {
-            self.allocated += 1;
-            Box::default()
-        })
+        match self.free.pop() {
+            Some(s) => {
+                self.retained -= held(&s);
+                s
+            }
+            None => {
+                self.allocated += 1;
+                Box::default()
+            }
+        }
     }
 
     /// Takes a record back (its contents are dropped).
@@ -91,11 +110,15 @@ impl Pool {
         }
         spill.out.head = None;
         spill.out.queue.clear();
-        spill.out.stage.clear();
-        if spill.out.stage.capacity() > KEEP_CAPACITY {
-            spill.out.stage = Default::default();
-        }
+        // A fresh stage: after a seal the old one may share an allocation with output that
+        // was sent long ago (and would keep all of it alive in the free list).
+        spill.out.stage = Default::default();
         spill.out_bytes = 0;
+        if self.retained + held(&spill) > RETAIN {
+            spill.input = Vec::new();
+            spill.message.release();
+        }
+        self.retained += held(&spill);
         self.free.push(spill);
     }
 

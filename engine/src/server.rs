@@ -134,7 +134,7 @@ impl<H: Handler> ServerHandle<H> {
         let topic: Arc<str> = topic.into();
         let (tx, replies) = mpsc::channel();
         let mut workers = 0;
-        for peer in self.peers.get().map(|p| &p[..]).unwrap_or(&[]) {
+        for peer in self.peers.workers.get().map(|p| &p[..]).unwrap_or(&[]) {
             let p = crate::mailbox::Publish {
                 topic: topic.clone(),
                 frame: frame.clone(),
@@ -378,7 +378,10 @@ where
     let cpus = crate::cpu::allowed_cpus();
     let config = Arc::new(config);
     let factory = Arc::new(factory);
-    let peers: Peers = Arc::new(OnceLock::new());
+    let peers: Peers = Arc::new(crate::core::Shared {
+        workers: OnceLock::new(),
+        per_ip: config.max_connections_per_ip.map(crate::core::PerIp::new),
+    });
     let alive: Arc<[AtomicBool]> = (0..workers).map(|_| AtomicBool::new(true)).collect();
     let mut mailboxes = Vec::with_capacity(workers);
     let mut peer_list = Vec::with_capacity(workers);
@@ -467,7 +470,7 @@ where
             }
         }
     }
-    let _ = peers.set(peer_list.into_boxed_slice());
+    let _ = peers.workers.set(peer_list.into_boxed_slice());
     Ok(Server {
         handle: ServerHandle {
             mailboxes: Arc::new(mailboxes),

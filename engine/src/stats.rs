@@ -29,6 +29,18 @@ pub struct WorkerStats {
     /// Times accepting paused because the process was out of descriptors (EMFILE/ENFILE);
     /// it resumes when a connection closes or after 100 ms.
     pub accept_backoffs: u64,
+    /// Connections answered 429 because their address was at `max_connections_per_ip`.
+    pub refused_per_ip: u64,
+    /// Connections closed with 1008 for exceeding `message_rate`.
+    pub rate_limited: u64,
+    /// Handshaking connections answered 503 because the worker held
+    /// `max_handshake_buffer` bytes of incomplete request heads.
+    pub handshake_memory_refused: u64,
+    /// Messages refused because the worker buffered `max_worker_buffered` bytes (also in
+    /// `dropped`).
+    pub dropped_worker_full: u64,
+    /// Times a quiet worker asked the allocator to return freed memory to the system.
+    pub memory_trims: u64,
     /// Handler callbacks that panicked. Each panic closed its connection with 1011 (or
     /// answered 500 to its request); the worker went on.
     pub handler_panics: u64,
@@ -47,6 +59,11 @@ impl std::ops::AddAssign for WorkerStats {
         self.recv_enobufs += s.recv_enobufs;
         self.accept_backoffs += s.accept_backoffs;
         self.handler_panics += s.handler_panics;
+        self.refused_per_ip += s.refused_per_ip;
+        self.rate_limited += s.rate_limited;
+        self.handshake_memory_refused += s.handshake_memory_refused;
+        self.dropped_worker_full += s.dropped_worker_full;
+        self.memory_trims += s.memory_trims;
     }
 }
 

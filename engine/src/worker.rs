@@ -15,6 +15,9 @@ use crate::mailbox::{Command, Inbox};
 use crate::stats::WorkerStats;
 use crate::sys::{Backend, Sink, Token};
 
+/// How soon a quiet worker wakes again to return freed memory (see `Core::trim_memory`).
+const TRIM_WAIT: Duration = Duration::from_millis(50);
+
 /// What a worker reports when it exits.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct WorkerReport {
@@ -138,7 +141,10 @@ pub(crate) fn run<H: Handler, B: Backend>(
     let mut deadline: Option<Instant> = None;
     let mut before = WorkerStats::default();
     loop {
-        let timeout = next_timeout(&core, &clock, deadline);
+        let mut timeout = next_timeout(&core, &clock, deadline);
+        if timeout != Some(Duration::ZERO) && core.trim_memory() {
+            timeout = Some(timeout.map_or(TRIM_WAIT, |t| t.min(TRIM_WAIT)));
+        }
         backend.wait(timeout)?;
         // Read after the wait, before any of its events: a connection accepted now has its
         // handshake timer start now, not when the worker went to sleep.

@@ -24,6 +24,11 @@ impl<S> Core<S> {
         let key = self.conns.insert(Conn::new(fd, self.generation, self.now));
         let token = self.token(key);
         self.ops.push(Op::Register(fd, token));
+        if !self.admit_peer(key) {
+            // Over the per-address limit: answered at once, before its request is read.
+            self.stats.refused_per_ip += 1;
+            return self.refuse_request(key, 429, "too many connections from this address\n");
+        }
         self.schedule(key);
     }
 
@@ -61,6 +66,12 @@ impl<S> Core<S> {
         self.report_close(h, key, code, reason);
         let token = self.token(key);
         let conn = self.conns.remove(key);
+        if conn.phase == Phase::Handshake
+            && let Some(s) = conn.spill.as_ref()
+        {
+            self.unstash(s.input.len());
+        }
+        self.release_guards(key, conn.generation, conn.buffered());
         if conn.has(SUBSCRIBED) {
             // The slot is free from here: its subscriptions end with it, so a connection
             // that reuses it starts with none.

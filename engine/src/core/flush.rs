@@ -45,7 +45,9 @@ impl<S> Core<S> {
                     c.flags &= !SENDING;
                 }
                 if let Some(s) = c.spill.as_mut() {
-                    s.out_bytes -= n.min(s.out_bytes);
+                    let n = n.min(s.out_bytes);
+                    s.out_bytes -= n;
+                    self.guards.output_gone(n);
                     if ended && !s.out.is_empty() && !c.has(DIRTY) {
                         c.flags |= DIRTY;
                         self.dirty.push(Dirty {
@@ -111,6 +113,7 @@ impl<S> Core<S> {
                     // Joined by later output: it leaves first, in the same write, and is
                     // counted from now on.
                     s.out_bytes += piece.len();
+                    self.guards.buffered += piece.len();
                     s.out.head = Some(piece);
                 }
                 _ => return self.flush_direct(h, backend, key, d.token, piece),
@@ -123,6 +126,7 @@ impl<S> Core<S> {
         match wire_send(backend, fd, d.token, Out::Outbox(&mut spill.out)) {
             Ok(Handed::Wrote(n)) => {
                 spill.out_bytes -= n;
+                self.guards.output_gone(n);
                 if let Some(head) = spill.out.head.take() {
                     // The socket is full: keep the rest in memory of the outbox's own, so
                     // a slow reader does not pin an arena chunk.

@@ -15,12 +15,39 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
+        let before = self.stash_len(key);
+        self.parse_or_stash(h, key, bytes);
+        // The worker's bound on request heads kept: a connection that would take it past
+        // the bound is answered 503 (its head so far dropped), not kept.
+        let after = self.stash_len(key);
+        if after > before && !self.may_stash(after - before) {
+            if let Some(s) = self.conns[key].spill.as_mut() {
+                s.input = Vec::new();
+            }
+            self.release_spill(key);
+            self.refuse_request(key, 503, "server busy: too many incomplete requests\n");
+        } else if after < before {
+            self.unstash(before - after);
+        }
+    }
+
+    /// Bytes of request head the connection keeps while it is handshaking.
+    fn stash_len(&self, key: usize) -> usize {
+        match self.conns.get(key) {
+            Some(c) if c.phase == Phase::Handshake => c.spill.as_ref().map_or(0, |s| s.input.len()),
+            _ => 0,
+        }
+    }
+
+    fn parse_or_stash<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) {
+        let max = self.handshake.max_header_bytes;
         let stashed = self.conns[key]
             .spill
             .as_ref()
             .is_some_and(|s| !s.input.is_empty());
         if stashed {
             let mut buf = std::mem::take(&mut self.spill(key).input);
+            grow(&mut buf, bytes.len(), max);
             buf.extend_from_slice(bytes);
             let used = self.handshake_parse(h, key, &buf);
             match used {
@@ -36,7 +63,11 @@ impl<S> Core<S> {
             }
         } else {
             match self.handshake_parse(h, key, bytes) {
-                None => self.spill(key).input.extend_from_slice(bytes),
+                None => {
+                    let stash = &mut self.spill(key).input;
+                    grow(stash, bytes.len(), max);
+                    stash.extend_from_slice(bytes);
+                }
                 Some(n) => self.after_handshake(h, key, &mut bytes[n..]),
             }
         }
@@ -132,11 +163,16 @@ impl<S> Core<S> {
 
     /// A callback panicked while answering a request: 500, then close. Returns `used`.
     fn internal_error(&mut self, key: usize, used: usize) -> usize {
+        self.refuse_request(key, 500, "internal error\n");
+        used
+    }
+
+    /// Answers `status` with a short text body, then closes.
+    pub(super) fn refuse_request(&mut self, key: usize, status: u16, body: &str) {
         self.scratch.clear();
         let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
-        handshake::write_response(&mut self.scratch, 500, &headers, b"internal error\n");
+        handshake::write_response(&mut self.scratch, status, &headers, body.as_bytes());
         self.respond_and_close(key);
-        used
     }
 
     /// Sends the response in `scratch`, then closes once it is out.
@@ -149,5 +185,16 @@ impl<S> Core<S> {
         c.since = self.now;
         self.finish_if_flushed(key);
         self.schedule(key);
+    }
+}
+
+/// Makes room for `more` bytes in a request-head stash: doubling, as a `Vec` does, but
+/// never past the largest head allowed (plus the read that overflows it), so a head of
+/// 8 KiB costs 8 KiB, not the 16 KiB a doubling would leave.
+fn grow(stash: &mut Vec<u8>, more: usize, max: usize) {
+    let need = stash.len() + more;
+    if need > stash.capacity() {
+        let target = (stash.capacity() * 2).max(need).min(max.max(need));
+        stash.reserve_exact(target - stash.len());
     }
 }

@@ -126,7 +126,10 @@ impl<S> Core<S> {
                     return; // the peer has not seen our close yet; its data is moot
                 }
                 if let Some(message) = piece.whole() {
-                    return self.call_on_message(h, key, message);
+                    if self.within_rate(key) {
+                        self.call_on_message(h, key, message);
+                    }
+                    return;
                 }
                 if piece.compressed {
                     // No extension claimed RSV1, so the decoder refuses it; kept as a guard.
@@ -138,13 +141,23 @@ impl<S> Core<S> {
                     return self.fail(h, key, CloseCode::INTERNAL, "internal error");
                 }
                 if piece.last {
-                    let message = std::mem::take(&mut self.spill(key).message);
-                    if let Some(m) = message.message() {
+                    let mut message = std::mem::take(&mut self.spill(key).message);
+                    if let Some(m) = message.message()
+                        && self.within_rate(key)
+                    {
                         self.call_on_message(h, key, m);
                     }
                     if let Some(s) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
-                        s.message = message; // keep the allocation
-                        s.message.clear();
+                        // Keep a small allocation for the next message; free a large one
+                        // now, not when the record goes back: output may keep the record
+                        // lent for long (a slow reader of the echo), and the message with it.
+                        if message.capacity() > crate::pool::KEEP_CAPACITY {
+                            let freed = message.capacity();
+                            message.release();
+                            self.guards.buffer_freed(freed);
+                        }
+                        message.clear();
+                        s.message = message;
                     }
                 }
             }

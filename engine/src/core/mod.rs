@@ -40,11 +40,13 @@ mod flush;
 mod guard;
 mod handshake;
 mod input;
+mod limits;
 mod output;
 mod publish;
 mod timers;
 mod wire;
 
+pub(crate) use limits::PerIp;
 pub(crate) use publish::encode_frame;
 
 /// A descriptor operation for the backend, applied in order after the current dispatch.
@@ -119,6 +121,12 @@ impl Ticks {
 /// Limits and marks the core applies, from the config.
 pub(crate) struct Limits {
     max_connections: usize,
+    /// Messages per connection (None: no limit).
+    rate: Option<limits::Rate>,
+    /// Bytes of request heads a worker keeps for all its handshaking connections.
+    max_handshake_buffer: usize,
+    /// Bytes of output a worker buffers for all its connections.
+    max_worker_buffered: usize,
     high_water: usize,
     low_water: usize,
     max_buffered: usize,
@@ -161,8 +169,10 @@ pub(crate) struct Core<S> {
     /// Scratch for response heads and close payloads.
     scratch: Vec<u8>,
     pub topics: Topics,
-    /// Every worker's publish mailbox (filled once all workers have started).
-    peers: Arc<OnceLock<Box<[Peer]>>>,
+    /// What the server's workers share: their publish mailboxes, the per-address counts.
+    peers: Peers,
+    /// State of the limits in [`limits`].
+    guards: limits::Guards,
     /// Peers whose output stalled at a pong deadline: the bytes their TCP had
     /// acknowledged then, keyed by slab key (with the generation), to tell a slow reader
     /// (progress by the next deadline) from a stuck one. Only such connections appear.
@@ -175,8 +185,17 @@ pub(crate) struct Dirty {
     direct: Option<Piece>,
 }
 
-/// The peers of a server's workers, shared by all of them.
-pub(crate) type Peers = Arc<OnceLock<Box<[Peer]>>>;
+/// What a server's workers share, off the message path.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Every worker's publish mailbox (filled once all workers have started).
+    pub workers: OnceLock<Box<[Peer]>>,
+    /// Connections per peer address, when `Config::max_connections_per_ip` is set.
+    pub per_ip: Option<PerIp>,
+}
+
+/// The shared state of a server's workers.
+pub(crate) type Peers = Arc<Shared>;
 
 impl<S> Core<S> {
     pub fn new(config: &Config, worker: u16, peers: Peers) -> Self {
@@ -207,6 +226,15 @@ impl<S> Core<S> {
             ticks: Ticks::new(config),
             limits: Limits {
                 max_connections: config.max_connections,
+                rate: config.message_rate.map(|r| {
+                    let tick = config.timer_tick.as_secs_f64();
+                    limits::Rate {
+                        per_tick_milli: (r.per_second as f64 * tick * 1000.0).ceil() as u64,
+                        burst_milli: u64::from(r.burst.max(1)) * 1000,
+                    }
+                }),
+                max_handshake_buffer: config.max_handshake_buffer,
+                max_worker_buffered: config.max_worker_buffered,
                 high_water: config.write_high_water,
                 low_water: config.write_low_water.min(config.write_high_water),
                 max_buffered: config.max_buffered,
@@ -217,6 +245,7 @@ impl<S> Core<S> {
             scratch: Vec::with_capacity(256),
             topics: Topics::default(),
             peers,
+            guards: limits::Guards::default(),
             stalls: Default::default(),
         }
     }

@@ -66,8 +66,15 @@ impl<S> Core<S> {
     /// Applies the cap on buffered output to a message of `len` bytes.
     fn admit(&mut self, key: usize, len: usize) -> Result<(), SendError> {
         let buffered = self.conns[key].buffered();
-        if buffered > 0 && buffered + len > self.limits.max_buffered {
+        let over_connection = buffered > 0 && buffered + len > self.limits.max_buffered;
+        // The worker's bound holds even for a send into an empty buffer: otherwise many
+        // connections could each pin one large message.
+        let over_worker = len > self.direct_max && !self.worker_has_room(len);
+        if over_connection || over_worker {
             self.stats.dropped += 1;
+            if over_worker {
+                self.stats.dropped_worker_full += 1;
+            }
             if let Backpressure::Close(code) = self.limits.backpressure {
                 self.close(key, code, "send buffer full");
             }
@@ -230,6 +237,7 @@ impl<S> Core<S> {
         let c = &mut self.conns[key];
         let spill = c.spill.as_mut().expect("staged output lives in the spill");
         spill.out_bytes += len;
+        self.guards.buffered += len;
         let buffered = spill.out_bytes;
         if buffered > low {
             c.flags |= DRAIN_WANTED;

@@ -37,7 +37,7 @@ impl<S> Core<S> {
         except: Option<usize>,
     ) -> Published {
         let frame = encode_frame(kind, payload);
-        if let Some(peers) = self.peers.get() {
+        if let Some(peers) = self.peers.workers.get() {
             let mut shared: Option<Arc<str>> = None;
             for (i, peer) in peers.iter().enumerate() {
                 if i != self.worker as usize {

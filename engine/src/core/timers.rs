@@ -69,6 +69,9 @@ impl<S> Core<S> {
         // After a stall of more than a lap every bucket is visited once.
         let first = (self.timer_at + 1).max(self.now.saturating_sub(timer::BUCKETS as u32 - 1));
         for t in first..=self.now {
+            if t % timer::BUCKETS as u32 == 0 {
+                self.sweep_buckets();
+            }
             self.timer_at = t;
             self.timer_rest = self.wheel.take(t);
             if !self.visit_rest(h, &mut budget, &mut batch) {

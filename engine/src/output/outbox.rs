@@ -21,6 +21,9 @@ pub struct Outbox {
     pub stage: BytesMut,
 }
 
+/// Spare capacity a stage keeps after a seal (see [`Outbox::seal`]).
+const MIN_REUSE: usize = 4 << 10;
+
 /// iovecs per vectored write.
 pub const IOV_BATCH: usize = 64;
 
@@ -32,9 +35,16 @@ impl Outbox {
 
     /// Moves the staged bytes to the end of the queue as one shared buffer (before a
     /// shared frame is queued after them, or before a backend takes ownership).
+    ///
+    /// The split leaves `stage` with the rest of the same allocation (reused for the next
+    /// frames); when little is left, `stage` lets go of it, so the sealed buffer's memory
+    /// is freed with the buffer rather than pinned by an empty stage.
     pub fn seal(&mut self) {
         if !self.stage.is_empty() {
             self.queue.push_back(self.stage.split().freeze());
+            if self.stage.capacity() < MIN_REUSE {
+                self.stage = BytesMut::new();
+            }
         }
     }
 
