@@ -192,6 +192,17 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
 }
 
+/// How a server process is started (see [`ServerProcess::launch`]).
+pub struct Launch<'a> {
+    /// The program and its arguments (for `throng-bench`: `serve ...`).
+    pub command: Command,
+    /// Longest wait for the first line.
+    pub timeout: Duration,
+    /// Called every second while no line has come (e.g. a TCP connect to wake a server
+    /// whose only thread that could print is stalled; see `count`).
+    pub poke: Option<&'a dyn Fn()>,
+}
+
 impl ServerProcess {
     /// Starts `exe serve ARGS...` and waits (at most `timeout`) for its first line:
     /// `listening ADDR` or `unavailable REASON`.
@@ -201,9 +212,22 @@ impl ServerProcess {
         timeout: Duration,
     ) -> io::Result<(Option<ServerProcess>, Started)> {
         let mut command = Command::new(exe);
+        command.arg("serve").args(args);
+        ServerProcess::launch(Launch {
+            command,
+            timeout,
+            poke: None,
+        })
+    }
+
+    /// Starts a prepared command (stdio is set here) and waits for its first line.
+    pub fn launch(launch: Launch<'_>) -> io::Result<(Option<ServerProcess>, Started)> {
+        let Launch {
+            mut command,
+            timeout,
+            poke,
+        } = launch;
         command
-            .arg("serve")
-            .args(args)
             // The servers' backend is chosen by flag, not by the caller's environment.
             .env_remove("THRONG_BACKEND")
             .stdin(Stdio::null())
@@ -221,6 +245,7 @@ impl ServerProcess {
                 Ok(())
             });
         }
+        let what = format!("{command:?}");
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -232,7 +257,7 @@ impl ServerProcess {
             stderr,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let line = read_first_line(stdout, timeout);
+        let line = read_first_line(stdout, timeout, poke);
         match line {
             Some(l) if l.starts_with("listening ") => {
                 let addr = l["listening ".len()..].trim().parse().map_err(|e| {
@@ -251,7 +276,7 @@ impl ServerProcess {
             other => {
                 let stderr = guard.kill_and_stderr();
                 Err(io::Error::other(format!(
-                    "server {args:?} did not start (said {other:?}); stderr: {stderr}"
+                    "server {what} did not start (said {other:?}); stderr: {stderr}"
                 )))
             }
         }
@@ -310,8 +335,12 @@ fn drain_into(mut pipe: impl Read + Send + 'static, keep: Arc<Mutex<String>>) {
 }
 
 /// Reads one line from the child's stdout on a helper thread, so a server that hangs
-/// before printing cannot hang the harness.
-fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
+/// before printing cannot hang the harness; `poke` runs every second meanwhile.
+fn read_first_line(
+    stdout: ChildStdout,
+    timeout: Duration,
+    poke: Option<&dyn Fn()>,
+) -> Option<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -323,7 +352,16 @@ fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
         let _ = reader.read_to_end(&mut sink);
     });
     let deadline = Instant::now() + timeout;
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .ok()
-        .filter(|l| !l.is_empty())
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => return Some(line).filter(|l| !l.is_empty()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                if let Some(poke) = poke {
+                    poke();
+                }
+            }
+            Err(_) => return None,
+        }
+    }
 }
