@@ -114,6 +114,9 @@ pub struct OtherLoad {
     skip: Vec<u32>,
     ticks: u64,
     forks: u64,
+    /// Threads of the skipped processes at the start: threads they start later (Bun's
+    /// garbage collector and JIT start theirs under load) are theirs, not others'.
+    tasks: Vec<u32>,
     at: Instant,
 }
 
@@ -121,6 +124,7 @@ impl OtherLoad {
     /// Starts watching everything but `skip` (the server, the harness).
     pub fn watch(skip: Vec<u32>) -> OtherLoad {
         OtherLoad {
+            tasks: tasks(&skip),
             ticks: others_ticks(&skip),
             forks: forks(),
             at: Instant::now(),
@@ -134,11 +138,30 @@ impl OtherLoad {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let used = others_ticks(&self.skip).saturating_sub(self.ticks) as f64 / hz;
+        // /proc/stat counts every clone, threads included.
+        let ours = tasks(&self.skip)
+            .iter()
+            .filter(|t| !self.tasks.contains(t))
+            .count() as u64;
         (
             used / self.at.elapsed().as_secs_f64().max(1e-3),
-            forks().saturating_sub(self.forks),
+            forks().saturating_sub(self.forks).saturating_sub(ours),
         )
     }
+}
+
+/// The thread ids of processes `pids`.
+fn tasks(pids: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for pid in pids {
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            out.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())),
+            );
+        }
+    }
+    out
 }
 
 /// The CPU model, for the report.
