@@ -192,9 +192,9 @@ pub struct Measurement {
     pub dump: PathBuf,
     /// The costliest functions by inclusive cost (thread entry points left out).
     pub top: Vec<FnCost>,
-    /// The functions' own costs added up: equal to `instructions` when the dump was read
-    /// right (a check on the reader).
-    pub own_total: u64,
+    /// The functions' own costs added up, and callgrind's sum of the dump's lines
+    /// (`totals:`): equal when the dump was read right (a check on the reader).
+    pub own_total: (u64, Option<u64>),
 }
 
 impl Measurement {
@@ -511,7 +511,10 @@ fn measure(
         instructions: profile.total,
         dump: kept,
         top,
-        own_total: profile.functions.iter().map(|f| f.own).sum(),
+        own_total: (
+            profile.functions.iter().map(|f| f.own).sum(),
+            profile.totals,
+        ),
     })
 }
 
@@ -624,10 +627,10 @@ fn check(report: &mut Report) {
                 "{what}: {per:.0} instructions per message is not plausible"
             ));
         }
-        if m.own_total != m.instructions {
+        if Some(m.own_total.0) != m.own_total.1 {
             failed.push(format!(
-                "{what}: the functions' costs add up to {}, the dump's summary says {}",
-                m.own_total, m.instructions
+                "{what}: the functions' costs add up to {}, the dump's totals line says {:?}",
+                m.own_total.0, m.own_total.1
             ));
         }
         if let Some(l) = o
@@ -877,7 +880,7 @@ mod tests {
                     instructions,
                     dump: PathBuf::new(),
                     top: Vec::new(),
-                    own_total: instructions,
+                    own_total: (instructions, Some(instructions)),
                 })
                 .collect(),
             unavailable: vec![(ServerKind::ThrongUring, "no io_uring".into())],
@@ -921,7 +924,7 @@ mod tests {
 
         // A dump read wrong (own costs not adding up to its summary) fails.
         let mut r = report_with(&[(e, 64, 9_000_000), (e, 16384, 40_000_000)]);
-        r.measurements[0].own_total -= 1;
+        r.measurements[0].own_total.0 -= 1;
         check(&mut r);
         assert!(
             r.failures.iter().any(|f| f.contains("add up")),
