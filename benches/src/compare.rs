@@ -170,6 +170,9 @@ pub struct Options {
     pub command: String,
     /// Before each measurement, wait until no other work keeps the CPUs busy.
     pub wait_quiet: bool,
+    /// When Bun is among the servers, run its install script first (a no-op once the
+    /// pinned version is there); if that fails Bun is reported as not measured.
+    pub install_bun: bool,
 }
 
 impl Options {
@@ -191,6 +194,7 @@ impl Options {
             progress: true,
             command: String::new(),
             wait_quiet: profile != Profile::Smoke,
+            install_bun: true,
         };
         o.place();
         o
@@ -569,12 +573,25 @@ pub fn run(options: Options) -> io::Result<Report> {
         open_timeout: Duration::from_secs(60),
     };
     let plan = options.plan.clone();
+    let mut unavailable = Vec::new();
+    if options.install_bun && options.servers.contains(&ServerKind::Bun) {
+        if options.progress {
+            eprintln!(
+                "Bun: {} ...",
+                crate::servers::bun::dir().join("install.sh").display()
+            );
+        }
+        if let Err(why) = crate::servers::bun::install(Duration::from_secs(300)) {
+            eprintln!("  Bun: not available: {why}");
+            unavailable.push((ServerKind::Bun, why));
+        }
+    }
     let mut run = Run {
         noisy: 0,
         options,
         load,
         figures: Vec::new(),
-        unavailable: Vec::new(),
+        unavailable,
     };
     run.say(format_args!(
         "servers: {} worker thread(s) pinned to CPU {:?}; load generator: {} thread(s) pinned to CPU {:?}",

@@ -1,4 +1,4 @@
-//! Rendering a [`Report`]: the markdown table (with the targets of issues 6 and 7), JSON
+//! Rendering a [`Report`]: the markdown table (with the targets of issues 6, 7 and 19), JSON
 //! with every round's value, and a hand-written SVG chart.
 
 use std::fmt::Write as _;
@@ -120,7 +120,7 @@ struct Target {
     at_least: bool,
 }
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 16] = [
     Target {
         what: "Echo 64 B at 1,000 conns ≥ 2.0× tokio-tungstenite",
         key: "echo_64_1000",
@@ -176,6 +176,62 @@ const TARGETS: [Target; 8] = [
         against: ServerKind::Tungstenite,
         bound: 3.0,
         at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 64 B at 100 conns ≥ 1.1× Bun",
+        key: "echo_64_100",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 64 B at 1,000 conns ≥ 1.1× Bun",
+        key: "echo_64_1000",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 64 B at 10,000 conns ≥ 1.1× Bun",
+        key: "echo_64_10000",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 16 KiB at 100 conns ≥ 1.1× Bun",
+        key: "echo_16384_100",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 16 KiB at 1,000 conns ≥ 1.1× Bun",
+        key: "echo_16384_1000",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: echo 16 KiB at 10,000 conns ≥ 1.1× Bun",
+        key: "echo_16384_10000",
+        against: ServerKind::Bun,
+        bound: 1.1,
+        at_least: true,
+    },
+    Target {
+        what: "Issue 19: memory per idle connection ≤ 1/10 of Bun's",
+        key: "memory",
+        against: ServerKind::Bun,
+        bound: 0.1,
+        at_least: false,
+    },
+    Target {
+        what: "Issue 19: broadcast 64 B to 15,000: time ≤ 0.8× Bun's",
+        key: "broadcast",
+        against: ServerKind::Bun,
+        bound: 0.8,
+        at_least: false,
     },
 ];
 
@@ -234,7 +290,7 @@ pub fn markdown(report: &Report) -> String {
          Memory: (server RSS with {} idle connections, each having echoed one 64 B message − RSS before) / {}; kernel socket buffers are not in RSS. \
          Handshakes: {} upgrades in flight, each connection reset once its 101 arrives. \
          Broadcast: `BROADCAST {}` on a control connection; time until the last of {} members' sockets is readable (epoll), median of {} broadcasts; \
-         tokio servers use a `Mutex<HashMap<id, UnboundedSender<Message>>>` loop over members (tokio-tungstenite's examples/server.rs idiom), throng one `publish`. \
+         tokio servers use a `Mutex<HashMap<id, UnboundedSender<Message>>>` loop over members (tokio-tungstenite's examples/server.rs idiom), throng one `publish`, Bun one `server.publish` (uWebSockets' topics). \
          Pub/sub: {} publishers each publish {} B, wait for the server's ack, publish again; K = {} subscribers; rate counted at the subscribers.",
         group(report.latency_rate.round() as u64),
         p.latency_load * 100.0,
@@ -359,6 +415,7 @@ fn color(s: ServerKind) -> &'static str {
         ServerKind::Tungstenite => "#9a9a9a",
         ServerKind::Fastws => "#f28e2b",
         ServerKind::Floor => "#59a14f",
+        ServerKind::Bun => "#b07aa1",
     }
 }
 

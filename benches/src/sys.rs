@@ -114,6 +114,9 @@ pub struct OtherLoad {
     skip: Vec<u32>,
     ticks: u64,
     forks: u64,
+    /// Threads of the skipped processes at the start: threads they start later (Bun's
+    /// garbage collector and JIT start theirs under load) are theirs, not others'.
+    tasks: Vec<u32>,
     at: Instant,
 }
 
@@ -127,6 +130,7 @@ impl OtherLoad {
     /// Starts watching everything but `skip` (the server, the harness).
     pub fn watch(skip: Vec<u32>) -> OtherLoad {
         OtherLoad {
+            tasks: tasks(&skip),
             ticks: others_ticks(&skip),
             forks: forks(),
             at: Instant::now(),
@@ -140,11 +144,30 @@ impl OtherLoad {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let used = others_ticks(&self.skip).saturating_sub(self.ticks) as f64 / hz;
+        // /proc/stat counts every clone, threads included.
+        let ours = tasks(&self.skip)
+            .iter()
+            .filter(|t| !self.tasks.contains(t))
+            .count() as u64;
         (
             used / self.at.elapsed().as_secs_f64().max(1e-3),
-            forks().saturating_sub(self.forks),
+            forks().saturating_sub(self.forks).saturating_sub(ours),
         )
     }
+}
+
+/// The thread ids of processes `pids`.
+fn tasks(pids: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for pid in pids {
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            out.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())),
+            );
+        }
+    }
+    out
 }
 
 /// The CPU model, for the report.
@@ -205,6 +228,26 @@ impl std::fmt::Debug for ServerProcess {
     }
 }
 
+/// How a server process is started (see [`ServerProcess::launch`]).
+pub struct Launch<'a> {
+    /// The program and its arguments (for `throng-bench`: `serve ...`).
+    pub command: Command,
+    /// Longest wait for the first line.
+    pub timeout: Duration,
+    /// Called every second while no line has come (e.g. a TCP connect to wake a server
+    /// whose only thread that could print is stalled; see `count`).
+    pub poke: Option<&'a dyn Fn()>,
+}
+
+impl std::fmt::Debug for Launch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("command", &self.command)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerProcess {
     /// Starts `exe serve ARGS...` and waits (at most `timeout`) for its first line:
     /// `listening ADDR` or `unavailable REASON`.
@@ -214,9 +257,22 @@ impl ServerProcess {
         timeout: Duration,
     ) -> io::Result<(Option<ServerProcess>, Started)> {
         let mut command = Command::new(exe);
+        command.arg("serve").args(args);
+        ServerProcess::launch(Launch {
+            command,
+            timeout,
+            poke: None,
+        })
+    }
+
+    /// Starts a prepared command (stdio is set here) and waits for its first line.
+    pub fn launch(launch: Launch<'_>) -> io::Result<(Option<ServerProcess>, Started)> {
+        let Launch {
+            mut command,
+            timeout,
+            poke,
+        } = launch;
         command
-            .arg("serve")
-            .args(args)
             // The servers' backend is chosen by flag, not by the caller's environment.
             .env_remove("THRONG_BACKEND")
             .stdin(Stdio::null())
@@ -234,6 +290,7 @@ impl ServerProcess {
                 Ok(())
             });
         }
+        let what = format!("{command:?}");
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -245,7 +302,7 @@ impl ServerProcess {
             stderr,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let line = read_first_line(stdout, timeout);
+        let line = read_first_line(stdout, timeout, poke);
         match line {
             Some(l) if l.starts_with("listening ") => {
                 let addr = l["listening ".len()..].trim().parse().map_err(|e| {
@@ -264,7 +321,7 @@ impl ServerProcess {
             other => {
                 let stderr = guard.kill_and_stderr();
                 Err(io::Error::other(format!(
-                    "server {args:?} did not start (said {other:?}); stderr: {stderr}"
+                    "server {what} did not start (said {other:?}); stderr: {stderr}"
                 )))
             }
         }
@@ -323,8 +380,12 @@ fn drain_into(mut pipe: impl Read + Send + 'static, keep: Arc<Mutex<String>>) {
 }
 
 /// Reads one line from the child's stdout on a helper thread, so a server that hangs
-/// before printing cannot hang the harness.
-fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
+/// before printing cannot hang the harness; `poke` runs every second meanwhile.
+fn read_first_line(
+    stdout: ChildStdout,
+    timeout: Duration,
+    poke: Option<&dyn Fn()>,
+) -> Option<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -336,7 +397,16 @@ fn read_first_line(stdout: ChildStdout, timeout: Duration) -> Option<String> {
         let _ = reader.read_to_end(&mut sink);
     });
     let deadline = Instant::now() + timeout;
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .ok()
-        .filter(|l| !l.is_empty())
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => return Some(line).filter(|l| !l.is_empty()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                if let Some(poke) = poke {
+                    poke();
+                }
+            }
+            Err(_) => return None,
+        }
+    }
 }

@@ -18,9 +18,13 @@ usage:
                    [--rate MSGS_PER_S] --duration SECS [--warmup SECS (1)]
                    [--processes P] [--json] [--source-offset K]
                    [--open-window W (256)] [--open-timeout SECS (120)]
+                   [--child] [--hold-open]
       echo throughput and latency: closed loop (one message in flight per connection)
       or a fixed aggregate rate (latency from each message's scheduled time); the result
-      is one JSON object, the last line on stdout";
+      is one JSON object, the last line on stdout.
+      --child: after the ramp print {\"event\":\"ready\",...} and start on a line `go`
+      from stdin; --hold-open: after the report keep the connections open until stdin
+      ends (one process only), so a harness can read the server's counters first";
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +194,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }))
         }
         "echo" => {
-            let f = Flags::read(rest, &["json", "child"])?;
+            let f = Flags::read(rest, &["json", "child", "hold-open"])?;
             f.only(&[
                 "url",
                 "connections",
@@ -204,6 +208,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 "open-window",
                 "open-timeout",
                 "child",
+                "hold-open",
             ])?;
             let url = parse_url(f.required("url")?)?;
             let connections = f.count("connections", None)?;
@@ -245,6 +250,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 open_window: f.count("open-window", Some(256))?.max(1),
                 open_timeout: f.seconds("open-timeout", Some(120.0))?,
                 child: f.switch("child"),
+                hold_open: f.switch("hold-open"),
             }))
         }
         "help" | "-h" | "--help" => Ok(Command::Help),
@@ -332,14 +338,15 @@ mod tests {
             (o.connections, o.size, o.rate, o.processes),
             (10, 64, None, None)
         );
-        assert!(o.json && !o.child);
+        assert!(o.json && !o.child && !o.hold_open);
         assert_eq!(o.warmup, Duration::from_secs(1));
         let Ok(Command::Echo(o)) = parse(&args(
             "echo --url ws://127.0.0.1:9/ --connections 10 --size 0 --duration 2 --rate 500 \
-             --processes 2 --warmup 0",
+             --processes 2 --warmup 0 --child --hold-open",
         )) else {
             panic!("not parsed");
         };
+        assert!(o.child && o.hold_open);
         assert_eq!(
             (o.rate, o.processes, o.warmup),
             (Some(500.0), Some(2), Duration::ZERO)

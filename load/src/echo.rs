@@ -63,6 +63,9 @@ pub struct Options {
     /// Run as one of several processes: report `ready` after the ramp, start on `go`
     /// from stdin, include the histogram in the result.
     pub child: bool,
+    /// After the report, keep every connection open until stdin ends, so that whoever
+    /// reads the server's counters then (a callgrind dump) sees no closes in them.
+    pub hold_open: bool,
 }
 
 impl Options {
@@ -258,6 +261,16 @@ pub fn run_one(
     opts: &Options,
     ready: impl FnOnce(usize, usize) -> io::Result<()>,
 ) -> io::Result<Report> {
+    run_one_then(opts, ready, |_| Ok(()))
+}
+
+/// [`run_one`], calling `finished` with the report while the connections are still open
+/// (they close when it returns).
+pub fn run_one_then(
+    opts: &Options,
+    ready: impl FnOnce(usize, usize) -> io::Result<()>,
+    finished: impl FnOnce(&Report) -> io::Result<()>,
+) -> io::Result<Report> {
     crate::sys::raise_nofile();
     let payload = frame::payload(opts.size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
@@ -371,7 +384,7 @@ pub fn run_one(
     if d.bad > 0 && error.is_none() {
         error = Some(format!("{} echoes did not match what was sent", d.bad));
     }
-    Ok(Report {
+    let report = Report {
         processes: 1,
         connections: opts.connections,
         open: ramp.open,
@@ -382,7 +395,9 @@ pub fn run_one(
         errors: (ramp.failed + failed_later) as u64 + d.bad,
         lost,
         error,
-    })
+    };
+    finished(&report)?;
+    Ok(report)
 }
 
 /// Turns the closed loop until `end` (the driver sends each next message).
@@ -401,24 +416,44 @@ fn closed_loop(fleet: &mut Fleet, d: &mut Echoes<'_>, end: Instant) -> io::Resul
 
 /// Runs a child's share: ramp, `ready` on stdout, wait for `go` on stdin, run, report.
 pub fn run_child(opts: &Options) -> io::Result<Report> {
-    run_one(opts, |open, failed| {
-        let mut out = io::stdout().lock();
-        writeln!(
-            out,
-            "{}",
-            json!({"event": "ready", "open": open, "failed": failed})
-        )?;
-        out.flush()?;
-        let mut line = String::new();
-        io::stdin().lock().read_line(&mut line)?;
-        if line.trim() == "go" {
-            Ok(())
-        } else {
-            Err(io::Error::other(
-                "the parent process went away before the start",
-            ))
-        }
-    })
+    run_one(opts, child_ready)
+}
+
+/// The start barrier of a child: `{"event":"ready",...}` on stdout, then `go` on stdin.
+pub fn child_ready(open: usize, failed: usize) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        json!({"event": "ready", "open": open, "failed": failed})
+    )?;
+    out.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    if line.trim() == "go" {
+        Ok(())
+    } else {
+        Err(io::Error::other(
+            "the parent process went away before the start",
+        ))
+    }
+}
+
+/// Prints the report (the summary unless `--json`, then the JSON object) and, with
+/// `--hold-open`, waits for the end of stdin before the connections may close.
+pub fn print_report(opts: &Options, report: &Report) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if !opts.json {
+        writeln!(out, "{}", report.summary(opts))?;
+    }
+    writeln!(out, "{}", report.to_json(opts, opts.child))?;
+    out.flush()?;
+    drop(out);
+    if opts.hold_open {
+        // Whatever arrives is ignored; only the end of the input counts.
+        io::copy(&mut io::stdin().lock(), &mut io::sink())?;
+    }
+    Ok(())
 }
 
 /// A child process of a spread run.
@@ -567,6 +602,7 @@ mod tests {
             open_window: 1,
             open_timeout: Duration::from_secs(1),
             child: false,
+            hold_open: false,
         }
     }
 

@@ -35,12 +35,20 @@ fn main() -> ExitCode {
         },
         Command::Echo(opts) => {
             let processes = opts.process_count();
-            let result = if opts.child {
-                echo::run_child(&opts)
-            } else if processes > 1 {
+            let result = if processes > 1 && !opts.child {
+                if opts.hold_open {
+                    eprintln!(
+                        "throng-load echo: --hold-open needs one process (at most {} connections)",
+                        echo::PER_PROCESS
+                    );
+                    return ExitCode::from(2);
+                }
                 echo::run_spread(&opts, processes)
+                    .and_then(|r| echo::print_report(&opts, &r).map(|()| r))
+            } else if opts.child {
+                echo::run_one_then(&opts, echo::child_ready, |r| echo::print_report(&opts, r))
             } else {
-                echo::run_one(&opts, |_, _| Ok(()))
+                echo::run_one_then(&opts, |_, _| Ok(()), |r| echo::print_report(&opts, r))
             };
             let report = match result {
                 Ok(r) => r,
@@ -49,10 +57,6 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if !opts.json {
-                println!("{}", report.summary(&opts));
-            }
-            println!("{}", report.to_json(&opts, opts.child));
             if report.errors > 0 || report.lost > 0 {
                 ExitCode::FAILURE
             } else {

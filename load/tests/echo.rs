@@ -1,7 +1,10 @@
 //! `throng-load echo` (the built binary) against real throng servers on loopback: closed
 //! loop in one process, a fixed rate spread over two processes, latency that a slow
-//! server must show, and echoes that do not match or never open reported as errors.
+//! server must show, echoes that do not match or never open reported as errors, and
+//! `--child --hold-open`: the start on `go`, and connections kept until stdin ends with
+//! the count of echoes exactly what the server handled (what `throng-bench count` uses).
 
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use throng_engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
+    BackendChoice, CloseCode, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
 };
 
 /// How the test server answers.
@@ -244,5 +247,130 @@ fn bad_arguments_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("usage:") && !err.contains("panicked"), "{err}");
+    }
+}
+
+/// Counts what the server saw: messages, opens and closes.
+#[derive(Default)]
+struct Seen {
+    messages: AtomicU64,
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+struct Counting(Arc<Seen>);
+
+impl Handler for Counting {
+    type State = ();
+    fn on_upgrade<'r>(&mut self, _req: &UpgradeRequest<'r>) -> Decision<'r, ()> {
+        Decision::accept(())
+    }
+    fn on_open(&mut self, _ws: &mut WebSocket<'_, ()>) {
+        self.0.opened.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        self.0.messages.fetch_add(1, Ordering::Relaxed);
+        let _ = ws.send(msg);
+    }
+    fn on_close(&mut self, _ws: &mut WebSocket<'_, ()>, _code: CloseCode, _reason: &str) {
+        self.0.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Polls `f` until it holds or `limit` passes.
+fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+#[test]
+fn child_hold_open_counts_exactly_and_closes_at_the_end_of_stdin() {
+    for backend in throng_engine::testing::backends() {
+        let seen = Arc::new(Seen::default());
+        let s = seen.clone();
+        let cfg = Config::new("127.0.0.1:0".parse().unwrap())
+            .with_workers(1)
+            .with_pinning(false)
+            .with_backend(backend);
+        let server = Server::start(cfg, move |_| Counting(s.clone())).expect("server starts");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(["echo", "--url", &format!("ws://{}/", server.local_addr())])
+            .args(["--connections", "20", "--size", "64", "--duration", "0.3"])
+            .args(["--warmup", "0", "--json", "--child", "--hold-open"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("throng-load runs");
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut next = || -> Value {
+            let line = lines.next().expect("a line").expect("readable");
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        };
+
+        // Ramped, then waiting for `go`: nothing sent yet.
+        let ready = next();
+        assert_eq!(
+            (ready["event"].as_str(), ready["open"].as_u64()),
+            (Some("ready"), Some(20))
+        );
+        assert!(eventually(Duration::from_secs(5), || seen
+            .opened
+            .load(Ordering::Relaxed)
+            == 20));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(seen.messages.load(Ordering::Relaxed), 0, "sent before `go`");
+
+        writeln!(stdin, "go").unwrap();
+        stdin.flush().unwrap();
+        let v = next();
+        assert_eq!(
+            (v["errors"].as_u64(), v["lost"].as_u64()),
+            (Some(0), Some(0)),
+            "{v}"
+        );
+        // With no warm-up every echo is counted: the report's count is the server's.
+        let messages = v["messages"].as_u64().unwrap();
+        assert!(messages > 100, "{v}");
+        assert_eq!(v["sent"].as_u64(), Some(messages), "{v}");
+        assert_eq!(
+            seen.messages.load(Ordering::Relaxed),
+            messages,
+            "{backend:?}: {v}"
+        );
+
+        // Held open after the report...
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            seen.closed.load(Ordering::Relaxed),
+            0,
+            "closed before stdin ended"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited before stdin ended"
+        );
+        // ...and closed once stdin ends.
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "throng-load did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success());
+        assert!(eventually(Duration::from_secs(5), || seen
+            .closed
+            .load(Ordering::Relaxed)
+            == 20));
+        server.shutdown().unwrap();
     }
 }

@@ -1,11 +1,13 @@
-//! `throng-bench compare [--quick] [--json FILE]`: throng against tokio-tungstenite and
-//! fastwebsockets, every figure with its ratio to tokio-tungstenite.
+//! `throng-bench compare [--quick] [--json FILE]`: throng against tokio-tungstenite,
+//! fastwebsockets and Bun, every figure with its ratio to tokio-tungstenite.
+//! `throng-bench count [--smoke] ...`: instructions per echoed message under callgrind.
 //! `throng-bench serve ...`: one of the servers, as `compare` starts them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use throng_bench::compare::{self, Options, Profile};
+use throng_bench::count;
 use throng_bench::report;
 use throng_bench::servers::{self, ServeOptions, ServerKind};
 
@@ -13,15 +15,21 @@ const USAGE: &str = "\
 usage:
   throng-bench compare [--quick | --smoke] [--json FILE] [--svg FILE] [--markdown FILE]
                        [--threads N] [--server-cpus LIST] [--load-cpus LIST]
-                       [--servers throng-uring,throng-epoll,tungstenite,fastws,floor] [--rounds N] [--quiet]
+                       [--servers throng-uring,throng-epoll,tungstenite,fastws,bun,floor] [--rounds N] [--quiet]
                        [--only echo,latency,memory,handshakes,broadcast,pubsub]
                        [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
                        [--latency-conns N] [--latency-rate MSGS_PER_S]
-  throng-bench serve --server throng|tungstenite|fastws|floor [--backend uring|epoll]
+  throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
+                     [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
+                     [--out DIR] [--no-limits] [--native-string-ops]
+  throng-bench serve --server throng|tungstenite|fastws|floor|bun [--backend uring|epoll]
                      [--threads N] [--addr HOST:PORT] [--cpus LIST]
 
 compare: by default each server gets 1 worker thread pinned to the first allowed CPU and the
-load generator runs on the other CPUs; the SVG chart goes to target/throng-bench/compare.svg.";
+load generator runs on the other CPUs; the SVG chart goes to target/throng-bench/compare.svg.
+count: needs valgrind and throng-load beside this binary (cargo build --release -p throng-load);
+dumps go to target/throng-bench/count; exit status 1 when a check or a limit in
+benches/count-limits.txt fails.";
 
 fn cpus(list: &str) -> Result<Vec<usize>, String> {
     list.split(',')
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("compare") => compare_cmd(&args[1..]),
+        Some("count") => return count_cmd(&args[1..]),
         Some("serve") => match serve_options(&args[1..]) {
             Ok(o) => return servers::serve(&o),
             Err(e) => Err(e),
@@ -233,4 +242,96 @@ fn compare_cmd(args: &[String]) -> Result<(), String> {
         std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+fn count_cmd(args: &[String]) -> ExitCode {
+    match count_run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.is_empty() => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("throng-bench count: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `count`; `Ok(false)`: it ran and a check failed.
+fn count_run(args: &[String]) -> Result<bool, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let load = exe.with_file_name("throng-load");
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let mut o = if smoke {
+        count::Options::smoke(exe, load)
+    } else {
+        count::Options::full(exe, load)
+    };
+    let (mut json, mut markdown) = (None::<PathBuf>, None::<PathBuf>);
+    let seconds = |v: String, flag: &str| -> Result<std::time::Duration, String> {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| format!("{flag}: {v:?} is not a number of seconds (0 to 600)"))
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--smoke" => {}
+            "--quiet" => o.progress = false,
+            "--no-limits" => o.limits.clear(),
+            "--native-string-ops" => o.vector_string_ops = false,
+            "--json" => json = Some(PathBuf::from(value()?)),
+            "--markdown" => markdown = Some(PathBuf::from(value()?)),
+            "--out" => o.out_dir = PathBuf::from(value()?),
+            "--servers" => {
+                o.servers = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<ServerKind>())
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            "--sizes" => o.sizes = numbers(&value()?)?,
+            "--connections" => {
+                o.connections = value()?
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&c| (1..=10_000).contains(&c))
+                    .ok_or("--connections: 1 to 10,000")?
+            }
+            "--seconds" => o.window = seconds(value()?, "--seconds")?,
+            "--warmup" => o.warmup = seconds(value()?, "--warmup")?,
+            "--top" => o.top = value()?.parse().map_err(|e| format!("--top: {e}"))?,
+            _ => return Err(String::new()),
+        }
+    }
+    if o.sizes.iter().any(|&s| s > throng_load::args::MAX_SIZE) {
+        return Err(format!(
+            "--sizes: at most {} bytes",
+            throng_load::args::MAX_SIZE
+        ));
+    }
+    o.command = format!(
+        "cargo build --release -p throng-load -p throng-bench && target/release/throng-bench count {}",
+        args.join(" ")
+    );
+    let report = count::run(o).map_err(|e| e.to_string())?;
+    let md = count::markdown(&report);
+    println!("{md}");
+    if let Some(path) = json {
+        let text =
+            serde_json::to_string_pretty(&count::json(&report)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = markdown {
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(report.failures.is_empty())
 }

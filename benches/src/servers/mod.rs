@@ -10,11 +10,15 @@
 //! | `/pub` | every message is published to `pubsub`, then echoed to the sender as an ack |
 //! | `/control` | text `BROADCAST <n>` sends one n-byte binary message to every `all` member; anything else is echoed |
 //!
+//! Bun's server is JavaScript (`benches/servers/bun/echo.js`, see [`bun`]) with the same
+//! paths and limits, plus `/health` over plain HTTP.
+//!
 //! Limits shared by all: messages and frames up to 16 MiB, pings are answered, the close
 //! handshake is completed, and a connection silent for 30 s is pinged and dropped if
 //! nothing arrives within 10 s more (the baselines check on a 30 s clock, so their ping
 //! goes out 30 to 60 s after the last input; throng's on its 250 ms wheel).
 
+pub mod bun;
 pub mod fastws;
 pub mod floor;
 pub mod keepalive;
@@ -54,15 +58,18 @@ pub enum ServerKind {
     /// A diagnostic floor: a bare single-threaded epoll loop over throng's protocol crate
     /// ([`floor`]). Not a competitor; it shows what the kernel alone costs.
     Floor,
+    /// Bun's `Bun.serve` (uWebSockets inside) running `benches/servers/bun/echo.js`.
+    Bun,
 }
 
 impl ServerKind {
     /// Every server, in report order.
-    pub const ALL: [ServerKind; 5] = [
+    pub const ALL: [ServerKind; 6] = [
         ServerKind::ThrongUring,
         ServerKind::ThrongEpoll,
         ServerKind::Tungstenite,
         ServerKind::Fastws,
+        ServerKind::Bun,
         ServerKind::Floor,
     ];
 
@@ -74,6 +81,7 @@ impl ServerKind {
             ServerKind::Tungstenite => "tungstenite",
             ServerKind::Fastws => "fastws",
             ServerKind::Floor => "floor",
+            ServerKind::Bun => "bun",
         }
     }
 
@@ -85,6 +93,7 @@ impl ServerKind {
             ServerKind::Tungstenite => "tokio-tungstenite",
             ServerKind::Fastws => "fastwebsockets",
             ServerKind::Floor => "floor (bare epoll)",
+            ServerKind::Bun => "Bun (uWebSockets)",
         }
     }
 
@@ -96,6 +105,7 @@ impl ServerKind {
             ServerKind::Tungstenite => ("tungstenite", "epoll"),
             ServerKind::Fastws => ("fastws", "epoll"),
             ServerKind::Floor => ("floor", "epoll"),
+            ServerKind::Bun => ("bun", "epoll"),
         };
         vec![
             "--server".into(),
@@ -115,7 +125,7 @@ impl fmt::Display for ServerKind {
 impl FromStr for ServerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ServerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| format!("unknown server {s:?} (expected one of throng-uring, throng-epoll, tungstenite, fastws, floor)"))
+        ServerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| format!("unknown server {s:?} (expected one of throng-uring, throng-epoll, tungstenite, fastws, bun, floor)"))
     }
 }
 
@@ -160,7 +170,7 @@ pub fn broadcast_size(text: &[u8]) -> Option<usize> {
 /// Options of `throng-bench serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// `throng`, `tungstenite` or `fastws`.
+    /// `throng`, `tungstenite`, `fastws`, `floor` or `bun`.
     pub server: String,
     /// `uring` or `epoll` (throng only).
     pub backend: String,
@@ -197,6 +207,7 @@ pub fn serve(opts: &ServeOptions) -> std::process::ExitCode {
     crate::sys::raise_nofile();
     let result = match opts.server.as_str() {
         "throng" => return throng::run(opts),
+        "bun" => return bun::run(opts),
         "tungstenite" => tungstenite::run(opts),
         "fastws" => fastws::run(opts),
         "floor" => floor::run(opts),
