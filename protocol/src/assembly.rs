@@ -21,6 +21,9 @@ pub struct Assembly {
     utf8: Utf8Stream,
     /// The last piece was pushed and the stream ended complete.
     done: bool,
+    /// The pieces are compressed (permessage-deflate): `buf` holds deflate data, to be
+    /// inflated (and its text validated) once the message is complete.
+    compressed: bool,
 }
 
 /// A piece that does not continue what the assembly holds: a caller's bug (pieces of
@@ -37,19 +40,20 @@ impl std::fmt::Display for OutOfOrder {
 impl std::error::Error for OutOfOrder {}
 
 impl Assembly {
-    /// Appends a piece; a first piece starts a new message. Compressed pieces are not
-    /// accepted here (their text is validated after inflating).
+    /// Appends a piece; a first piece starts a new message. The pieces of a compressed
+    /// message are joined as they are (their text is validated after inflating): read
+    /// them back with [`Assembly::compressed`].
     pub fn push(&mut self, piece: &Data<'_>) -> Result<(), OutOfOrder> {
-        if piece.compressed {
-            return Err(OutOfOrder);
-        }
         if piece.first {
             self.clear();
             self.kind = Some(piece.kind);
-        } else if self.kind != Some(piece.kind) || self.done {
+            self.compressed = piece.compressed;
+        } else if self.kind != Some(piece.kind) || self.done || self.compressed != piece.compressed
+        {
             return Err(OutOfOrder);
         }
         match (piece.kind, piece.text) {
+            _ if piece.compressed => {}
             (DataKind::Binary, _) => {}
             (DataKind::Text, TextProof::Chain { before, after }) if before.same(&self.utf8) => {
                 self.utf8 = after;
@@ -65,7 +69,7 @@ impl Assembly {
     /// The whole message, once its last piece was pushed.
     #[allow(unsafe_code)]
     pub fn message(&self) -> Option<Message<'_>> {
-        if !self.done {
+        if !self.done || self.compressed {
             return None;
         }
         match self.kind? {
@@ -82,6 +86,15 @@ impl Assembly {
                 }))
             }
             DataKind::Text => None,
+        }
+    }
+
+    /// The whole compressed payload (without the deflate tail) and the message's kind,
+    /// once the last piece of a compressed message was pushed.
+    pub fn compressed(&self) -> Option<(DataKind, &[u8])> {
+        match self.kind {
+            Some(kind) if self.done && self.compressed => Some((kind, &self.buf)),
+            _ => None,
         }
     }
 
@@ -107,6 +120,7 @@ impl Assembly {
         self.kind = None;
         self.utf8 = Utf8Stream::default();
         self.done = false;
+        self.compressed = false;
     }
 
     /// Forgets the message and frees the allocation.

@@ -40,13 +40,17 @@ pub enum ProtocolError {
     TooManyFragments,
     /// Payload length in a longer encoding than needed (1002; RFC 6455 5.2).
     NonMinimalLength,
+    /// A compressed message (permessage-deflate) that is not valid deflate data (1007).
+    InvalidDeflate,
 }
 
 impl ProtocolError {
     /// The close code to send for this violation (RFC 6455 7.4.1).
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidDeflate => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooBig
             | ProtocolError::MessageTooBig
             | ProtocolError::TooManyFragments => CloseCode::TOO_BIG,
@@ -72,6 +76,7 @@ impl ProtocolError {
             ProtocolError::MessageTooBig => "message too big",
             ProtocolError::TooManyFragments => "message in too many fragments",
             ProtocolError::NonMinimalLength => "payload length not in its shortest form",
+            ProtocolError::InvalidDeflate => "invalid deflate data",
         }
     }
 }

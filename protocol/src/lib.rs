@@ -2,7 +2,7 @@
 //!
 //! Everything about WebSocket bytes and nothing about sockets: the HTTP/1.1 upgrade
 //! handshake ([`handshake`]), the frame header codec ([`frame`]), the streaming message
-//! decoder ([`decoder`]), close codes ([`close`]), vectorized unmasking ([`mask`]) and
+//! decoder ([`decoder`]), permessage-deflate ([`deflate`]), close codes ([`close`]), vectorized unmasking ([`mask`]) and
 //! UTF-8 validation that streams across fragments ([`utf8`]).
 //!
 //! The engine feeds bytes in and writes what comes out. Parsers take byte slices, return
@@ -14,6 +14,7 @@
 pub mod assembly;
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
