@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:9001 [--backend auto|uring|epoll]
-//!     [--threads N] [--max-message BYTES] [--idle-timeout SECS]
+//!     [--threads N] [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME]
+//!     [--deflate]
 //! ```
+//! `--deflate` turns permessage-deflate on (shared mode, the default threshold and level).
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Config, Decision, DeflateConfig, Handler, Message, Server, ShutdownSignals,
+    UpgradeRequest, WebSocket,
 };
 
 struct Echo {
@@ -42,7 +44,7 @@ impl Handler for Echo {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N] \
-         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME]"
+         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME] [--deflate]"
     );
     ExitCode::from(2)
 }
@@ -52,6 +54,10 @@ fn main() -> ExitCode {
     let mut protocol = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--deflate" {
+            config.deflate = Some(DeflateConfig::default());
+            continue;
+        }
         let Some(value) = args.next() else {
             return usage();
         };

@@ -70,6 +70,29 @@ pub struct MessageRate {
     pub burst: u32,
 }
 
+/// permessage-deflate (RFC 7692) in shared mode: each worker keeps one compressor and
+/// one inflater, reset after every message, and connections keep no compression state
+/// (an idle connection with deflate costs what one without does). The server answers
+/// every acceptable offer with `server_no_context_takeover; client_no_context_takeover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// Messages shorter than this go out uncompressed (compressing them costs more time
+    /// than the bytes it saves, and may not save any). Default 256 bytes.
+    pub threshold: usize,
+    /// Compression level, 0 (stored) to 9 (smallest). Default 1 (fastest).
+    pub level: u32,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            threshold: 256,
+            level: 1,
+        }
+    }
+}
+
 /// Server settings. Build with [`Config::new`] and the `with_*` methods or by field; new
 /// fields may be added, so construct through `Config::default()`.
 #[derive(Debug, Clone)]
@@ -183,6 +206,10 @@ pub struct Config {
     /// processed when the worker asks for them, not by interrupting it. Default on; off
     /// only for A/B measurements.
     pub uring_defer_taskrun: bool,
+    /// permessage-deflate: negotiated with clients that offer it when set. Default none
+    /// (off: offers are declined). A worker allocates its shared streams (about 300 KiB
+    /// with zlib-rs) when it first compresses or inflates.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -222,6 +249,7 @@ impl Default for Config {
             uring_wait_batch: 32,
             uring_batch_wait: Duration::from_micros(20),
             uring_defer_taskrun: true,
+            deflate: None,
         }
     }
 }
@@ -248,6 +276,11 @@ impl Config {
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self.max_frame_size = bytes;
+        self
+    }
+    /// Turns permessage-deflate on with `deflate`, or off with `None`.
+    pub fn with_deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
         self
     }
     /// Turns CPU pinning on or off.
@@ -420,6 +453,11 @@ impl Config {
                 "uring_recv_buffer_size",
                 format!("{} is not in 1 KiB..=1 MiB", self.uring_recv_buffer_size),
             );
+        }
+        if let Some(d) = self.deflate
+            && d.level > 9
+        {
+            return fail("deflate", format!("level {} is not in 0..=9", d.level));
         }
         if self.uring_wait_batch == 0 {
             return fail(

@@ -48,6 +48,12 @@ pub(crate) const PEER_EOF: u16 = 1 << 10;
 pub(crate) const DIRECT: u16 = 1 << 11;
 /// A completion backend holds this connection's output until it reports the send over.
 pub(crate) const SENDING: u16 = 1 << 12;
+/// permessage-deflate was negotiated: RSV1 is accepted on input and compressed messages
+/// are inflated in the worker's shared stream; output is compressed unless `PLAIN_OUT`.
+pub(crate) const DEFLATE: u16 = 1 << 14;
+/// The client limited the server's window below the shared compressor's 15 bits: its
+/// messages go out uncompressed (which RFC 7692 always allows).
+pub(crate) const PLAIN_OUT: u16 = 1 << 15;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an

@@ -61,7 +61,9 @@ mod topics;
 mod worker;
 mod ws;
 
-pub use config::{BackendChoice, BackendKind, Backpressure, Config, ConfigError, MessageRate};
+pub use config::{
+    BackendChoice, BackendKind, Backpressure, Config, ConfigError, DeflateConfig, MessageRate,
+};
 pub use connections::Connections;
 pub use error::Error;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};

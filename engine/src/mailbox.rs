@@ -53,6 +53,10 @@ impl std::ops::AddAssign for Published {
 pub(crate) struct Publish {
     pub topic: Arc<str>,
     pub frame: Bytes,
+    /// The frame for permessage-deflate subscribers: `None` when not compressed yet (the
+    /// worker compresses it once if it has such subscribers), `Some(None)` when they get
+    /// the plain frame too.
+    pub deflated: Option<Option<Bytes>>,
     pub reply: Option<Sender<Published>>,
 }
 

@@ -127,7 +127,8 @@ impl<H: Handler> ServerHandle<H> {
     }
 
     /// Publishes a message to every subscriber of `topic` on every worker. The frame is
-    /// encoded once here and shared by all workers and subscribers. The ticket tells how
+    /// encoded once here and shared by all workers and subscribers; each worker with
+    /// permessage-deflate subscribers compresses it once for them. The ticket tells how
     /// many subscribers it reached and how many refused it (backpressure).
     pub fn publish(&self, topic: &str, kind: DataKind, payload: &[u8]) -> PublishTicket {
         let frame = encode_frame(kind, payload);
@@ -138,6 +139,7 @@ impl<H: Handler> ServerHandle<H> {
             let p = crate::mailbox::Publish {
                 topic: topic.clone(),
                 frame: frame.clone(),
+                deflated: None,
                 reply: Some(tx.clone()),
             };
             workers += usize::from(peer.post(p));

@@ -44,6 +44,11 @@ pub struct WorkerStats {
     /// Handler callbacks that panicked. Each panic closed its connection with 1011 (or
     /// answered 500 to its request); the worker went on.
     pub handler_panics: u64,
+    /// Messages compressed (permessage-deflate): once per message sent, and once per
+    /// publish however many deflate subscribers it reaches.
+    pub deflate_compressions: u64,
+    /// Compressed messages inflated.
+    pub deflate_inflations: u64,
 }
 
 impl std::ops::AddAssign for WorkerStats {
@@ -64,6 +69,8 @@ impl std::ops::AddAssign for WorkerStats {
         self.handshake_memory_refused += s.handshake_memory_refused;
         self.dropped_worker_full += s.dropped_worker_full;
         self.memory_trims += s.memory_trims;
+        self.deflate_compressions += s.deflate_compressions;
+        self.deflate_inflations += s.deflate_inflations;
     }
 }
 

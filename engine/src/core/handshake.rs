@@ -141,15 +141,21 @@ impl<S> Core<S> {
                 Some(buf.len())
             }
             Decision::Accept { state, protocol } => {
+                let deflate = self.deflate_offer(&upgrade);
                 self.scratch.clear();
-                handshake::write_accept(&mut self.scratch, &upgrade, protocol, None);
+                handshake::write_accept(
+                    &mut self.scratch,
+                    &upgrade,
+                    protocol,
+                    deflate.map(|(answer, _)| answer),
+                );
                 let head = std::mem::take(&mut self.scratch);
                 let _ = self.send_raw(key, &head);
                 self.scratch = head;
                 let c = &mut self.conns[key];
                 c.state = Some(state);
                 c.phase = Phase::Open;
-                c.flags |= OPENED;
+                c.flags |= OPENED | deflate.map_or(0, |(_, flags)| flags);
                 c.since = self.now;
                 self.stats.opened += 1;
                 self.schedule(key);

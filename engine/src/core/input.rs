@@ -1,9 +1,9 @@
 //! Input after the transport: the request head while handshaking, frames once open, and
 //! the messages they carry to the handler.
 
+use throng_protocol::CloseCode;
 use throng_protocol::decoder::{Decoded, Event};
 use throng_protocol::frame::FrameHead;
-use throng_protocol::{CloseCode, ProtocolError};
 
 use super::{Core, Payload};
 use crate::conn::*;
@@ -95,8 +95,14 @@ impl<S> Core<S> {
     ) -> usize {
         let mut used = 0;
         while self.receiving(key) {
-            let mut decoder = self.conns[key].decoder;
-            let result = decoder.decode(&self.decoder, &mut buf[used..]);
+            let c = &self.conns[key];
+            let mut decoder = c.decoder;
+            let config = if c.has(DEFLATE) {
+                &self.deflate_decoder
+            } else {
+                &self.decoder
+            };
+            let result = decoder.decode(config, &mut buf[used..]);
             self.conns[key].decoder = decoder;
             match result {
                 Err(e) => {
@@ -131,10 +137,9 @@ impl<S> Core<S> {
                     }
                     return;
                 }
-                if piece.compressed {
-                    // No extension claimed RSV1, so the decoder refuses it; kept as a guard.
-                    let e = ProtocolError::ReservedBits;
-                    return self.fail(h, key, e.close_code(), e.reason());
+                if piece.compressed && piece.first && piece.last {
+                    // A whole compressed message: inflated straight from the input.
+                    return self.deliver_compressed(h, key, piece.kind, &[piece.payload]);
                 }
                 if self.spill(key).message.push(&piece).is_err() {
                     debug_assert!(false, "message pieces out of order");
@@ -142,10 +147,12 @@ impl<S> Core<S> {
                 }
                 if piece.last {
                     let mut message = std::mem::take(&mut self.spill(key).message);
-                    if let Some(m) = message.message()
-                        && self.within_rate(key)
-                    {
-                        self.call_on_message(h, key, m);
+                    if let Some(m) = message.message() {
+                        if self.within_rate(key) {
+                            self.call_on_message(h, key, m);
+                        }
+                    } else if let Some((kind, payload)) = message.compressed() {
+                        self.deliver_compressed(h, key, kind, &[payload]);
                     }
                     if let Some(s) = self.conns.get_mut(key).and_then(|c| c.spill.as_mut()) {
                         // Keep a small allocation for the next message; free a large one

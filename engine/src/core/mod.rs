@@ -8,6 +8,7 @@
 //!   byte transform such as TLS sits, on input and on output);
 //! - [`handshake`](self::handshake): the HTTP upgrade (or a plain HTTP answer);
 //! - [`input`](self::input): frames in, messages to the handler;
+//! - [`deflate`](self::deflate): permessage-deflate in the worker's shared streams;
 //! - [`close`](self::close): the close handshake and draining;
 //! - [`timers`](self::timers): deadlines, the wheel, shutdown;
 //! - [`publish`](self::publish): topics and publishing;
@@ -36,6 +37,7 @@ use crate::ws::ConnId;
 
 mod accept;
 mod close;
+mod deflate;
 mod flush;
 mod guard;
 mod handshake;
@@ -165,6 +167,10 @@ pub(crate) struct Core<S> {
     ticks: Ticks,
     limits: Limits,
     decoder: DecoderConfig,
+    /// `decoder` with RSV1 allowed, for connections that negotiated permessage-deflate.
+    deflate_decoder: DecoderConfig,
+    /// The shared deflate streams and buffers, when `Config::deflate` is set.
+    deflate: Option<deflate::Deflate>,
     handshake: HandshakeConfig,
     /// Scratch for response heads and close payloads.
     scratch: Vec<u8>,
@@ -203,6 +209,8 @@ impl<S> Core<S> {
             DecoderConfig::server(config.max_frame_size as u64, config.max_message_size as u64);
         decoder.max_fragments = config.max_fragments;
         decoder.lenient_lengths = config.lenient_lengths;
+        let mut deflate_decoder = decoder;
+        deflate_decoder.allowed_rsv = throng_protocol::frame::RSV1;
         let mut handshake = HandshakeConfig::default();
         handshake.max_header_bytes = config.max_header_bytes;
         handshake.max_headers = config.max_headers;
@@ -241,6 +249,10 @@ impl<S> Core<S> {
                 backpressure: config.backpressure,
             },
             decoder,
+            deflate_decoder,
+            deflate: config
+                .deflate
+                .map(|d| deflate::Deflate::new(d, config.max_message_size)),
             handshake,
             scratch: Vec::with_capacity(256),
             topics: Topics::default(),

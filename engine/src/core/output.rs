@@ -6,9 +6,10 @@
 
 use bytes::Bytes;
 use throng_protocol::close::write_close_payload;
-use throng_protocol::frame::{FrameHead, HeaderBuf};
+use throng_protocol::frame::{FrameHead, HeaderBuf, RSV1};
 use throng_protocol::{CloseCode, DataKind};
 
+use super::deflate;
 use super::publish::data_head;
 use super::{Core, Dirty, Payload};
 use crate::config::Backpressure;
@@ -56,6 +57,17 @@ impl<S> Core<S> {
     ) -> Result<Sent, SendError> {
         if !self.is_open(key) {
             return Err(SendError::Closed);
+        }
+        if deflate::compresses(self.conns[key].flags)
+            && let Some(compressed) = self.compress(payload.as_slice())
+        {
+            let len = compressed.len();
+            let head = data_head(kind, len as u64).with_rsv(RSV1);
+            let sent = self
+                .admit(key, head.encoded_len() + len)
+                .and_then(|()| self.send_frame(key, head, Payload::Borrowed(&compressed)));
+            self.deflate_done(compressed);
+            return sent;
         }
         let len = payload.as_slice().len() as u64;
         let head = data_head(kind, len);

@@ -28,7 +28,10 @@ impl<S> Core<S> {
     }
 
     /// Publishes to `topic` here and on every other worker (once per worker, through
-    /// its mailbox). The frame is encoded once. Returns this worker's counts.
+    /// its mailbox). The frame is encoded once, and compressed at most once (for the
+    /// subscribers that negotiated permessage-deflate): here before posting when there
+    /// are other workers, else when the first deflate subscriber is reached. Returns this
+    /// worker's counts.
     pub fn publish(
         &mut self,
         topic: &str,
@@ -37,6 +40,11 @@ impl<S> Core<S> {
         except: Option<usize>,
     ) -> Published {
         let frame = encode_frame(kind, payload);
+        let others = self.peers.workers.get().is_some_and(|p| p.len() > 1);
+        let mut deflated = None;
+        if others && self.deflate.is_some() {
+            deflated = Some(self.deflated_frame(&frame));
+        }
         if let Some(peers) = self.peers.workers.get() {
             let mut shared: Option<Arc<str>> = None;
             for (i, peer) in peers.iter().enumerate() {
@@ -45,19 +53,23 @@ impl<S> Core<S> {
                     peer.post(Publish {
                         topic,
                         frame: frame.clone(),
+                        deflated: deflated.clone(),
                         reply: None,
                     });
                 }
             }
         }
-        self.publish_local(topic, &frame, except)
+        self.publish_local(topic, &frame, &mut deflated, except)
     }
 
-    /// Delivers an encoded frame to this worker's subscribers of `topic`.
+    /// Delivers an encoded frame to this worker's subscribers of `topic`; those that
+    /// negotiated permessage-deflate get `deflated`, compressed here on first need when
+    /// it is `None` (not compressed yet).
     pub fn publish_local(
         &mut self,
         topic: &str,
         frame: &Bytes,
+        deflated: &mut Option<Option<Bytes>>,
         except: Option<usize>,
     ) -> Published {
         let mut result = Published::default();
@@ -72,7 +84,14 @@ impl<S> Core<S> {
             if Some(key) == except || !self.conns.contains(key) {
                 return;
             }
-            match self.send_encoded(key, frame) {
+            let compressed = if super::deflate::compresses(self.conns[key].flags) {
+                deflated
+                    .get_or_insert_with(|| self.deflated_frame(frame))
+                    .as_ref()
+            } else {
+                None
+            };
+            match self.send_encoded(key, compressed.unwrap_or(frame)) {
                 Ok(_) => result.reached += 1,
                 Err(SendError::Backpressure) => result.dropped += 1,
                 Err(SendError::Closed) => {}
@@ -83,8 +102,8 @@ impl<S> Core<S> {
     }
 
     /// Handles a publish from another worker or thread.
-    pub fn remote_publish(&mut self, p: Publish) {
-        let result = self.publish_local(&p.topic, &p.frame, None);
+    pub fn remote_publish(&mut self, mut p: Publish) {
+        let result = self.publish_local(&p.topic, &p.frame, &mut p.deflated, None);
         if let Some(reply) = p.reply {
             let _ = reply.send(result);
         }
