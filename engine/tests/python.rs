@@ -6,63 +6,9 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py")
-}
-
-/// Runs the client script in `mode` against `addr`; returns its stdout, failing the test
-/// with its output if it fails or runs too long.
-fn run_client(addr: SocketAddr, mode: &str) -> String {
-    let mut child = Command::new("python3")
-        .arg(script())
-        .arg(format!("ws://{addr}/echo"))
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    // Read both pipes on threads so a chatty script cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    match status {
-        Some(s) if s.success() => out,
-        Some(s) => panic!("python client {mode} failed ({s}):\n{out}\n{err}"),
-        None => panic!("python client {mode} ran over {SCRIPT_TIMEOUT:?}:\n{out}\n{err}"),
-    }
-}
 
 #[test]
 fn python_echo_of_text_and_binary() {
@@ -71,7 +17,7 @@ fn python_echo_of_text_and_binary() {
     }
     for backend in backends() {
         let (server, events) = start(config(backend));
-        let out = run_client(server.local_addr(), "echo");
+        let out = run_python_client(server.local_addr(), "echo");
         assert_eq!(out.trim(), "ok echo 14");
         events.opened();
         let (_, code, reason) = events.closed();
@@ -87,7 +33,7 @@ fn python_fragmented_send() {
     }
     for backend in backends() {
         let (server, _events) = start(config(backend));
-        let out = run_client(server.local_addr(), "fragments");
+        let out = run_python_client(server.local_addr(), "fragments");
         assert_eq!(out.trim(), "ok fragments");
         server.shutdown().unwrap();
     }
@@ -100,7 +46,7 @@ fn python_ping_is_answered_with_its_payload() {
     }
     for backend in backends() {
         let (server, _events) = start(config(backend));
-        let out = run_client(server.local_addr(), "ping");
+        let out = run_python_client(server.local_addr(), "ping");
         assert_eq!(out.trim(), "ok ping");
         server.shutdown().unwrap();
     }
@@ -115,12 +61,12 @@ fn python_close_codes_both_ways() {
         let (server, events) = start(config(backend));
         let addr = server.local_addr();
 
-        let out = run_client(addr, "close_client");
+        let out = run_python_client(addr, "close_client");
         assert_eq!(out.trim(), "ok close_client");
         let id = events.opened();
         assert_eq!(events.closed_id(id), (4000, "bye".to_owned()));
 
-        let out = run_client(addr, "close_server");
+        let out = run_python_client(addr, "close_server");
         assert_eq!(out.trim(), "ok close_server");
         let id = events.opened();
         assert_eq!(events.closed_id(id).0, 4001);
@@ -143,7 +89,7 @@ fn python_answers_the_servers_automatic_pings() {
         cfg.ping_interval = Some(Duration::from_millis(200));
         cfg.pong_timeout = Duration::from_millis(300);
         let (server, events) = start(cfg);
-        let out = run_client(server.local_addr(), "auto_ping");
+        let out = run_python_client(server.local_addr(), "auto_ping");
         let pings: usize = out
             .trim()
             .strip_prefix("ok auto_ping ")

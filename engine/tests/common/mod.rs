@@ -825,10 +825,18 @@ impl Raw {
 
     /// Reads one frame from the server, checking it is unmasked with RSV bits clear.
     pub fn read_frame(&mut self) -> Frame {
+        let (rsv, frame) = self.read_frame_rsv();
+        assert_eq!(rsv, 0, "RSV bits set by the server");
+        frame
+    }
+
+    /// Reads one frame from the server, checking it is unmasked; returns its RSV bits
+    /// (RSV1 = 4, for permessage-deflate) with it.
+    pub fn read_frame_rsv(&mut self) -> (u8, Frame) {
         self.need(2);
         let b0 = self.pending[0];
         let b1 = self.pending[1];
-        assert_eq!(b0 & 0x70, 0, "RSV bits set by the server");
+        let rsv = (b0 >> 4) & 0b111;
         assert_eq!(b1 & 0x80, 0, "server frames are not masked");
         let (len, header) = match b1 & 0x7f {
             126 => {
@@ -850,11 +858,12 @@ impl Raw {
         self.need(header + len);
         let payload = self.pending[header..header + len].to_vec();
         self.pending.drain(..header + len);
-        Frame {
+        let frame = Frame {
             fin: b0 & 0x80 != 0,
             opcode: b0 & 0x0f,
             payload,
-        }
+        };
+        (rsv, frame)
     }
 
     /// Reads the next frame, skipping pings (unanswered).
@@ -989,4 +998,56 @@ pub fn python_available(test: &str) -> bool {
         "{problem}.\nThe Python interoperability tests need it: `pip install websockets` \
          (or set THRONG_SKIP_PYTHON=1 to skip them explicitly)."
     );
+}
+
+// ---- Python websockets peers ----------------------------------------------------
+
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn python_script() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py")
+}
+
+/// Runs `engine/tests/python/client.py` (Python `websockets`) in `mode` against `addr`; returns its stdout, failing the test
+/// with its output if it fails or runs too long.
+pub fn run_python_client(addr: SocketAddr, mode: &str) -> String {
+    let mut child = std::process::Command::new("python3")
+        .arg(python_script())
+        .arg(format!("ws://{addr}/echo"))
+        .arg(mode)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    // Read both pipes on threads so a chatty script cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(s) if s.success() => out,
+        Some(s) => panic!("python client {mode} failed ({s}):\n{out}\n{err}"),
+        None => panic!("python client {mode} ran over {SCRIPT_TIMEOUT:?}:\n{out}\n{err}"),
+    }
 }

@@ -4,6 +4,7 @@ Usage: client.py URL MODE. Exits 0 and prints "ok ..." when every check passes; 
 with a traceback otherwise. Every blocking call has a timeout so a bug fails fast.
 """
 
+import functools
 import logging
 import sys
 
@@ -135,7 +136,69 @@ def auto_ping():
     print("ok auto_ping", len(pings))
 
 
+@functools.lru_cache(maxsize=None)
+def json_of(size):
+    items, n, total = [], 0, 0
+    while total < size:
+        item = '{"id":%d,"name":"user-%05d","tags":["a","b"],"note":"caf\u00e9 %d"}' % (n, n * 7919 % 100000, n)
+        items.append(item)
+        total += len(item) + 1
+        n += 1
+    return ("[" + ",".join(items) + "]")[:size]
+
+
+def deflate_echo(factory, label):
+    """Echo over permessage-deflate: the extension is negotiated as the shared mode answers
+    it (no context takeover either way), and text and binary of many sizes come back."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    kwargs = {} if factory is None else {"extensions": [factory], "compression": None}
+    with open_ws(**kwargs) as ws:
+        exts = ws.protocol.extensions
+        assert len(exts) == 1 and isinstance(exts[0], PerMessageDeflate), exts
+        ext = exts[0]
+        # The server answered server_no_context_takeover and client_no_context_takeover.
+        assert ext.remote_no_context_takeover and ext.local_no_context_takeover, vars(ext)
+        n = 0
+        for size in [0, 1, 100, 255, 256, 1000, 4096, 65536, 1 << 20]:
+            for _ in range(3):  # repeats: a server keeping context would break these
+                text = json_of(size)
+                ws.send(text)
+                assert ws.recv(timeout=TIMEOUT) == text, f"text echo of {size} bytes"
+                data = text.encode()
+                ws.send(data)
+                assert ws.recv(timeout=TIMEOUT) == data, f"binary echo of {size} bytes"
+                n += 2
+        # A fragmented compressed message.
+        ws.send([json_of(3000), json_of(3000), json_of(10)])
+        assert ws.recv(timeout=TIMEOUT) == json_of(3000) * 2 + json_of(10)
+        n += 1
+        ws.close(1000, "done")
+    print("ok", label, n)
+
+
+def deflate_default():
+    # websockets' default: compression on, offering `permessage-deflate;
+    # client_max_window_bits` (context takeover both ways offered).
+    deflate_echo(None, "deflate_default")
+
+
+def deflate_no_takeover():
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    deflate_echo(ClientPerMessageDeflateFactory(
+        server_no_context_takeover=True, client_no_context_takeover=True,
+        client_max_window_bits=True), "deflate_no_takeover")
+
+
+def deflate_small_window():
+    # server_max_window_bits=10: the server answers it and sends uncompressed.
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    deflate_echo(ClientPerMessageDeflateFactory(server_max_window_bits=10), "deflate_small_window")
+
+
 {
+    "deflate_default": deflate_default,
+    "deflate_no_takeover": deflate_no_takeover,
+    "deflate_small_window": deflate_small_window,
     "echo": echo,
     "fragments": fragments,
     "ping": ping,
