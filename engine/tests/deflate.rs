@@ -16,6 +16,9 @@ const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 const RSV1: u8 = 4;
 
+/// Writes a case's frames.
+type Sender = dyn Fn(&mut Raw);
+
 fn deflate_config(backend: throng_engine::BackendChoice) -> Config {
     config(backend).with_deflate(Some(DeflateConfig::default()))
 }
@@ -200,7 +203,7 @@ fn violations_fail_the_connection_with_the_right_code() {
         let zeros = vec![0u8; 4 * max + 1024];
         let bomb = compress(&zeros);
         assert!(bomb.len() < max / 100);
-        let cases: [(&str, Box<dyn Fn(&mut Raw)>, u16); 6] = [
+        let cases: [(&str, Box<Sender>, u16); 6] = [
             (
                 "bomb",
                 Box::new(move |r| send_rsv(r, true, OP_BINARY, RSV1, &bomb)),

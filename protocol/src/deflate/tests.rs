@@ -320,9 +320,10 @@ fn client_frame_list(payload: &[u8], parts: usize, rsv_on_all: bool) -> Vec<Vec<
 }
 
 fn deflate_config() -> DecoderConfig {
-    let mut c = DecoderConfig::default();
-    c.allowed_rsv = RSV1;
-    c
+    DecoderConfig {
+        allowed_rsv: RSV1,
+        ..Default::default()
+    }
 }
 
 #[test]
