@@ -78,7 +78,10 @@ pub struct MessageRate {
 #[non_exhaustive]
 pub struct DeflateConfig {
     /// Messages shorter than this go out uncompressed (compressing them costs more time
-    /// than the bytes it saves, and may not save any). Default 256 bytes.
+    /// than the bytes it saves, and may not save any). Default 256 bytes. Measured with
+    /// `cargo bench -p throng-protocol --bench deflate` (level 1, JSON): 64 B saves 4 bytes,
+    /// 256 B saves 126, 1 KiB saves 687; each compress costs at least about 6 us (the
+    /// stream reset after every message), so raising it to 1 KiB trades bytes for CPU.
     pub threshold: usize,
     /// Compression level, 0 (stored) to 9 (smallest). Default 1 (fastest).
     pub level: u32,
