@@ -119,7 +119,15 @@ impl Handler for Chat {
 }
 
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let mut config = Config::new(([127, 0, 0, 1], 9002).into());
+    // The engine answers GET /metrics and /healthz before on_request sees them.
+    config.metrics = throng::engine::MetricsEndpoint::Listener;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();

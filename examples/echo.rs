@@ -2,16 +2,22 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:9001 [--backend auto|uring|epoll]
-//!     [--threads N] [--max-message BYTES] [--idle-timeout SECS]
+//!     [--threads N] [--max-message BYTES] [--idle-timeout SECS] [--metrics listener|off|HOST:PORT]
 //! ```
+//! `GET /metrics` (Prometheus text) and `GET /healthz` are answered on the WebSocket
+//! listener by default (`curl http://127.0.0.1:9001/metrics`); `--metrics HOST:PORT` moves
+//! them to an admin address, `--metrics off` turns them off. Engine events are logged to
+//! stderr per `RUST_LOG` (default `warn`; `RUST_LOG=throng_engine=debug` shows every
+//! connection's life).
+//!
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, MetricsEndpoint, Server, ShutdownSignals,
+    UpgradeRequest, WebSocket,
 };
 
 struct Echo {
@@ -42,13 +48,25 @@ impl Handler for Echo {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N] \
-         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME]"
+         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME] \
+         [--metrics listener|off|HOST:PORT]"
     );
     ExitCode::from(2)
 }
 
+/// `listener`, `off`, or an admin address.
+fn metrics_endpoint(value: &str) -> Option<MetricsEndpoint> {
+    match value {
+        "listener" => Some(MetricsEndpoint::Listener),
+        "off" => Some(MetricsEndpoint::Off),
+        addr => addr.parse().ok().map(MetricsEndpoint::Admin),
+    }
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     let mut config = Config::default();
+    config.metrics = MetricsEndpoint::Listener;
     let mut protocol = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -73,6 +91,9 @@ fn main() -> ExitCode {
                 .parse()
                 .map(|s: u64| config.idle_timeout = Some(Duration::from_secs(s)))
                 .is_ok(),
+            "--metrics" => metrics_endpoint(&value)
+                .map(|m| config.metrics = m)
+                .is_some(),
             "--subprotocol" => {
                 protocol = Some(value);
                 true
@@ -91,6 +112,7 @@ fn main() -> ExitCode {
         }
     };
     let max = config.max_message_size;
+    let metrics_on_listener = config.metrics == MetricsEndpoint::Listener;
     let server = match Server::start(config, move |_| Echo {
         protocol: protocol.clone(),
     }) {
@@ -107,6 +129,11 @@ fn main() -> ExitCode {
         server.workers()
     );
     println!("backend: {}", server.backend_note());
+    match server.admin_addr() {
+        Some(a) => println!("metrics: http://{a}/metrics"),
+        None if metrics_on_listener => println!("metrics: http://{}/metrics", server.local_addr()),
+        None => {}
+    }
     let _ = signals.wait();
     println!("shutting down");
     match server.shutdown() {
@@ -122,4 +149,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Engine events to stderr, filtered by `RUST_LOG` as users expect (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
