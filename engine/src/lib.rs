@@ -70,10 +70,10 @@ pub use error::Error;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
 pub use interest::{TopicEvent, TopicWatcher};
 pub use mailbox::{Job, Published};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, WorkerMetrics};
 pub use pool::PoolStats;
 pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};
 pub use signal::ShutdownSignals;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, WorkerMetrics};
 pub use stats::{
     CLOSE_CODES, CLOSE_SLOTS, Closer, HTTP_STATUSES, STATUS_SLOTS, TURN_BUCKETS, WorkerStats,
 };

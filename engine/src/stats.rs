@@ -198,10 +198,19 @@ impl std::ops::AddAssign for WorkerStats {
         self.handshake_memory_refused += s.handshake_memory_refused;
         self.dropped_worker_full += s.dropped_worker_full;
         self.memory_trims += s.memory_trims;
-        for (a, b) in self.closed.iter_mut().flatten().zip(s.closed.iter().flatten()) {
+        for (a, b) in self
+            .closed
+            .iter_mut()
+            .flatten()
+            .zip(s.closed.iter().flatten())
+        {
             *a += b;
         }
-        for (a, b) in self.handshakes_rejected.iter_mut().zip(&s.handshakes_rejected) {
+        for (a, b) in self
+            .handshakes_rejected
+            .iter_mut()
+            .zip(&s.handshakes_rejected)
+        {
             *a += b;
         }
         self.http_requests += s.http_requests;

@@ -104,7 +104,8 @@ fn settled<H: throng_engine::Handler>(server: &Server<H>, open: u64) -> Metrics 
     let deadline = Instant::now() + WAIT;
     loop {
         let m = server.metrics(WAIT);
-        if m.open() == open && m.workers.iter().map(|w| w.connections).sum::<usize>() == open as usize
+        if m.open() == open
+            && m.workers.iter().map(|w| w.connections).sum::<usize>() == open as usize
             || Instant::now() > deadline
         {
             return m;
@@ -123,6 +124,9 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
 
         // N clients, M echoed messages each.
         let mut clients: Vec<_> = (0..N).map(|_| connect(addr, "/")).collect();
+        for _ in 0..N {
+            events.opened();
+        }
         for ws in &mut clients {
             for i in 0..M {
                 ws.send(tungstenite::Message::text(format!("message {i:3}")))
@@ -135,7 +139,10 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
         assert_eq!(m.workers.len(), 2, "both workers answered");
         assert_eq!(m.open(), N as u64);
         let t = m.total();
-        assert_eq!((t.opened, t.messages_in, t.messages_out), (N as u64, (N * M) as u64, (N * M) as u64));
+        assert_eq!(
+            (t.opened, t.messages_in, t.messages_out),
+            (N as u64, (N * M) as u64, (N * M) as u64)
+        );
         // Each message is 11 bytes: 6 bytes of masked header in, 2 bytes of header out.
         assert!(t.bytes_in >= (N * M * 17) as u64, "{}", t.bytes_in);
         assert!(t.bytes_out >= (N * M * 13) as u64, "{}", t.bytes_out);
@@ -143,9 +150,16 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
         // The text served on the listener, asked across the workers, agrees.
         let (status, text) = http_get(addr, "/metrics");
         assert_eq!(status, 200, "{text}");
-        assert_eq!(sum(&text, "throng_connections_open", &[]), N as f64, "{text}");
+        assert_eq!(
+            sum(&text, "throng_connections_open", &[]),
+            N as f64,
+            "{text}"
+        );
         assert_eq!(sum(&text, "throng_workers", &[("state", "answered")]), 2.0);
-        assert_eq!(sum(&text, "throng_messages_received_total", &[]), (N * M) as f64);
+        assert_eq!(
+            sum(&text, "throng_messages_received_total", &[]),
+            (N * M) as f64
+        );
         assert!(sum(&text, "throng_process_resident_memory_bytes", &[]) > 1e6);
         let info = format!("backend=\"{}\"", kind_of(backend).name());
         assert!(text.contains(&info), "{text}");
@@ -185,7 +199,14 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
 
         // The N clients close (the peer closes, 1000).
         for mut ws in clients {
-            ws.close(None).unwrap();
+            let normal = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            };
+            ws.close(Some(normal)).unwrap();
+            assert!(
+                matches!(ws.read(), Ok(tungstenite::Message::Close(Some(f))) if u16::from(f.code) == 1000)
+            );
             finish_close(&mut ws);
         }
         drop(slow);
@@ -194,14 +215,23 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
         let opened = N as u64 + 2;
         assert_eq!(t.opened, opened);
         assert_eq!(t.closed_total(), opened);
-        assert_eq!(t.closed_with(Closer::Peer, 1000), N as u64 + 1, "{:?}", t.closed);
+        assert_eq!(
+            t.closed_with(Closer::Peer, 1000),
+            N as u64 + 1,
+            "{:?}",
+            t.closed
+        );
         assert_eq!(t.closed_with(Closer::Server, 1002), 1, "{:?}", t.closed);
         assert_eq!(t.rejected_with(403), 1);
         assert_eq!(t.rejected_total(), 1);
         assert_eq!(t.protocol_errors, 1);
         assert_eq!(t.dropped, refused as u64);
         assert_eq!(t.reads_paused, 1, "the flood paused its reader once");
-        assert_eq!(t.messages_in, (N * M) as u64 + 1, "the echoes and the flood command");
+        assert_eq!(
+            t.messages_in,
+            (N * M) as u64 + 1,
+            "the echoes and the flood command"
+        );
         assert_eq!(t.messages_out, (N * M + accepted) as u64);
         assert_eq!((t.pings_sent, t.pong_timeouts, t.policy_closes), (0, 0, 0));
         assert_eq!(t.http_requests, 2, "/metrics and /healthz");
@@ -214,14 +244,31 @@ fn known_traffic_gives_exact_counts_in_the_snapshot_and_the_text() {
         // The same figures in the text (one more HTTP request: the scrape itself).
         let (_, text) = http_get(addr, "/metrics");
         let closed = |by: &str, code: &str| {
-            sum(&text, "throng_connections_closed_total", &[("by", by), ("code", code)])
+            sum(
+                &text,
+                "throng_connections_closed_total",
+                &[("by", by), ("code", code)],
+            )
         };
         assert_eq!(closed("peer", "1000"), (N + 1) as f64, "{text}");
         assert_eq!(closed("server", "1002"), 1.0, "{text}");
-        assert_eq!(sum(&text, "throng_connections_closed_total", &[]), opened as f64);
-        assert_eq!(sum(&text, "throng_handshakes_rejected_total", &[("status", "403")]), 1.0);
+        assert_eq!(
+            sum(&text, "throng_connections_closed_total", &[]),
+            opened as f64
+        );
+        assert_eq!(
+            sum(
+                &text,
+                "throng_handshakes_rejected_total",
+                &[("status", "403")]
+            ),
+            1.0
+        );
         assert_eq!(sum(&text, "throng_protocol_errors_total", &[]), 1.0);
-        assert_eq!(sum(&text, "throng_dropped_messages_total", &[]), refused as f64);
+        assert_eq!(
+            sum(&text, "throng_dropped_messages_total", &[]),
+            refused as f64
+        );
         assert_eq!(sum(&text, "throng_connections_open", &[]), 0.0);
         assert_eq!(sum(&text, "throng_http_requests_total", &[]), 3.0);
         let count = sum(&text, "throng_loop_turn_seconds_count", &[]);
@@ -347,12 +394,13 @@ fn a_real_prometheus_scrapes_the_connections_held() {
     let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("log")).unwrap(),
-        ))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("log")).unwrap()))
         .spawn();
     let _prometheus = match child {
         Ok(c) => Prometheus(c, dir.clone()),

@@ -212,7 +212,13 @@ impl<S> Core<S> {
     pub fn abort_all<H: Handler<State = S>>(&mut self, h: &mut H) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.remove(h, key, CloseCode::ABNORMAL, "server shut down", Closer::Server);
+            self.remove(
+                h,
+                key,
+                CloseCode::ABNORMAL,
+                "server shut down",
+                Closer::Server,
+            );
         }
     }
 }
