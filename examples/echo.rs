@@ -1,9 +1,11 @@
 //! The echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release --example echo -- --addr 127.0.0.1:9001 [--backend auto|uring|epoll]
-//!     [--threads N] [--max-message BYTES] [--idle-timeout SECS]
+//! cargo run --release --example echo -- [--addr 127.0.0.1:9001] [--backend auto|uring|epoll]
+//!     [--threads N] [--max-message 16M] [--idle-timeout SECS] [--subprotocol NAME]
 //! ```
+//! `--help` lists every flag with its default. Without `--subprotocol` the first
+//! subprotocol the client offers is selected (as Node's `ws` does).
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
@@ -14,8 +16,24 @@ use throng::engine::{
     WebSocket,
 };
 
+#[path = "common/args.rs"]
+mod args;
+use args::{flag, Flag};
+
+/// The command line: one line per flag (name, value, default, help).
+#[rustfmt::skip]
+const FLAGS: &[Flag] = &[
+    flag("--addr", "HOST:PORT", "127.0.0.1:9001", "address to listen on (a host name is resolved, its first address used)"),
+    flag("--backend", "auto|uring|epoll", "auto", "I/O backend (THRONG_BACKEND overrides it)"),
+    flag("--threads", "N", "", "worker threads, at least 1 (default: one per CPU this process may use)"),
+    flag("--max-message", "SIZE", "16M", "largest message and frame accepted; more closes with 1009"),
+    flag("--idle-timeout", "SECS", "", "close a connection silent this long (default: never)"),
+    flag("--subprotocol", "NAME", "", "select NAME when the client offers it, else none (default: the first one the client offers, as Node's ws does)"),
+];
+
 struct Echo {
-    /// Subprotocol to select when offered (for conformance case hs.7).
+    /// Subprotocol to select when offered (for conformance case hs.7); `None`: the first
+    /// one the client offers, so `new WebSocket(url, ['chat'])` in a browser opens.
     protocol: Option<String>,
 }
 
@@ -23,10 +41,10 @@ impl Handler for Echo {
     type State = ();
 
     fn on_upgrade<'r>(&mut self, req: &UpgradeRequest<'r>) -> Decision<'r, ()> {
-        let chosen = self
-            .protocol
-            .as_deref()
-            .and_then(|p| req.protocols().find(|o| *o == p));
+        let chosen = match self.protocol.as_deref() {
+            Some(p) => req.protocols().find(|o| *o == p),
+            None => req.protocols().next(),
+        };
         match chosen {
             Some(p) => Decision::accept_with_protocol((), p),
             None => Decision::accept(()),
@@ -39,50 +57,21 @@ impl Handler for Echo {
     }
 }
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N] \
-         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME]"
-    );
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
+    let a = args::parse("echo", "The echo server: every text and binary message comes back unchanged.", FLAGS);
     let mut config = Config::default();
-    let mut protocol = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let Some(value) = args.next() else {
-            return usage();
-        };
-        let ok = match flag.as_str() {
-            "--addr" => value.parse().map(|a| config.addr = a).is_ok(),
-            "--backend" => value
-                .parse::<BackendChoice>()
-                .map(|b| config.backend = b)
-                .is_ok(),
-            "--threads" => value
-                .parse()
-                .map(|n: usize| config.workers = n.max(1))
-                .is_ok(),
-            "--max-message" => value
-                .parse()
-                .map(|n: usize| config = config.clone().with_max_message_size(n))
-                .is_ok(),
-            "--idle-timeout" => value
-                .parse()
-                .map(|s: u64| config.idle_timeout = Some(Duration::from_secs(s)))
-                .is_ok(),
-            "--subprotocol" => {
-                protocol = Some(value);
-                true
-            }
-            _ => false,
-        };
-        if !ok {
-            return usage();
-        }
+    config.addr = a.addr("--addr").expect("defaulted");
+    config.backend = a.get::<BackendChoice>("--backend");
+    if let Some(n) = a.positive("--threads") {
+        config.workers = n;
     }
+    let max = a.size("--max-message").expect("defaulted");
+    if max == 0 {
+        a.bad("--max-message", "must be at least 1 byte");
+    }
+    config = config.with_max_message_size(max);
+    config.idle_timeout = a.opt::<u64>("--idle-timeout").map(Duration::from_secs);
+    let protocol = a.raw("--subprotocol").map(str::to_owned);
     let signals = match ShutdownSignals::block() {
         Ok(s) => s,
         Err(e) => {
