@@ -100,6 +100,14 @@ impl<S> Core<S> {
             self.conns[key].decoder = decoder;
             match result {
                 Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    tracing::info!(
+                        worker = self.worker,
+                        conn = %self.conn_id(key),
+                        code = e.close_code().0,
+                        reason = e.reason(),
+                        "protocol violation"
+                    );
                     self.fail(h, key, e.close_code(), e.reason());
                     return buf.len();
                 }
@@ -126,6 +134,7 @@ impl<S> Core<S> {
                     return; // the peer has not seen our close yet; its data is moot
                 }
                 if let Some(message) = piece.whole() {
+                    self.stats.messages_in += 1;
                     if self.within_rate(key) {
                         self.call_on_message(h, key, message);
                     }
@@ -141,6 +150,7 @@ impl<S> Core<S> {
                     return self.fail(h, key, CloseCode::INTERNAL, "internal error");
                 }
                 if piece.last {
+                    self.stats.messages_in += 1;
                     let mut message = std::mem::take(&mut self.spill(key).message);
                     if let Some(m) = message.message()
                         && self.within_rate(key)
