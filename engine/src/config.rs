@@ -128,6 +128,14 @@ pub struct Config {
     /// Time from accept to a complete upgrade request; then the connection is closed
     /// (slowloris). Default 10 s.
     pub handshake_timeout: Duration,
+    /// Plain HTTP keep-alive: after answering a request through `on_request`, the
+    /// connection stays open this long for the next one (a WebSocket upgrade included),
+    /// unless the request said `Connection: close`, was HTTP/1.0 without
+    /// `Connection: keep-alive`, or carried a body. The next request, once its first byte
+    /// is in, has [`Config::handshake_timeout`] to complete. Pipelined requests are
+    /// answered in order, 16 per read at most: then reading pauses until the answers are
+    /// out. `None` closes after every answer. Default 30 s.
+    pub http_keep_alive: Option<Duration>,
     /// Close a connection after this long without receiving anything. Default none.
     pub idle_timeout: Option<Duration>,
     /// Send a ping after this long without receiving anything. Default 30 s.
@@ -222,6 +230,7 @@ impl Default for Config {
             max_fragments: 100_000,
             lenient_lengths: false,
             handshake_timeout: Duration::from_secs(10),
+            http_keep_alive: Some(Duration::from_secs(30)),
             idle_timeout: None,
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(10),
@@ -375,6 +384,7 @@ impl Config {
         }
         let timeouts = [
             ("handshake_timeout", Some(self.handshake_timeout)),
+            ("http_keep_alive", self.http_keep_alive),
             ("idle_timeout", self.idle_timeout),
             ("ping_interval", self.ping_interval),
             ("pong_timeout", Some(self.pong_timeout)),

@@ -16,6 +16,13 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
+        let c = &mut self.conns[key];
+        if c.has(KEPT_ALIVE) && !bytes.is_empty() {
+            // The next request has begun: it has the handshake timeout to complete.
+            c.flags &= !KEPT_ALIVE;
+            c.since = self.now;
+            self.schedule(key);
+        }
         let before = self.stash_len(key);
         self.parse_or_stash(h, key, bytes);
         // The worker's bound on request heads kept: a connection that would take it past
@@ -77,16 +84,22 @@ impl<S> Core<S> {
         }
     }
 
-    /// Bytes pipelined after the request head are the first frames.
+    /// Bytes pipelined after the request head: the first frames of an upgraded
+    /// connection, or the next requests of a kept-alive one.
     fn after_handshake<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, rest: &mut [u8]) {
-        if !rest.is_empty() && self.conns[key].phase == Phase::Open {
-            self.frame_input(h, key, rest);
+        if rest.is_empty() || !self.conns.contains(key) {
+            return;
+        }
+        match self.conns[key].phase {
+            Phase::Open => self.frame_input(h, key, rest),
+            Phase::Handshake => self.pipelined(h, key, rest),
+            _ => {}
         }
     }
 
     /// Parses the request head in `buf`. `None`: incomplete. `Some(n)`: answered, `n`
     /// bytes used.
-    fn handshake_parse<H: Handler<State = S>>(
+    pub(super) fn handshake_parse<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
         key: usize,
@@ -112,16 +125,7 @@ impl<S> Core<S> {
             if !self.call_on_request(h, key, &req, &mut res) {
                 return Some(self.internal_error(key, buf.len()));
             }
-            let mut headers: Vec<(&str, &str)> = res
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            headers.push(("Connection", "close")); // one request per connection
-            self.scratch.clear();
-            handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
-            self.respond_and_close(key);
-            return Some(buf.len());
+            return Some(self.answer_plain(key, &req, &res, used, buf.len()));
         }
         let upgrade = match handshake::validate_upgrade(req) {
             Ok(u) => u,
@@ -213,7 +217,7 @@ impl<S> Core<S> {
 /// Makes room for `more` bytes in a request-head stash: doubling, as a `Vec` does, but
 /// never past the largest head allowed (plus the read that overflows it), so a head of
 /// 8 KiB costs 8 KiB, not the 16 KiB a doubling would leave.
-fn grow(stash: &mut Vec<u8>, more: usize, max: usize) {
+pub(super) fn grow(stash: &mut Vec<u8>, more: usize, max: usize) {
     let need = stash.len() + more;
     if need > stash.capacity() {
         let target = (stash.capacity() * 2).max(need).min(max.max(need));

@@ -39,6 +39,7 @@ mod close;
 mod flush;
 mod guard;
 mod handshake;
+mod http;
 mod input;
 mod limits;
 mod output;
@@ -83,6 +84,8 @@ impl Payload<'_> {
 /// Timer settings in ticks.
 pub(crate) struct Ticks {
     handshake: u32,
+    /// How long a kept-alive connection waits for its next request.
+    keep_alive: Option<u32>,
     idle: Option<u32>,
     ping: Option<u32>,
     pong: u32,
@@ -104,6 +107,7 @@ impl Ticks {
         let tick = config.timer_tick;
         Ticks {
             handshake: ticks(config.handshake_timeout, tick),
+            keep_alive: config.http_keep_alive.map(|d| ticks(d, tick)),
             idle: config.idle_timeout.map(|d| ticks(d, tick)),
             ping: config.ping_interval.map(|d| ticks(d, tick)),
             pong: ticks(config.pong_timeout, tick),

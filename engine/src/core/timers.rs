@@ -16,7 +16,10 @@ impl<S> Core<S> {
     fn deadline(&self, c: &Conn<S>) -> Option<u32> {
         let t = &self.ticks;
         match c.phase {
-            Phase::Handshake => Some(c.since + t.handshake),
+            Phase::Handshake => match t.keep_alive {
+                Some(k) if c.has(KEPT_ALIVE) => Some(c.since + k),
+                _ => Some(c.since + t.handshake),
+            },
             Phase::Http | Phase::Closing | Phase::Draining => Some(c.since + t.close),
             Phase::Open => {
                 let idle = t.idle.map(|i| c.since + i);
