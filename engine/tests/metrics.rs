@@ -19,7 +19,11 @@ const WAIT: Duration = Duration::from_secs(5);
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect for HTTP");
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("an HTTP answer, then EOF");
     let text = String::from_utf8(raw).expect("UTF-8 answer");
@@ -297,6 +301,30 @@ fn a_pong_timeout_and_a_ping_are_counted() {
         let (_, text) = http_get(server.local_addr(), "/metrics");
         assert_eq!(sum(&text, "throng_pong_timeouts_total", &[]), 1.0);
         assert_eq!(sum(&text, "throng_pings_sent_total", &[]), 1.0);
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_scrape_pipelined_behind_a_kept_alive_request_is_answered() {
+    for backend in backends() {
+        let (server, events) = start(metrics_config(backend));
+        let addr = server.local_addr();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /hello HTTP/1.1\r\nHost: {addr}\r\n\r\nGET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("both answers, then EOF");
+        let text = String::from_utf8(raw).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+        let (hello, metrics) = text.split_once("throng_backend_info").expect("the metrics");
+        assert!(hello.contains(HELLO_BODY), "{text}");
+        assert!(metrics.contains("throng_http_requests_total"), "{text}");
+        assert!(matches!(events.next(), Ev::Request { path } if path == "/hello"));
         server.shutdown().unwrap();
     }
 }

@@ -62,8 +62,11 @@ impl<S> Core<S> {
     /// In the `Http` and `Draining` phases, shuts the write side once output is out (or
     /// removes the connection, if the peer has already gone).
     pub(super) fn finish_if_flushed(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if matches!(c.phase, Phase::Http | Phase::Draining) && !output_pending(c) && !c.has(BROKEN)
+        let c = &self.conns[key];
+        if matches!(c.phase, Phase::Http | Phase::Draining)
+            && !output_pending(c)
+            && !c.has(BROKEN)
+            && !self.scrape_pending(key)
         {
             if c.has(PEER_EOF) {
                 let token = self.token(key);

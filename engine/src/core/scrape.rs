@@ -47,6 +47,16 @@ impl<S> Core<S> {
         }
     }
 
+    /// Whether a metrics answer is still owed to connection `key` (so an earlier answer
+    /// on a kept-alive connection going out must not finish it). Scrapes are few and
+    /// short-lived; this runs only when an HTTP answer has gone out.
+    pub(super) fn scrape_pending(&self, key: usize) -> bool {
+        !self.scrapes.is_empty() && {
+            let token = self.token(key);
+            self.scrapes.iter().any(|s| s.token == token)
+        }
+    }
+
     /// Records one turn's work time in the histogram.
     pub fn turn_took(&mut self, took: std::time::Duration) {
         let nanos = took.as_nanos().min(u64::MAX as u128) as u64;
