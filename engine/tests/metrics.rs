@@ -312,11 +312,11 @@ fn a_scrape_pipelined_behind_a_kept_alive_request_is_answered() {
         let addr = server.local_addr();
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        write!(
-            s,
+        // One write, so both requests arrive in one read (write! would write piece by piece).
+        let requests = format!(
             "GET /hello HTTP/1.1\r\nHost: {addr}\r\n\r\nGET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n"
-        )
-        .unwrap();
+        );
+        s.write_all(requests.as_bytes()).unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).expect("both answers, then EOF");
         let text = String::from_utf8(raw).unwrap();
