@@ -100,15 +100,7 @@ impl<S> Core<S> {
             self.conns[key].decoder = decoder;
             match result {
                 Err(e) => {
-                    self.stats.protocol_errors += 1;
-                    tracing::info!(
-                        worker = self.worker,
-                        conn = %self.conn_id(key),
-                        code = e.close_code().0,
-                        reason = e.reason(),
-                        "protocol violation"
-                    );
-                    self.fail(h, key, e.close_code(), e.reason());
+                    self.violation(h, key, e);
                     return buf.len();
                 }
                 Ok(Decoded {
@@ -125,6 +117,22 @@ impl<S> Core<S> {
             }
         }
         buf.len()
+    }
+
+    /// The peer broke the protocol: count it, say so, fail the connection with the
+    /// violation's close code. Cold and out of line, off the decoding loop's path.
+    #[cold]
+    #[inline(never)]
+    fn violation<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, e: ProtocolError) {
+        self.stats.protocol_errors += 1;
+        tracing::info!(
+            worker = self.worker,
+            conn = %self.conn_id(key),
+            code = e.close_code().0,
+            reason = e.reason(),
+            "protocol violation"
+        );
+        self.fail(h, key, e.close_code(), e.reason());
     }
 
     fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {

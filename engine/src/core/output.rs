@@ -72,20 +72,28 @@ impl<S> Core<S> {
         // connections could each pin one large message.
         let over_worker = len > self.direct_max && !self.worker_has_room(len);
         if over_connection || over_worker {
-            self.stats.dropped += 1;
-            if over_worker {
-                self.stats.dropped_worker_full += 1;
-            }
-            tracing::trace!(worker = self.worker, conn = %self.conn_id(key), buffered, len, "send dropped: backpressure");
-            if let Backpressure::Close(code) = self.limits.backpressure {
-                if self.is_open(key) {
-                    self.stats.policy_closes += 1;
-                }
-                self.close(key, code, "send buffer full");
-            }
-            return Err(SendError::Backpressure);
+            return Err(self.refuse(key, over_worker, buffered, len));
         }
         Ok(())
+    }
+
+    /// A send over a cap: count it, apply the policy. Out of line and cold, so that the
+    /// path of a send that goes through carries none of it (the tracing event included).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, key: usize, over_worker: bool, buffered: usize, len: usize) -> SendError {
+        self.stats.dropped += 1;
+        if over_worker {
+            self.stats.dropped_worker_full += 1;
+        }
+        tracing::trace!(worker = self.worker, conn = %self.conn_id(key), buffered, len, "send dropped: backpressure");
+        if let Backpressure::Close(code) = self.limits.backpressure {
+            if self.is_open(key) {
+                self.stats.policy_closes += 1;
+            }
+            self.close(key, code, "send buffer full");
+        }
+        SendError::Backpressure
     }
 
     /// Sends a frame encoded once for many connections: to a connection with nothing
