@@ -54,6 +54,9 @@ pub(crate) const DEFLATE: u16 = 1 << 14;
 /// The client limited the server's window below the shared compressor's 15 bits: its
 /// messages go out uncompressed (which RFC 7692 always allows).
 pub(crate) const PLAIN_OUT: u16 = 1 << 15;
+/// A plain HTTP request was answered and the connection kept for the next one: its clock
+/// is the keep-alive timeout until that request's first byte arrives.
+pub(crate) const KEPT_ALIVE: u16 = 1 << 13;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an
