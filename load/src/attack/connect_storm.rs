@@ -49,7 +49,7 @@ pub fn run(addr: SocketAddr, plan: &Plan) -> io::Result<Value> {
     drop(held);
     let mut v = json!({
         "connects": connects,
-        "per_s": (connects as f64 / seconds).round(),
+        "per_s": (connects as f64 / seconds).round() as u64,
         "most_held": most_held,
         "failures": failures,
     });

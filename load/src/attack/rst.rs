@@ -51,7 +51,7 @@ pub fn run(addr: SocketAddr, plan: &Plan) -> io::Result<Value> {
     let mut v = json!({
         "threads": plan.threads,
         "resets": resets,
-        "per_s": (resets as f64 / seconds).round(),
+        "per_s": (resets as f64 / seconds).round() as u64,
         "failures": failures.into_inner(),
     });
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
