@@ -110,6 +110,21 @@ pub fn run(addr: SocketAddr, plan: &Plan) -> io::Result<Value> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A last look at every connection: the sweep above sees each only every TRICKLE.
+    for c in conns.iter_mut().filter(|c| c.open) {
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => c.open = false,
+                Ok(_) => {
+                    c.answered = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => c.open = false,
+            }
+            break;
+        }
+    }
     let still_open = conns.iter().filter(|c| c.open).count();
     let answered = conns.iter().filter(|c| c.answered).count();
     drop(conns);
