@@ -237,6 +237,13 @@ fn one(opts: &Options, backend: &str, mode: Mode) -> io::Result<Value> {
         std::thread::sleep(Duration::from_millis(200));
         rss_after = probe::rss(pid);
     }
+    // Where it is, when it did not come back.
+    let stuck = rss_after.is_some_and(|r| r > rss_before + opts.margin);
+    let mappings = if stuck {
+        probe::largest_mappings(pid, 4)
+    } else {
+        Vec::new()
+    };
     let peaks = sampler.stop();
     let wall = started.elapsed().as_secs_f64();
     let cpu_after = probe::cpu_seconds(pid).unwrap_or(cpu_before);
@@ -307,6 +314,7 @@ fn one(opts: &Options, backend: &str, mode: Mode) -> io::Result<Value> {
             "wall_s": (wall * 10.0).round() / 10.0,
             "percent_of_a_core": ((user + sys) / wall.max(1e-9) * 1000.0).round() / 10.0,
         },
+        "largest_mappings_kib": mappings,
         "ok": problems.is_empty(),
         "problems": problems,
     }))

@@ -33,6 +33,29 @@ pub fn fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
+/// The process's largest mappings by resident size (`/proc/PID/smaps`): KiB and the
+/// mapping's line, at most `n`, largest first. Says where memory that did not come back
+/// is (the heap, a thread's arena, a ring).
+pub fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            current = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let kb = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            all.push((kb, current.clone()));
+        }
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.truncate(n);
+    all
+}
+
 /// The highest RSS and descriptor count seen while it runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Peaks {
@@ -91,5 +114,7 @@ mod tests {
         let (u, s) = cpu_seconds(me).unwrap();
         assert!(u >= 0.0 && s >= 0.0);
         assert!(rss(u32::MAX).is_none());
+        let maps = largest_mappings(me, 3);
+        assert!(!maps.is_empty() && maps[0].0 > 0, "{maps:?}");
     }
 }
