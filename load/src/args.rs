@@ -456,7 +456,10 @@ mod tests {
         let Ok(Command::Attack(o)) = parse(&args("attack --server-bin x")) else {
             panic!("not parsed");
         };
-        assert_eq!((o.backends.len(), o.modes.len(), o.plan.slowloris), (2, 6, 10_000));
+        assert_eq!(
+            (o.backends.len(), o.modes.len(), o.plan.slowloris),
+            (2, 6, 10_000)
+        );
         for bad in [
             "attack",
             "attack --server-bin x --modes bogus",

@@ -40,7 +40,11 @@ fn serve(args: &[String]) -> ExitCode {
             .expect("flag given")
     };
     let mut cfg = Config::new(value("--addr").parse().expect("address"))
-        .with_backend(value("--backend").parse::<BackendChoice>().expect("backend"))
+        .with_backend(
+            value("--backend")
+                .parse::<BackendChoice>()
+                .expect("backend"),
+        )
         .with_workers(2)
         .with_pinning(false);
     cfg.handshake_timeout = Duration::from_secs(1);
@@ -111,12 +115,18 @@ fn smoke(backend: &str, modes: &str) {
         .output()
         .expect("throng-load runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{backend}: {:.0} s\n{stdout}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{backend}: {:.0} s\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
     let results: Vec<Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let expected = modes.split(',').count().max(if modes == "all" { 6 } else { 0 });
+    let expected = modes
+        .split(',')
+        .count()
+        .max(if modes == "all" { 6 } else { 0 });
     assert_eq!(results.len(), expected, "{backend}: one JSON line per mode");
     for r in &results {
         let mode = r["mode"].as_str().unwrap();
@@ -162,7 +172,11 @@ fn smoke(backend: &str, modes: &str) {
                 assert_eq!(n("failures"), 0, "{what}");
                 for (kind, endings) in a["endings"].as_object().unwrap() {
                     for code in endings.as_object().unwrap().keys() {
-                        let want = if kind.contains("UTF-8") { "1007" } else { "1002" };
+                        let want = if kind.contains("UTF-8") {
+                            "1007"
+                        } else {
+                            "1002"
+                        };
                         assert_eq!(code, want, "{kind}: {what}");
                     }
                 }
@@ -172,5 +186,9 @@ fn smoke(backend: &str, modes: &str) {
             other => panic!("unknown mode {other}"),
         }
     }
-    assert!(out.status.success(), "{backend}: exit status {}", out.status);
+    assert!(
+        out.status.success(),
+        "{backend}: exit status {}",
+        out.status
+    );
 }

@@ -179,7 +179,12 @@ fn session(
         let n = match stream.read(&mut buf) {
             Ok(0) => return Err(io::Error::other("closed by the server")),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -198,7 +203,7 @@ fn session(
                     Some(i) => {
                         // Echoes come in order: anything before this one is lost.
                         r.lost += i as u64;
-                        let (_, at) = in_flight.drain(..=i).last().expect("i is in range");
+                        let (_, at) = in_flight.drain(..=i).next_back().expect("i is in range");
                         r.echoed += 1;
                         r.worst = r.worst.max(now.duration_since(at).as_secs_f64());
                         let _ = first.send(());

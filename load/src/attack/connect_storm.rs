@@ -26,7 +26,10 @@ pub fn run(addr: SocketAddr, plan: &Plan) -> io::Result<Value> {
     let mut first_error = None;
     while Instant::now() < end {
         let now = Instant::now();
-        while held.front().is_some_and(|(at, _)| now.duration_since(*at) >= HOLD) {
+        while held
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= HOLD)
+        {
             held.pop_front();
         }
         for _ in 0..500 {

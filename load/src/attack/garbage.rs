@@ -72,7 +72,12 @@ fn garbage(k: usize, seed: u64) -> Vec<u8> {
             // 5 bytes of payload announced in the 16-bit form.
             let mut f = vec![0x81, 0x80 | 126, 0, 5];
             f.extend_from_slice(&frame::MASK);
-            f.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ frame::MASK[i & 3]));
+            f.extend(
+                b"hello"
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ frame::MASK[i & 3]),
+            );
             f
         }
     }
@@ -125,11 +130,7 @@ pub fn run(addr: SocketAddr, plan: &Plan) -> io::Result<Value> {
         }
     });
     let t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
-    let left_open: u64 = t
-        .endings
-        .values()
-        .filter_map(|m| m.get("open"))
-        .sum();
+    let left_open: u64 = t.endings.values().filter_map(|m| m.get("open")).sum();
     let mut v = json!({
         "threads": plan.threads,
         "connections": t.sent,
@@ -149,8 +150,8 @@ mod tests {
 
     #[test]
     fn every_kind_has_bytes() {
-        for k in 0..KINDS.len() {
-            assert!(garbage(k, 1).len() >= 6, "{}", KINDS[k]);
+        for (k, name) in KINDS.iter().enumerate() {
+            assert!(garbage(k, 1).len() >= 6, "{name}");
         }
         assert_eq!(garbage(0, 1)[1] & 0x80, 0);
     }

@@ -29,7 +29,10 @@ pub struct Netns {
 }
 
 fn ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output()?;
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
     if out.status.success() {
         Ok(())
     } else {
@@ -61,7 +64,14 @@ impl Netns {
         let peer_ip = format!("10.213.{x}.2/24");
         let host_ip = format!("{}/24", ns.host_ip);
         ip(&[
-            "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns.peer_if,
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.peer_if,
         ])?;
         ip(&["link", "set", &ns.peer_if, "netns", &ns.name])?;
         ip(&["addr", "add", &host_ip, "dev", &ns.host_if])?;

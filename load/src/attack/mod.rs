@@ -343,7 +343,9 @@ fn warm_up(addr: SocketAddr) -> io::Result<()> {
                 return Err(io::Error::other("closed during the warm-up"));
             }
             parser
-                .feed(&buf[..n], &mut |ev| got |= matches!(ev, Event::Message { .. }))
+                .feed(&buf[..n], &mut |ev| {
+                    got |= matches!(ev, Event::Message { .. })
+                })
                 .map_err(|e| io::Error::other(format!("warm-up: {e:?}")))?;
         }
     }

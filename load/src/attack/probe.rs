@@ -51,7 +51,7 @@ pub fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
             all.push((kb, current.clone()));
         }
     }
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|m| std::cmp::Reverse(m.0));
     all.truncate(n);
     all
 }

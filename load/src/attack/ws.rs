@@ -89,7 +89,12 @@ pub fn ending(stream: &mut TcpStream, mut seen: Vec<u8>, wait: Duration) -> Endi
         match stream.read(&mut buf) {
             Ok(0) => return Ending::Eof,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ending::Open;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -135,8 +140,14 @@ mod tests {
 
     #[test]
     fn finds_the_close_code_after_other_frames() {
-        assert_eq!(close_code(&[0x88, 0x02, 0x03, 0xea]), Some(Ending::Close(1002)));
-        assert_eq!(close_code(&[0x81, 0x01, b'x', 0x88, 0x00]), Some(Ending::Close(0)));
+        assert_eq!(
+            close_code(&[0x88, 0x02, 0x03, 0xea]),
+            Some(Ending::Close(1002))
+        );
+        assert_eq!(
+            close_code(&[0x81, 0x01, b'x', 0x88, 0x00]),
+            Some(Ending::Close(0))
+        );
         assert_eq!(close_code(&[0x81, 0x05, b'x']), None);
         assert_eq!(close_code(&[0x88]), None);
     }
