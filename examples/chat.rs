@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:9002] [--backend auto|uring|epoll] [--threads N]
 //! ```
+//! `--help` lists every flag with its default.
 //! Open http://127.0.0.1:9002/ in a browser (two tabs to see messages cross). The page
 //! connects to `/ws?name=NAME&room=ROOM`; `/join ROOM` moves to another room.
 
@@ -12,6 +13,18 @@ use throng::engine::{
     BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message,
     Server, ShutdownSignals, UpgradeRequest, WebSocket,
 };
+
+#[path = "common/args.rs"]
+mod args;
+use args::{Flag, flag};
+
+/// The command line: one line per flag (name, value, default, help).
+#[rustfmt::skip]
+const FLAGS: &[Flag] = &[
+    flag("--addr", "HOST:PORT", "127.0.0.1:9002", "address to listen on (a host name is resolved, its first address used)"),
+    flag("--backend", "auto|uring|epoll", "auto", "I/O backend (THRONG_BACKEND overrides it)"),
+    flag("--threads", "N", "", "worker threads, at least 1 (default: one per CPU this process may use)"),
+];
 
 const PAGE: &str = include_str!("chat/index.html");
 /// Longest name or room, and longest message, accepted from a client.
@@ -119,28 +132,33 @@ impl Handler for Chat {
 }
 
 fn main() -> ExitCode {
-    let mut config = Config::new(([127, 0, 0, 1], 9002).into());
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_default();
-        let ok = match flag.as_str() {
-            "--addr" => value.parse().map(|a| config.addr = a).is_ok(),
-            "--backend" => value
-                .parse::<BackendChoice>()
-                .map(|b| config.backend = b)
-                .is_ok(),
-            "--threads" => value
-                .parse()
-                .map(|n: usize| config.workers = n.max(1))
-                .is_ok(),
-            _ => false,
-        };
-        if !ok {
-            eprintln!("usage: chat [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N]");
-            return ExitCode::from(2);
-        }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let a = args::parse(
+        "chat",
+        "A chat server: rooms are topics; the browser page is served at /.",
+        FLAGS,
+    );
+    let mut config = Config::default();
+    // The engine answers GET /metrics and /healthz before on_request sees them.
+    config.metrics = throng::engine::MetricsEndpoint::Listener;
+    config.addr = a.addr("--addr").expect("defaulted");
+    config.backend = a.get::<BackendChoice>("--backend");
+    if let Some(n) = a.positive("--threads") {
+        config.workers = n;
     }
-    let signals = ShutdownSignals::block().expect("block signals");
+    let signals = match ShutdownSignals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chat: cannot block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(config, |_| Chat) {
         Ok(s) => s,
         Err(e) => {

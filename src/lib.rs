@@ -4,3 +4,8 @@
 //! [`protocol`] (sans-I/O RFC 6455) and [`engine`] (run loops, backends, the callback API).
 pub use throng_engine as engine;
 pub use throng_protocol as protocol;
+
+/// The README, whose code blocks are doc tests (the "Using the engine" snippet compiles).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

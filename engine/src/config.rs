@@ -61,6 +61,22 @@ pub enum Backpressure {
     Close(CloseCode),
 }
 
+/// Where the engine serves `GET /metrics` (the Prometheus text exposition of
+/// [`crate::Metrics`]) and `GET /healthz` (`200 ok`). [`crate::ServerHandle::metrics`]
+/// returns the same snapshot as a typed struct whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsEndpoint {
+    /// Not served over HTTP.
+    Off,
+    /// On the WebSocket listener, as plain-HTTP paths: such a request is answered by the
+    /// engine and never reaches [`crate::Handler::on_request`]; other paths still do.
+    Listener,
+    /// On an address of its own (an admin port kept off the public network), served by
+    /// one thread of its own that asks the workers through their mailboxes. Port 0 picks
+    /// a free port ([`crate::Server::admin_addr`] tells which).
+    Admin(SocketAddr),
+}
+
 /// A message rate: a token bucket of `burst` messages refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRate {
@@ -112,6 +128,14 @@ pub struct Config {
     /// Time from accept to a complete upgrade request; then the connection is closed
     /// (slowloris). Default 10 s.
     pub handshake_timeout: Duration,
+    /// Plain HTTP keep-alive: after answering a request through `on_request`, the
+    /// connection stays open this long for the next one (a WebSocket upgrade included),
+    /// unless the request said `Connection: close`, was HTTP/1.0 without
+    /// `Connection: keep-alive`, or carried a body. The next request, once its first byte
+    /// is in, has [`Config::handshake_timeout`] to complete. Pipelined requests are
+    /// answered in order, 16 per read at most: then reading pauses until the answers are
+    /// out. `None` closes after every answer. Default 30 s.
+    pub http_keep_alive: Option<Duration>,
     /// Close a connection after this long without receiving anything. Default none.
     pub idle_timeout: Option<Duration>,
     /// Send a ping after this long without receiving anything. Default 30 s.
@@ -183,6 +207,10 @@ pub struct Config {
     /// processed when the worker asks for them, not by interrupting it. Default on; off
     /// only for A/B measurements.
     pub uring_defer_taskrun: bool,
+    /// Where `/metrics` and `/healthz` are served. Default [`MetricsEndpoint::Off`]: the
+    /// counters are kept either way (plain integers in each worker, no cost to speak of);
+    /// only the HTTP paths are opt-in, since metrics tell an outsider much.
+    pub metrics: MetricsEndpoint,
 }
 
 impl Default for Config {
@@ -202,6 +230,7 @@ impl Default for Config {
             max_fragments: 100_000,
             lenient_lengths: false,
             handshake_timeout: Duration::from_secs(10),
+            http_keep_alive: Some(Duration::from_secs(30)),
             idle_timeout: None,
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(10),
@@ -222,6 +251,7 @@ impl Default for Config {
             uring_wait_batch: 32,
             uring_batch_wait: Duration::from_micros(20),
             uring_defer_taskrun: true,
+            metrics: MetricsEndpoint::Off,
         }
     }
 }
@@ -354,6 +384,7 @@ impl Config {
         }
         let timeouts = [
             ("handshake_timeout", Some(self.handshake_timeout)),
+            ("http_keep_alive", self.http_keep_alive),
             ("idle_timeout", self.idle_timeout),
             ("ping_interval", self.ping_interval),
             ("pong_timeout", Some(self.pong_timeout)),

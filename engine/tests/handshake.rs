@@ -244,7 +244,11 @@ fn a_plain_get_reaches_on_request_426_by_default_and_a_custom_200() {
         let (server, events) = start(config(backend));
         let addr = server.local_addr();
 
-        let head = refused(addr, &format!("GET /page HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+        // Keep-alive is tests/keep_alive.rs's: these ask for the close.
+        let head = refused(
+            addr,
+            &format!("GET /page HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        );
         assert_eq!(head.status, 426, "{head:?}");
         assert_eq!(head.header("Upgrade"), Some("websocket"));
         assert_eq!(head.header("Sec-WebSocket-Version"), Some("13"));
@@ -257,7 +261,9 @@ fn a_plain_get_reaches_on_request_426_by_default_and_a_custom_200() {
 
         let head = refused(
             addr,
-            &format!("GET /hello?name=x HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"),
+            &format!(
+                "GET /hello?name=x HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            ),
         );
         assert_eq!(head.status, 200, "{head:?}");
         assert_eq!(head.body, HELLO_BODY.as_bytes());

@@ -66,58 +66,44 @@ struct Args {
     serve: Option<u16>,
 }
 
-const USAGE: &str = "usage: c10m [--connections N (100000)] [--backend auto|uring|epoll] \
-     [--hold SECS (30)] [--ping-interval SECS (N/30000, 5..30)] [--pong-timeout SECS (= ping \
-     interval)] [--per-process N] \
-     [--open-window N] [--open-timeout SECS (N/2500, >= 120)] [--no-subscribe] [--json]";
+#[path = "../common/args.rs"]
+mod args;
+use args::{Flag, flag, switch};
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        connections: 100_000,
-        backend: BackendChoice::Auto,
-        hold: 30,
-        ping_interval: None,
-        pong_timeout: None,
-        per_process: None,
-        open_window: None,
-        open_timeout: None,
-        json: false,
-        no_subscribe: false,
-        serve: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--json" => {
-                a.json = true;
-                continue;
-            }
-            "--no-subscribe" => {
-                a.no_subscribe = true;
-                continue;
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => {}
-        }
-        let v = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |_| format!("bad value for {flag}: {v}");
-        match flag.as_str() {
-            "--connections" => a.connections = v.replace('_', "").parse().map_err(bad)?,
-            "--backend" => a.backend = v.parse()?,
-            "--hold" => a.hold = v.parse().map_err(bad)?,
-            "--ping-interval" => a.ping_interval = Some(v.parse().map_err(bad)?),
-            "--pong-timeout" => a.pong_timeout = Some(v.parse().map_err(bad)?),
-            "--per-process" => a.per_process = Some(v.replace('_', "").parse().map_err(bad)?),
-            "--open-window" => a.open_window = Some(v.parse().map_err(bad)?),
-            "--open-timeout" => a.open_timeout = Some(v.parse().map_err(bad)?),
-            "--serve" => a.serve = Some(v.parse().map_err(bad)?),
-            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
-        }
+/// The command line: one line per flag (name, value, default, help). `--serve` is internal.
+#[rustfmt::skip]
+const FLAGS: &[Flag] = &[
+    flag("--connections", "N", "100000", "connections to open and hold, at least 1"),
+    flag("--backend", "auto|uring|epoll", "auto", "I/O backend of the server"),
+    flag("--hold", "SECS", "30", "how long to hold the connections"),
+    flag("--ping-interval", "SECS", "", "server ping interval (default: N/30000 s within 5..30)"),
+    flag("--pong-timeout", "SECS", "", "close a connection that does not answer a ping within this (default: the ping interval)"),
+    flag("--per-process", "N", "", "connections per server and client process (default: what RLIMIT_NOFILE allows)"),
+    flag("--open-window", "N", "", "handshakes in flight per client process (default: the load generator's)"),
+    flag("--open-timeout", "SECS", "", "give up on the ramp after this (default: N/2500 s, at least 120)"),
+    switch("--no-subscribe", "diagnostic: join no topic; the broadcast goes connection by connection"),
+    switch("--json", "progress to stderr, one JSON object to stdout"),
+    flag("--serve", "PORT", "", ""),
+];
+
+const ABOUT: &str = "The C10M demo: hold many idle WebSocket connections and measure what they cost.\n\
+     Exit status: 0 when nothing failed, 1 on failures, 2 on bad usage, 3 when the backend is not available.";
+
+fn parse_args() -> Args {
+    let p = args::parse("c10m", ABOUT, FLAGS);
+    Args {
+        connections: p.positive("--connections").expect("defaulted"),
+        backend: p.get("--backend"),
+        hold: p.get("--hold"),
+        ping_interval: p.opt("--ping-interval"),
+        pong_timeout: p.opt("--pong-timeout"),
+        per_process: p.positive("--per-process"),
+        open_window: p.positive("--open-window"),
+        open_timeout: p.opt("--open-timeout"),
+        json: p.on("--json"),
+        no_subscribe: p.on("--no-subscribe"),
+        serve: p.opt("--serve"),
     }
-    if a.connections == 0 {
-        return Err("--connections must be at least 1".to_owned());
-    }
-    Ok(a)
 }
 
 /// One engine process and its command pipe.
@@ -201,13 +187,7 @@ impl From<std::io::Error> for Stop {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("c10m: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args();
     if let Some(port) = args.serve {
         let opts = server::Options {
             port,

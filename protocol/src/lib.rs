@@ -3,7 +3,8 @@
 //! Everything about WebSocket bytes and nothing about sockets: the HTTP/1.1 upgrade
 //! handshake ([`handshake`]), the frame header codec ([`frame`]), the streaming message
 //! decoder ([`decoder`]), close codes ([`close`]), vectorized unmasking ([`mask`]) and
-//! UTF-8 validation that streams across fragments ([`utf8`]).
+//! UTF-8 validation that streams across fragments ([`utf8`]), and the PROXY protocol header
+//! load balancers put in front of a connection ([`proxy`]).
 //!
 //! The engine feeds bytes in and writes what comes out. Parsers take byte slices, return
 //! `Ok(None)` (or consume nothing) on short input, and never panic on bad input: every
@@ -20,6 +21,7 @@ pub mod handshake;
 #[allow(unsafe_code)]
 pub mod mask;
 pub mod message;
+pub mod proxy;
 #[allow(unsafe_code)]
 pub mod utf8;
 

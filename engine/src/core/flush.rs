@@ -177,7 +177,12 @@ impl<S> Core<S> {
         if buffered <= low && c.has(READ_PAUSED) {
             c.flags &= !READ_PAUSED;
             self.ops.push(Op::Resume(c.fd, token));
+            // A kept-alive connection's pipelined requests wait for this.
+            self.resume_pipelined(h, key);
         }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if buffered <= low && c.has(DRAIN_WANTED) {
             c.flags &= !DRAIN_WANTED;
             if c.phase == Phase::Open && c.has(OPENED) {

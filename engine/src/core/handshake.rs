@@ -5,6 +5,7 @@ use throng_protocol::handshake;
 use super::Core;
 use crate::conn::*;
 use crate::handler::{Decision, Handler, HttpResponse, UpgradeRequest};
+use crate::stats::status_slot;
 
 impl<S> Core<S> {
     /// Input while the request head is incomplete: parse what has arrived (with what was
@@ -15,6 +16,13 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
+        let c = &mut self.conns[key];
+        if c.has(KEPT_ALIVE) && !bytes.is_empty() {
+            // The next request has begun: it has the handshake timeout to complete.
+            c.flags &= !KEPT_ALIVE;
+            c.since = self.now;
+            self.schedule(key);
+        }
         let before = self.stash_len(key);
         self.parse_or_stash(h, key, bytes);
         // The worker's bound on request heads kept: a connection that would take it past
@@ -76,16 +84,22 @@ impl<S> Core<S> {
         }
     }
 
-    /// Bytes pipelined after the request head are the first frames.
+    /// Bytes pipelined after the request head: the first frames of an upgraded
+    /// connection, or the next requests of a kept-alive one.
     fn after_handshake<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, rest: &mut [u8]) {
-        if !rest.is_empty() && self.conns[key].phase == Phase::Open {
-            self.frame_input(h, key, rest);
+        if rest.is_empty() || !self.conns.contains(key) {
+            return;
+        }
+        match self.conns[key].phase {
+            Phase::Open => self.frame_input(h, key, rest),
+            Phase::Handshake => self.pipelined(h, key, rest),
+            _ => {}
         }
     }
 
     /// Parses the request head in `buf`. `None`: incomplete. `Some(n)`: answered, `n`
     /// bytes used.
-    fn handshake_parse<H: Handler<State = S>>(
+    pub(super) fn handshake_parse<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
         key: usize,
@@ -95,6 +109,7 @@ impl<S> Core<S> {
             Ok(None) => return None,
             Ok(Some(parsed)) => parsed,
             Err(e) => {
+                self.rejected(key, e.status(), e.reason());
                 self.scratch.clear();
                 handshake::write_error(&mut self.scratch, e);
                 self.respond_and_close(key);
@@ -102,24 +117,20 @@ impl<S> Core<S> {
             }
         };
         if !req.is_websocket_upgrade() {
+            self.stats.http_requests += 1;
+            if self.scrape_request(key, &req) {
+                return Some(buf.len());
+            }
             let mut res = HttpResponse::default();
             if !self.call_on_request(h, key, &req, &mut res) {
                 return Some(self.internal_error(key, buf.len()));
             }
-            let mut headers: Vec<(&str, &str)> = res
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            headers.push(("Connection", "close")); // one request per connection
-            self.scratch.clear();
-            handshake::write_response(&mut self.scratch, res.status, &headers, &res.body);
-            self.respond_and_close(key);
-            return Some(buf.len());
+            return Some(self.answer_plain(key, &req, &res, used, buf.len()));
         }
         let upgrade = match handshake::validate_upgrade(req) {
             Ok(u) => u,
             Err(e) => {
+                self.rejected(key, e.status(), e.reason());
                 self.scratch.clear();
                 handshake::write_error(&mut self.scratch, e);
                 self.respond_and_close(key);
@@ -133,6 +144,7 @@ impl<S> Core<S> {
         };
         match decision {
             Decision::Reject(status) => {
+                self.rejected(key, status, "refused by on_upgrade");
                 self.scratch.clear();
                 let body = format!("upgrade refused ({status})\n");
                 let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
@@ -152,6 +164,7 @@ impl<S> Core<S> {
                 c.flags |= OPENED;
                 c.since = self.now;
                 self.stats.opened += 1;
+                tracing::debug!(worker = self.worker, conn = %self.conn_id(key), "opened");
                 self.schedule(key);
                 if !self.conns[key].has(BROKEN) {
                     self.call_on_open(h, key);
@@ -169,14 +182,27 @@ impl<S> Core<S> {
 
     /// Answers `status` with a short text body, then closes.
     pub(super) fn refuse_request(&mut self, key: usize, status: u16, body: &str) {
+        self.rejected(key, status, body.trim_end());
         self.scratch.clear();
         let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
         handshake::write_response(&mut self.scratch, status, &headers, body.as_bytes());
         self.respond_and_close(key);
     }
 
+    /// Counts a refused request and says why.
+    fn rejected(&mut self, key: usize, status: u16, reason: &str) {
+        self.stats.handshakes_rejected[status_slot(status)] += 1;
+        tracing::info!(
+            worker = self.worker,
+            conn = %self.conn_id(key),
+            status,
+            reason,
+            "handshake rejected"
+        );
+    }
+
     /// Sends the response in `scratch`, then closes once it is out.
-    fn respond_and_close(&mut self, key: usize) {
+    pub(super) fn respond_and_close(&mut self, key: usize) {
         let head = std::mem::take(&mut self.scratch);
         let _ = self.send_raw(key, &head);
         self.scratch = head;
@@ -191,7 +217,7 @@ impl<S> Core<S> {
 /// Makes room for `more` bytes in a request-head stash: doubling, as a `Vec` does, but
 /// never past the largest head allowed (plus the read that overflows it), so a head of
 /// 8 KiB costs 8 KiB, not the 16 KiB a doubling would leave.
-fn grow(stash: &mut Vec<u8>, more: usize, max: usize) {
+pub(super) fn grow(stash: &mut Vec<u8>, more: usize, max: usize) {
     let need = stash.len() + more;
     if need > stash.capacity() {
         let target = (stash.capacity() * 2).max(need).min(max.max(need));

@@ -39,10 +39,12 @@ mod close;
 mod flush;
 mod guard;
 mod handshake;
+mod http;
 mod input;
 mod limits;
 mod output;
 mod publish;
+mod scrape;
 mod timers;
 mod wire;
 
@@ -82,6 +84,8 @@ impl Payload<'_> {
 /// Timer settings in ticks.
 pub(crate) struct Ticks {
     handshake: u32,
+    /// How long a kept-alive connection waits for its next request.
+    keep_alive: Option<u32>,
     idle: Option<u32>,
     ping: Option<u32>,
     pong: u32,
@@ -103,6 +107,7 @@ impl Ticks {
         let tick = config.timer_tick;
         Ticks {
             handshake: ticks(config.handshake_timeout, tick),
+            keep_alive: config.http_keep_alive.map(|d| ticks(d, tick)),
             idle: config.idle_timeout.map(|d| ticks(d, tick)),
             ping: config.ping_interval.map(|d| ticks(d, tick)),
             pong: ticks(config.pong_timeout, tick),
@@ -177,6 +182,10 @@ pub(crate) struct Core<S> {
     /// acknowledged then, keyed by slab key (with the generation), to tell a slow reader
     /// (progress by the next deadline) from a stuck one. Only such connections appear.
     stalls: crate::topics::KeyMap<(u32, u64)>,
+    /// Whether `/metrics` and `/healthz` are answered on the listener.
+    metrics_on_listener: bool,
+    /// Metrics scrapes waiting for the other workers' answers.
+    scrapes: Vec<scrape::Scrape>,
 }
 
 /// A connection on the flush list, with its direct piece if its output is just that.
@@ -186,8 +195,9 @@ pub(crate) struct Dirty {
 }
 
 /// What a server's workers share, off the message path.
-#[derive(Default)]
 pub(crate) struct Shared {
+    /// The backend the workers run, and why (for the metrics' info line).
+    pub backend: (crate::config::BackendKind, String),
     /// Every worker's publish mailbox (filled once all workers have started).
     pub workers: OnceLock<Box<[Peer]>>,
     /// Connections per peer address, when `Config::max_connections_per_ip` is set.
@@ -247,6 +257,8 @@ impl<S> Core<S> {
             peers,
             guards: limits::Guards::default(),
             stalls: Default::default(),
+            metrics_on_listener: config.metrics == crate::config::MetricsEndpoint::Listener,
+            scrapes: Vec::new(),
         }
     }
 
