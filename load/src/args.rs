@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::attack::{self, Mode, Plan};
 use crate::{echo, hold};
 
 /// The usage text.
@@ -24,7 +25,18 @@ usage:
       is one JSON object, the last line on stdout.
       --child: after the ramp print {\"event\":\"ready\",...} and start on a line `go`
       from stdin; --hold-open: after the report keep the connections open until stdin
-      ends (one process only), so a harness can read the server's counters first";
+      ends (one process only), so a harness can read the server's counters first
+  throng-load attack --server-bin PATH [--backend uring|epoll|both (both)]
+                     [--modes all|M,M,.. (all)] [--small] [--duration SECS (15)]
+                     [--slowloris N (10000)] [--flood N (32)] [--flood-size BYTES (16777216)]
+                     [--half-open N (1000)] [--threads T (2)] [--margin-mib M (24)]
+                     [--release-timeout SECS (20)] [--server-arg ARG]... [--out FILE.md]
+      the attack run: for each backend and mode, a fresh `PATH --addr A --backend B`,
+      a canary echoing every 100 ms, the server's RSS, descriptors and CPU before,
+      during and after; a JSON line per mode and a markdown table (also in FILE.md and
+      FILE.json). Modes: slowloris, flood, half-open (root: a network namespace),
+      garbage, rst-storm, connect-storm. --small: the smoke test's counts (300, 4 x
+      4 MiB, 50, 3 s). Exit status 1 if any mode failed (see `problems`)";
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +90,15 @@ pub enum Command {
     Hold(hold::Options),
     /// `echo`.
     Echo(echo::Options),
+    /// `attack`.
+    Attack(attack::Options),
+    /// `attack-peers` (internal: the half-open peers inside their namespace).
+    AttackPeers {
+        /// The server.
+        addr: SocketAddr,
+        /// Peers.
+        connections: usize,
+    },
     /// `help`, `-h`, `--help`.
     Help,
 }
@@ -119,6 +140,14 @@ impl Flags {
             }
         }
         Ok(())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.clone())
+            .collect()
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -253,9 +282,94 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 hold_open: f.switch("hold-open"),
             }))
         }
+        "attack" => parse_attack(rest),
+        "attack-peers" => {
+            let f = Flags::read(rest, &[])?;
+            f.only(&["addr", "connections"])?;
+            let addr = f.required("addr")?;
+            Ok(Command::AttackPeers {
+                addr: addr
+                    .parse()
+                    .map_err(|_| format!("--addr: {addr:?} is not HOST:PORT"))?,
+                connections: f.count("connections", None)?,
+            })
+        }
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+fn parse_attack(rest: &[String]) -> Result<Command, String> {
+    let f = Flags::read(rest, &["small"])?;
+    // --server-arg may repeat; every other flag once.
+    let once = Flags {
+        pairs: f
+            .pairs
+            .iter()
+            .filter(|(n, _)| n != "server-arg")
+            .cloned()
+            .collect(),
+    };
+    once.only(&[
+        "server-bin",
+        "backend",
+        "modes",
+        "small",
+        "duration",
+        "slowloris",
+        "flood",
+        "flood-size",
+        "half-open",
+        "threads",
+        "margin-mib",
+        "release-timeout",
+        "out",
+    ])?;
+    let mut plan = if f.switch("small") {
+        Plan::small()
+    } else {
+        Plan::full()
+    };
+    plan.slowloris = f.count("slowloris", Some(plan.slowloris))?;
+    plan.flood = f.count("flood", Some(plan.flood))?.max(1);
+    plan.flood_size = f.count("flood-size", Some(plan.flood_size))?;
+    if plan.flood_size > MAX_SIZE {
+        return Err(format!("--flood-size: at most {MAX_SIZE} bytes"));
+    }
+    plan.half_open = f.count("half-open", Some(plan.half_open))?.max(1);
+    plan.threads = f.count("threads", Some(plan.threads))?.clamp(1, 64);
+    plan.duration = f.seconds("duration", Some(plan.duration.as_secs_f64()))?;
+    if plan.duration.is_zero() || plan.duration > Duration::from_secs(600) {
+        return Err("--duration: more than 0 and at most 600 seconds".into());
+    }
+    if plan.slowloris > echo::PER_PROCESS {
+        return Err(format!(
+            "--slowloris: at most {} (one process's descriptors)",
+            echo::PER_PROCESS
+        ));
+    }
+    let backends = match f.get("backend").unwrap_or("both") {
+        "both" => vec!["uring".to_string(), "epoll".to_string()],
+        b @ ("uring" | "epoll") => vec![b.to_string()],
+        other => return Err(format!("--backend: {other:?} is not uring, epoll or both")),
+    };
+    let modes = match f.get("modes").unwrap_or("all") {
+        "all" => Mode::ALL.to_vec(),
+        list => list
+            .split(',')
+            .map(|m| Mode::parse(m.trim()).ok_or_else(|| format!("--modes: no mode {m:?}")))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Command::Attack(attack::Options {
+        server_bin: f.required("server-bin")?.into(),
+        server_args: f.all("server-arg"),
+        backends,
+        modes,
+        plan,
+        margin: f.count("margin-mib", Some(24))? as u64 * attack::MIB,
+        release_timeout: f.seconds("release-timeout", Some(20.0))?,
+        out: f.get("out").map(Into::into),
+    }))
 }
 
 #[cfg(test)]
@@ -322,6 +436,38 @@ mod tests {
             "hold --url ws://127.0.0.1:9/ --connections 5 --connections 6",
             "hold --url ws://127.0.0.1:9/ --connections 5 --json",
             "hold --url ws://127.0.0.1:9/ --connections 5 stray",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn attack_arguments() {
+        let Ok(Command::Attack(o)) = parse(&args(
+            "attack --server-bin /bin/echo --backend epoll --modes flood,garbage --small \
+             --server-arg --x --server-arg 1 --flood 2",
+        )) else {
+            panic!("not parsed");
+        };
+        assert_eq!(o.backends, ["epoll"]);
+        assert_eq!(o.modes, [Mode::Flood, Mode::Garbage]);
+        assert_eq!(o.server_args, ["--x", "1"]);
+        assert_eq!((o.plan.flood, o.plan.slowloris), (2, 300));
+        let Ok(Command::Attack(o)) = parse(&args("attack --server-bin x")) else {
+            panic!("not parsed");
+        };
+        assert_eq!(
+            (o.backends.len(), o.modes.len(), o.plan.slowloris),
+            (2, 6, 10_000)
+        );
+        for bad in [
+            "attack",
+            "attack --server-bin x --modes bogus",
+            "attack --server-bin x --backend io_uring",
+            "attack --server-bin x --duration 0",
+            "attack --server-bin x --slowloris 50000",
+            "attack --server-bin x --flood-size 99999999999",
+            "attack --server-bin x --flood 3 --flood 4",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
         }

@@ -6,6 +6,9 @@
 //!   so that a demo can run many such processes (see `examples/c10m`).
 //! - [`echo`] (`throng-load echo`): echo throughput and latency, closed loop or at a fixed
 //!   rate, in one process or spread over several.
+//! - [`attack`] (`throng-load attack`): the attack run (slowloris, flood, half-open peers,
+//!   garbage, RST and connect storms) against an echo server it starts, with a canary and
+//!   the server's memory and CPU.
 //! - [`measure`]: the benchmark's measurements (echo, latency, idle memory, handshakes,
 //!   broadcast, pub/sub) on pinned load threads.
 //!
@@ -18,6 +21,8 @@
 #![deny(unsafe_code)]
 
 pub mod args;
+#[allow(unsafe_code)] // signals and sysconf through libc
+pub mod attack;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod churn;
 pub mod client;

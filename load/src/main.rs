@@ -1,4 +1,4 @@
-//! The `throng-load` command: `hold` and `echo` (see [`throng_load::args::USAGE`]).
+//! The `throng-load` command: `hold`, `echo` and `attack` (see [`throng_load::args::USAGE`]).
 //!
 //! Exit status: 0 when the run finished without errors, 1 when it finished with errors
 //! (still reported) or could not run, 2 for a usage error.
@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use throng_load::args::{self, Command, USAGE};
-use throng_load::{echo, hold};
+use throng_load::{attack, echo, hold};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +21,26 @@ fn main() -> ExitCode {
         Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS
+        }
+        Command::Attack(opts) => match attack::run(&opts) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("throng-load attack: some modes failed (see `problems`)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("throng-load attack: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::AttackPeers { addr, connections } => {
+            match attack::halfopen::peers(addr, connections) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("throng-load attack-peers: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Hold(opts) => match hold::run(opts) {
             Ok(true) => ExitCode::SUCCESS,

@@ -72,7 +72,7 @@ pub fn ack_with_first_data(fd: std::os::fd::RawFd) {
 /// instead of at bind time for the address alone. Without it every bound socket holds a
 /// port of its source address exclusively, and several load processes sharing the
 /// addresses would run out long before the 4-tuples do.
-fn bind_address_no_port(s: &Socket) -> io::Result<()> {
+pub fn bind_address_no_port(s: &Socket) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: valid socket; the option value is a c_int of the size passed.
     let rc = unsafe {
