@@ -25,6 +25,11 @@ const SHARDS: usize = 16;
 
 /// Bytes freed after which a quiet worker asks the allocator to return memory.
 const TRIM_AFTER: usize = 16 << 20;
+/// Bytes freed after which a worker that no longer holds any handshake head or buffered
+/// output trims too: the tail of an attack that ends gradually (slowloris heads cut one
+/// by one by the handshake timeout) frees less than [`TRIM_AFTER`] after the last trim,
+/// and that tail would otherwise stay resident for good.
+const TRIM_AT_REST: usize = 1 << 20;
 
 /// Returns free heap memory to the system (glibc's `malloc_trim`; nothing elsewhere).
 fn trim() {
@@ -230,7 +235,9 @@ impl<S> Core<S> {
     /// during the wait. Returns whether a trim is pending (the run loop then wakes up for
     /// it soon instead of sleeping indefinitely).
     pub fn trim_memory(&mut self) -> bool {
-        if self.guards.freed < TRIM_AFTER {
+        let at_rest = self.guards.stashed == 0 && self.guards.buffered == 0;
+        let threshold = if at_rest { TRIM_AT_REST } else { TRIM_AFTER };
+        if self.guards.freed < threshold {
             self.guards.trim_armed = false;
             return false;
         }
