@@ -42,6 +42,7 @@ mod handshake;
 mod http;
 mod input;
 mod limits;
+mod proxy;
 mod output;
 mod publish;
 mod timers;
@@ -181,6 +182,11 @@ pub(crate) struct Core<S> {
     /// acknowledged then, keyed by slab key (with the generation), to tell a slow reader
     /// (progress by the next deadline) from a stuck one. Only such connections appear.
     stalls: crate::topics::KeyMap<(u32, u64)>,
+    /// `Config::proxy_protocol`: connections begin with a PROXY header.
+    proxy_protocol: bool,
+    /// Client addresses from PROXY headers, keyed by slab key (with the generation); only
+    /// connections of a PROXY listener appear.
+    proxied: crate::topics::KeyMap<(u32, std::net::SocketAddr)>,
 }
 
 /// A connection on the flush list, with its direct piece if its output is just that.
@@ -251,6 +257,8 @@ impl<S> Core<S> {
             peers,
             guards: limits::Guards::default(),
             stalls: Default::default(),
+            proxy_protocol: config.proxy_protocol,
+            proxied: Default::default(),
         }
     }
 
