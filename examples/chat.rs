@@ -16,7 +16,7 @@ use throng::engine::{
 
 #[path = "common/args.rs"]
 mod args;
-use args::{flag, Flag};
+use args::{Flag, flag};
 
 /// The command line: one line per flag (name, value, default, help).
 #[rustfmt::skip]
@@ -132,7 +132,11 @@ impl Handler for Chat {
 }
 
 fn main() -> ExitCode {
-    let a = args::parse("chat", "A chat server: rooms are topics; the browser page is served at /.", FLAGS);
+    let a = args::parse(
+        "chat",
+        "A chat server: rooms are topics; the browser page is served at /.",
+        FLAGS,
+    );
     let mut config = Config::default();
     config.addr = a.addr("--addr").expect("defaulted");
     config.backend = a.get::<BackendChoice>("--backend");

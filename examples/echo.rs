@@ -18,7 +18,7 @@ use throng::engine::{
 
 #[path = "common/args.rs"]
 mod args;
-use args::{flag, Flag};
+use args::{Flag, flag};
 
 /// The command line: one line per flag (name, value, default, help).
 #[rustfmt::skip]
@@ -58,7 +58,11 @@ impl Handler for Echo {
 }
 
 fn main() -> ExitCode {
-    let a = args::parse("echo", "The echo server: every text and binary message comes back unchanged.", FLAGS);
+    let a = args::parse(
+        "echo",
+        "The echo server: every text and binary message comes back unchanged.",
+        FLAGS,
+    );
     let mut config = Config::default();
     config.addr = a.addr("--addr").expect("defaulted");
     config.backend = a.get::<BackendChoice>("--backend");

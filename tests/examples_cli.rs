@@ -30,7 +30,14 @@ fn examples() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--profile", profile, "-p", "throng"])
-            .args(["--example", "echo", "--example", "chat", "--example", "c10m"])
+            .args([
+                "--example",
+                "echo",
+                "--example",
+                "chat",
+                "--example",
+                "c10m",
+            ])
             .arg("--target-dir")
             .arg(dir.parent().unwrap())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +63,10 @@ fn refused(example: &str, args: &[&str], needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{example} {args:?}: {err}");
     for n in needles {
-        assert!(err.contains(n), "{example} {args:?}: stderr lacks {n:?}: {err}");
+        assert!(
+            err.contains(n),
+            "{example} {args:?}: stderr lacks {n:?}: {err}"
+        );
     }
 }
 
@@ -101,18 +111,34 @@ fn help_exits_zero_and_gives_every_default() {
 
 #[test]
 fn bad_values_name_the_flag_and_the_value() {
-    refused("echo", &["--threads", "0"], &["--threads", "\"0\"", "at least 1"]);
+    refused(
+        "echo",
+        &["--threads", "0"],
+        &["--threads", "\"0\"", "at least 1"],
+    );
     refused("echo", &["--threads", "many"], &["--threads", "\"many\""]);
-    refused("echo", &["--max-message", "1Q"], &["--max-message", "\"1Q\""]);
+    refused(
+        "echo",
+        &["--max-message", "1Q"],
+        &["--max-message", "\"1Q\""],
+    );
     refused("echo", &["--max-message", "0"], &["--max-message", "\"0\""]);
-    refused("echo", &["--addr", "127.0.0.1"], &["--addr", "\"127.0.0.1\""]);
+    refused(
+        "echo",
+        &["--addr", "127.0.0.1"],
+        &["--addr", "\"127.0.0.1\""],
+    );
     refused(
         "echo",
         &["--addr", "no-such-host.invalid:9001"],
         &["--addr", "no-such-host.invalid:9001", "cannot resolve"],
     );
     refused("echo", &["--backend", "kqueue"], &["--backend", "kqueue"]);
-    refused("echo", &["--bogus", "1"], &["unknown flag", "--bogus", "--help"]);
+    refused(
+        "echo",
+        &["--bogus", "1"],
+        &["unknown flag", "--bogus", "--help"],
+    );
     refused("echo", &["--threads"], &["--threads", "needs a value"]);
     refused("chat", &["--threads", "0"], &["--threads", "\"0\""]);
     refused("chat", &["--port", "1"], &["unknown flag", "--port"]);
@@ -160,7 +186,9 @@ fn start_echo(args: &[&str]) -> Echo {
 fn upgrade(addr: &str, protocols: Option<&str>) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let offer = protocols.map_or(String::new(), |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    let offer = protocols.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     let req = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
@@ -189,7 +217,14 @@ fn selected(head: &str) -> Option<String> {
 #[test]
 fn host_names_resolve_and_sizes_take_suffixes() {
     for backend in throng::engine::testing::backend_names() {
-        let args = ["--addr", "localhost:0", "--max-message", "16K", "--backend", backend];
+        let args = [
+            "--addr",
+            "localhost:0",
+            "--max-message",
+            "16K",
+            "--backend",
+            backend,
+        ];
         let echo = start_echo(&args);
         assert!(echo.line.contains("max-message=16384"), "{}", echo.line);
         assert!(
@@ -211,7 +246,14 @@ fn echo_selects_the_first_offered_subprotocol_unless_configured() {
         let head = upgrade(&echo.addr, None);
         assert_eq!(selected(&head), None, "{head}");
 
-        let args = ["--addr", "127.0.0.1:0", "--backend", backend, "--subprotocol", "b"];
+        let args = [
+            "--addr",
+            "127.0.0.1:0",
+            "--backend",
+            backend,
+            "--subprotocol",
+            "b",
+        ];
         let echo = start_echo(&args);
         let head = upgrade(&echo.addr, Some("a, b"));
         assert_eq!(selected(&head).as_deref(), Some("b"), "{head}");

@@ -98,7 +98,15 @@ fn readme_example_runs_echoes_and_stops_on_sigterm() {
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let built = Command::new(cargo)
-        .args(["build", "--profile", profile, "-p", "throng", "--example", "readme"])
+        .args([
+            "build",
+            "--profile",
+            profile,
+            "-p",
+            "throng",
+            "--example",
+            "readme",
+        ])
         .arg("--target-dir")
         .arg(dir.parent().unwrap())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -123,7 +131,13 @@ fn readme_example_runs_echoes_and_stops_on_sigterm() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(client.contains("echoed") && client.contains("closed 1001"), "{client}");
-    assert!(server.contains("listening on ws://127.0.0.1:9001/"), "{server}");
+    assert!(
+        client.contains("echoed") && client.contains("closed 1001"),
+        "{client}"
+    );
+    assert!(
+        server.contains("listening on ws://127.0.0.1:9001/"),
+        "{server}"
+    );
     assert!(server.contains("closed 1 connections"), "{server}");
 }

@@ -36,7 +36,12 @@ print(" ".join(map(str, ports)))
 
 fn python(addr: SocketAddr) -> String {
     let out = Command::new("python3")
-        .args(["-c", PY_CLIENT, &addr.ip().to_string(), &addr.port().to_string()])
+        .args([
+            "-c",
+            PY_CLIENT,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ])
         .output()
         .expect("python3 runs");
     assert!(
@@ -53,7 +58,11 @@ fn python_http_client_reuses_one_connection() {
         let (server, _events) = start(config(backend));
         let ports = python(server.local_addr());
         let distinct: std::collections::HashSet<&str> = ports.split(' ').collect();
-        assert_eq!(distinct.len(), 1, "{backend:?}: requests went out on ports {ports}");
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{backend:?}: requests went out on ports {ports}"
+        );
         let s = stats(&server);
         assert_eq!(s.accepted, 1, "{backend:?}: one TCP connection: {s:?}");
         assert_eq!(s.http_kept_alive, 5, "{backend:?}: {s:?}");
@@ -97,14 +106,20 @@ fn close_and_http_1_0_semantics_are_honoured() {
         let mut raw = Raw::tcp(addr);
         raw.write(get(addr, "Connection: close\r\n").as_bytes());
         let head = raw.read_head();
-        assert_eq!((head.status, head.header("Connection")), (200, Some("close")));
+        assert_eq!(
+            (head.status, head.header("Connection")),
+            (200, Some("close"))
+        );
         raw.expect_eof();
 
         // HTTP/1.0 without keep-alive: closed.
         let mut raw = Raw::tcp(addr);
         raw.write(format!("GET /hello HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes());
         let head = raw.read_head();
-        assert_eq!((head.status, head.header("Connection")), (200, Some("close")));
+        assert_eq!(
+            (head.status, head.header("Connection")),
+            (200, Some("close"))
+        );
         raw.expect_eof();
 
         // HTTP/1.0 asking for keep-alive: kept, and says so.

@@ -78,7 +78,8 @@ fn upgrade_and_ask(raw: &mut Raw, addr: SocketAddr) -> String {
 }
 
 fn recv(rx: &mpsc::Receiver<SocketAddr>) -> SocketAddr {
-    rx.recv_timeout(Duration::from_secs(5)).expect("on_upgrade ran")
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("on_upgrade ran")
 }
 
 #[test]
@@ -317,7 +318,11 @@ fn through(proxy_port: u16, server: &Server<Peer>, rx: &mpsc::Receiver<SocketAdd
         raw.send_close(1000, "");
         let _ = raw.read_frame();
     }
-    assert_eq!(stats(server).proxy_refused, 0, "every connection had its header");
+    assert_eq!(
+        stats(server).proxy_refused,
+        0,
+        "every connection had its header"
+    );
 }
 
 #[test]

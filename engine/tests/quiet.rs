@@ -194,9 +194,9 @@ fn the_health_check_pattern_works_every_time() {
         for _ in 0..2 {
             std::thread::sleep(QUIET);
             let mut s = tcp(addr);
-            let request = format!("GET /hello HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            s.write_all(request.as_bytes())
-                .unwrap();
+            let request =
+                format!("GET /hello HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            s.write_all(request.as_bytes()).unwrap();
             let mut reply = Vec::new();
             s.read_to_end(&mut reply).expect("a whole reply");
             let reply = String::from_utf8_lossy(&reply);

@@ -125,9 +125,19 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     };
     let addresses = match (command, family >> 4) {
         (1, 1) => {
-            let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(body[i], body[i + 1], body[i + 2], body[i + 3]));
+            let ip = |i: usize| {
+                IpAddr::V4(Ipv4Addr::new(
+                    body[i],
+                    body[i + 1],
+                    body[i + 2],
+                    body[i + 3],
+                ))
+            };
             let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
-            Some((SocketAddr::new(ip(0), port(8)), SocketAddr::new(ip(4), port(10))))
+            Some((
+                SocketAddr::new(ip(0), port(8)),
+                SocketAddr::new(ip(4), port(10)),
+            ))
         }
         (1, 2) => {
             let ip = |i: usize| {
@@ -136,7 +146,10 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
                 IpAddr::V6(Ipv6Addr::from(a))
             };
             let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
-            Some((SocketAddr::new(ip(0), port(32)), SocketAddr::new(ip(16), port(34))))
+            Some((
+                SocketAddr::new(ip(0), port(32)),
+                SocketAddr::new(ip(16), port(34)),
+            ))
         }
         // LOCAL (the proxy's own health check), unspecified or Unix: no IP to report.
         _ => None,
@@ -157,7 +170,10 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
             return Err(ProxyError::TooLong);
         }
         // Only the characters of a header may come before its end.
-        if window.iter().any(|&b| !(b' '..=b'~').contains(&b) && b != b'\r') {
+        if window
+            .iter()
+            .any(|&b| !(b' '..=b'~').contains(&b) && b != b'\r')
+        {
             return Err(ProxyError::Malformed);
         }
         return Ok(None);
@@ -165,7 +181,10 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     if lf == 0 || window[lf - 1] != b'\r' {
         return Err(ProxyError::Malformed);
     }
-    if window[..lf - 1].iter().any(|&b| !(b' '..=b'~').contains(&b)) {
+    if window[..lf - 1]
+        .iter()
+        .any(|&b| !(b' '..=b'~').contains(&b))
+    {
         return Err(ProxyError::Malformed); // as the incomplete check says, early
     }
     let line = std::str::from_utf8(&window[6..lf - 1]).map_err(|_| ProxyError::Malformed)?;
@@ -246,11 +265,12 @@ mod tests {
         assert_eq!(len, 45);
         assert_eq!(h.version, 1);
         assert_eq!(h.source(), Some("192.0.2.7:56324".parse().unwrap()));
+        assert_eq!(h.addresses.unwrap().1, "198.51.100.1:443".parse().unwrap());
         assert_eq!(
-            h.addresses.unwrap().1,
-            "198.51.100.1:443".parse().unwrap()
+            parse(line).unwrap().unwrap().1,
+            45,
+            "data after the header is not its"
         );
-        assert_eq!(parse(line).unwrap().unwrap().1, 45, "data after the header is not its");
         let line = b"PROXY TCP6 2001:db8::1 ::1 65535 9001\r\n";
         let (h, _) = whole(line);
         assert_eq!(h.source(), Some("[2001:db8::1]:65535".parse().unwrap()));
@@ -261,16 +281,16 @@ mod tests {
     #[test]
     fn version_1_errors() {
         for bad in [
-            &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"[..],         // no CR
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",               // a port missing
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",           // one word too many
-            b"PROXY TCP4 ::1 ::1 1 2\r\n",                     // family mismatch
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",         // port range
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",            // leading zero
-            b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",            // two spaces
-            b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",             // not TCP
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",            // sign
-            b"PROXY TCP4 1.2.3.4\0",                           // control byte, early
+            &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"[..],  // no CR
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",       // a port missing
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",   // one word too many
+            b"PROXY TCP4 ::1 ::1 1 2\r\n",             // family mismatch
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", // port range
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",    // leading zero
+            b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",    // two spaces
+            b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",     // not TCP
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",    // sign
+            b"PROXY TCP4 1.2.3.4\0",                   // control byte, early
         ] {
             assert_eq!(parse(bad), Err(ProxyError::Malformed), "{bad:?}");
         }
@@ -295,7 +315,10 @@ mod tests {
         let mut with_tlv = body.clone();
         with_tlv.extend_from_slice(&[0x01, 0, 2, b'h', b'2']);
         let (h, len) = whole(&v2(1, 0x11, &with_tlv));
-        assert_eq!((h.source(), len), (Some("10.0.0.1:4321".parse().unwrap()), 33));
+        assert_eq!(
+            (h.source(), len),
+            (Some("10.0.0.1:4321".parse().unwrap()), 33)
+        );
 
         let mut body6 = Vec::new();
         body6.extend_from_slice(&"2001:db8::5".parse::<Ipv6Addr>().unwrap().octets());
@@ -320,11 +343,31 @@ mod tests {
         let mut bad_version = v2(1, 0x11, &body);
         bad_version[12] = 0x11;
         assert_eq!(parse(&bad_version[..13]), Err(ProxyError::Malformed));
-        assert_eq!(parse(&v2(2, 0x11, &body)), Err(ProxyError::Malformed), "command 2");
-        assert_eq!(parse(&v2(1, 0x41, &body)), Err(ProxyError::Malformed), "family 4");
-        assert_eq!(parse(&v2(1, 0x13, &body)), Err(ProxyError::Malformed), "transport 3");
-        assert_eq!(parse(&v2(1, 0x11, &body[..8])), Err(ProxyError::Malformed), "short block");
-        assert_eq!(parse(&v2(1, 0x21, &body)), Err(ProxyError::Malformed), "short for IPv6");
+        assert_eq!(
+            parse(&v2(2, 0x11, &body)),
+            Err(ProxyError::Malformed),
+            "command 2"
+        );
+        assert_eq!(
+            parse(&v2(1, 0x41, &body)),
+            Err(ProxyError::Malformed),
+            "family 4"
+        );
+        assert_eq!(
+            parse(&v2(1, 0x13, &body)),
+            Err(ProxyError::Malformed),
+            "transport 3"
+        );
+        assert_eq!(
+            parse(&v2(1, 0x11, &body[..8])),
+            Err(ProxyError::Malformed),
+            "short block"
+        );
+        assert_eq!(
+            parse(&v2(1, 0x21, &body)),
+            Err(ProxyError::Malformed),
+            "short for IPv6"
+        );
         let mut long = v2(1, 0x11, &body);
         long[14..16].copy_from_slice(&2000u16.to_be_bytes());
         assert_eq!(parse(&long[..16]), Err(ProxyError::TooLong));

@@ -136,8 +136,7 @@ impl<S> Core<S> {
         let fd = self.conns[key].fd;
         let proxied = self.proxied_addr(key);
         let request = UpgradeRequest::new(&upgrade, fd, proxied);
-        let Some(decision) = self.call_on_upgrade(h, key, &request)
-        else {
+        let Some(decision) = self.call_on_upgrade(h, key, &request) else {
             return Some(self.internal_error(key, buf.len()));
         };
         match decision {

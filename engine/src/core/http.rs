@@ -123,8 +123,7 @@ impl<S> Core<S> {
     /// Reading resumed on a kept-alive connection: answer the requests it had pipelined.
     pub(super) fn resume_pipelined<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
         let c = &self.conns[key];
-        if c.phase == Phase::Handshake && c.spill.as_ref().is_some_and(|s| !s.input.is_empty())
-        {
+        if c.phase == Phase::Handshake && c.spill.as_ref().is_some_and(|s| !s.input.is_empty()) {
             self.handshake_input(h, key, &mut []);
         }
     }

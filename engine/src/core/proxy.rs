@@ -22,7 +22,12 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
-        if bytes.is_empty() && self.conns[key].spill.as_ref().is_none_or(|s| s.input.is_empty()) {
+        if bytes.is_empty()
+            && self.conns[key]
+                .spill
+                .as_ref()
+                .is_none_or(|s| s.input.is_empty())
+        {
             return;
         }
         let stash = self.conns[key]
@@ -63,7 +68,11 @@ impl<S> Core<S> {
                 }
                 if !self.admit_peer(key) {
                     self.stats.refused_per_ip += 1;
-                    return self.refuse_request(key, 429, "too many connections from this address\n");
+                    return self.refuse_request(
+                        key,
+                        429,
+                        "too many connections from this address\n",
+                    );
                 }
                 let rest = &mut buf[used..];
                 if !rest.is_empty() {
