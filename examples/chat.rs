@@ -132,12 +132,21 @@ impl Handler for Chat {
 }
 
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let a = args::parse(
         "chat",
         "A chat server: rooms are topics; the browser page is served at /.",
         FLAGS,
     );
     let mut config = Config::default();
+    // The engine answers GET /metrics and /healthz before on_request sees them.
+    config.metrics = throng::engine::MetricsEndpoint::Listener;
     config.addr = a.addr("--addr").expect("defaulted");
     config.backend = a.get::<BackendChoice>("--backend");
     if let Some(n) = a.positive("--threads") {

@@ -6,14 +6,20 @@
 //! ```
 //! `--help` lists every flag with its default. Without `--subprotocol` the first
 //! subprotocol the client offers is selected (as Node's `ws` does).
+//!
+//! `GET /metrics` (Prometheus text) and `GET /healthz` are answered on the WebSocket
+//! listener by default (`curl http://127.0.0.1:9001/metrics`); `--metrics HOST:PORT` moves
+//! them to an admin address, `--metrics off` turns them off. Engine events are logged to
+//! stderr per `RUST_LOG` (default `warn`; `RUST_LOG=throng_engine=debug` shows every
+//! connection's life).
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, MetricsEndpoint, Server, ShutdownSignals,
+    UpgradeRequest, WebSocket,
 };
 
 #[path = "common/args.rs"]
@@ -29,6 +35,7 @@ const FLAGS: &[Flag] = &[
     flag("--max-message", "SIZE", "16M", "largest message and frame accepted; more closes with 1009"),
     flag("--idle-timeout", "SECS", "", "close a connection silent this long (default: never)"),
     flag("--subprotocol", "NAME", "", "select NAME when the client offers it, else none (default: the first one the client offers, as Node's ws does)"),
+    flag("--metrics", "listener|off|HOST:PORT", "listener", "where GET /metrics and /healthz are answered: on the WebSocket listener, nowhere, or an admin address"),
 ];
 
 struct Echo {
@@ -58,6 +65,7 @@ impl Handler for Echo {
 }
 
 fn main() -> ExitCode {
+    init_tracing();
     let a = args::parse(
         "echo",
         "The echo server: every text and binary message comes back unchanged.",
@@ -76,6 +84,14 @@ fn main() -> ExitCode {
     config = config.with_max_message_size(max);
     config.idle_timeout = a.opt::<u64>("--idle-timeout").map(Duration::from_secs);
     let protocol = a.raw("--subprotocol").map(str::to_owned);
+    config.metrics = match a.raw("--metrics").expect("defaulted") {
+        "listener" => MetricsEndpoint::Listener,
+        "off" => MetricsEndpoint::Off,
+        addr => match addr.parse() {
+            Ok(addr) => MetricsEndpoint::Admin(addr),
+            Err(_) => a.bad("--metrics", "expected listener, off or HOST:PORT"),
+        },
+    };
     let signals = match ShutdownSignals::block() {
         Ok(s) => s,
         Err(e) => {
@@ -84,6 +100,7 @@ fn main() -> ExitCode {
         }
     };
     let max = config.max_message_size;
+    let metrics_on_listener = config.metrics == MetricsEndpoint::Listener;
     let server = match Server::start(config, move |_| Echo {
         protocol: protocol.clone(),
     }) {
@@ -100,6 +117,11 @@ fn main() -> ExitCode {
         server.workers()
     );
     println!("backend: {}", server.backend_note());
+    match server.admin_addr() {
+        Some(a) => println!("metrics: http://{a}/metrics"),
+        None if metrics_on_listener => println!("metrics: http://{}/metrics", server.local_addr()),
+        None => {}
+    }
     let _ = signals.wait();
     println!("shutting down");
     match server.shutdown() {
@@ -115,4 +137,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Engine events to stderr, filtered by `RUST_LOG` as users expect (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

@@ -61,6 +61,22 @@ pub enum Backpressure {
     Close(CloseCode),
 }
 
+/// Where the engine serves `GET /metrics` (the Prometheus text exposition of
+/// [`crate::Metrics`]) and `GET /healthz` (`200 ok`). [`crate::ServerHandle::metrics`]
+/// returns the same snapshot as a typed struct whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsEndpoint {
+    /// Not served over HTTP.
+    Off,
+    /// On the WebSocket listener, as plain-HTTP paths: such a request is answered by the
+    /// engine and never reaches [`crate::Handler::on_request`]; other paths still do.
+    Listener,
+    /// On an address of its own (an admin port kept off the public network), served by
+    /// one thread of its own that asks the workers through their mailboxes. Port 0 picks
+    /// a free port ([`crate::Server::admin_addr`] tells which).
+    Admin(SocketAddr),
+}
+
 /// A message rate: a token bucket of `burst` messages refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRate {
@@ -202,6 +218,10 @@ pub struct Config {
     /// processed when the worker asks for them, not by interrupting it. Default on; off
     /// only for A/B measurements.
     pub uring_defer_taskrun: bool,
+    /// Where `/metrics` and `/healthz` are served. Default [`MetricsEndpoint::Off`]: the
+    /// counters are kept either way (plain integers in each worker, no cost to speak of);
+    /// only the HTTP paths are opt-in, since metrics tell an outsider much.
+    pub metrics: MetricsEndpoint,
 }
 
 impl Default for Config {
@@ -243,6 +263,7 @@ impl Default for Config {
             uring_wait_batch: 32,
             uring_batch_wait: Duration::from_micros(20),
             uring_defer_taskrun: true,
+            metrics: MetricsEndpoint::Off,
         }
     }
 }

@@ -41,6 +41,7 @@ mod error;
 mod handler;
 mod interest;
 mod mailbox;
+mod metrics;
 #[allow(unsafe_code)]
 mod net;
 #[allow(unsafe_code)]
@@ -61,16 +62,21 @@ mod topics;
 mod worker;
 mod ws;
 
-pub use config::{BackendChoice, BackendKind, Backpressure, Config, ConfigError, MessageRate};
+pub use config::{
+    BackendChoice, BackendKind, Backpressure, Config, ConfigError, MessageRate, MetricsEndpoint,
+};
 pub use connections::Connections;
 pub use error::Error;
 pub use handler::{Decision, Handler, HttpRequest, HttpResponse, Message, UpgradeRequest};
 pub use interest::{TopicEvent, TopicWatcher};
 pub use mailbox::{Job, Published};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, WorkerMetrics};
 pub use pool::PoolStats;
 pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};
 pub use signal::ShutdownSignals;
-pub use stats::WorkerStats;
+pub use stats::{
+    CLOSE_CODES, CLOSE_SLOTS, Closer, HTTP_STATUSES, STATUS_SLOTS, TURN_BUCKETS, WorkerStats,
+};
 pub use throng_protocol::{CloseCode, DataKind};
 pub use ws::{ConnId, SendError, Sent, WebSocket};
 

@@ -56,6 +56,21 @@ pub(crate) struct Publish {
     pub reply: Option<Sender<Published>>,
 }
 
+/// A request for a worker's metrics snapshot: the worker sends it to `reply` and, when
+/// `wake` names a worker (one answering an HTTP scrape), nudges that worker so it sees
+/// the answer without waiting.
+pub(crate) struct MetricsAsk {
+    pub reply: Sender<crate::metrics::WorkerMetrics>,
+    pub wake: Option<u16>,
+}
+
+/// What workers (and handles) post to a worker's publish mailbox: not generic over the
+/// handler, so workers can hold each other's.
+pub(crate) enum PeerMail {
+    Publish(Publish),
+    Metrics(MetricsAsk),
+}
+
 /// A worker's wakeup: the backend's waker and a flag that coalesces posts.
 pub(crate) struct Wakeup {
     waker: Box<dyn Wake>,
@@ -70,7 +85,7 @@ impl Wakeup {
         }
     }
 
-    fn nudge(&self) {
+    pub fn nudge(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
@@ -97,13 +112,22 @@ impl<H: Handler> Mailbox<H> {
 /// The sending side of one worker's publish mailbox; not generic, so workers hold each
 /// other's.
 pub(crate) struct Peer {
-    pub tx: Sender<Publish>,
+    pub tx: Sender<PeerMail>,
     pub wakeup: Arc<Wakeup>,
 }
 
 impl Peer {
     pub fn post(&self, publish: Publish) -> bool {
-        if self.tx.send(publish).is_err() {
+        self.mail(PeerMail::Publish(publish))
+    }
+
+    /// Asks for a metrics snapshot; false when the worker has exited.
+    pub fn ask(&self, ask: MetricsAsk) -> bool {
+        self.mail(PeerMail::Metrics(ask))
+    }
+
+    fn mail(&self, mail: PeerMail) -> bool {
+        if self.tx.send(mail).is_err() {
             return false;
         }
         self.wakeup.nudge();
@@ -114,7 +138,7 @@ impl Peer {
 /// The receiving side, on the worker.
 pub(crate) struct Inbox<H: Handler> {
     pub commands: Receiver<Command<H>>,
-    pub publishes: Receiver<Publish>,
+    pub publishes: Receiver<PeerMail>,
     pub wakeup: Arc<Wakeup>,
 }
 

@@ -168,3 +168,10 @@ pub fn send_progress(fd: RawFd) -> Option<SendProgress> {
             && info.tcpi_snd_wnd == 0,
     })
 }
+
+/// The system's page size in bytes (4,096 if it cannot be read).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system; it takes no pointers.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}

@@ -167,6 +167,15 @@ impl<H: Handler> ServerHandle<H> {
         taken
     }
 
+    /// A snapshot of every worker's counters and gauges, asked through the mailboxes
+    /// (each worker answers between two turns; none is blocked). Waits up to `timeout`;
+    /// a worker that did not answer by then is missing from [`Metrics::workers`]. Call it
+    /// from a thread that is not a worker (from a handler callback the own worker cannot
+    /// answer until the callback returns, so it would be missing).
+    pub fn metrics(&self, timeout: std::time::Duration) -> crate::Metrics {
+        crate::metrics::collect(&self.peers, timeout)
+    }
+
     /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
     pub fn shutdown(&self) {
         for m in self.mailboxes.iter() {
@@ -196,6 +205,8 @@ pub struct Server<H: Handler> {
     local_addr: SocketAddr,
     backend: BackendKind,
     backend_note: String,
+    /// The admin listener, when metrics are served on an address of their own.
+    admin: Option<crate::metrics::admin::Admin>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -217,12 +228,31 @@ impl<H: Handler> Server<H> {
     {
         config.validate()?;
         let (backend, note) = choose_backend(&config)?;
-        let mut server = match backend {
-            BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory)?,
-            BackendKind::Uring => start_with::<H, sys::uring::Uring, F>(config, factory)?,
+        let admin = match config.metrics {
+            crate::MetricsEndpoint::Admin(addr) => Some(addr),
+            _ => None,
         };
-        server.backend_note = note;
+        let mut server = match backend {
+            BackendKind::Epoll => start_with::<H, sys::epoll::Epoll, F>(config, factory, note)?,
+            BackendKind::Uring => start_with::<H, sys::uring::Uring, F>(config, factory, note)?,
+        };
+        if let Some(addr) = admin {
+            let admin = crate::metrics::admin::Admin::start(addr, server.handle.peers.clone())
+                .map_err(|source| Error::Bind { addr, source })?;
+            server.admin = Some(admin);
+        }
         Ok(server)
+    }
+
+    /// The address `/metrics` and `/healthz` are served on when
+    /// [`Config::metrics`] is [`MetricsEndpoint::Admin`](crate::MetricsEndpoint::Admin).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
+    /// A metrics snapshot (see [`ServerHandle::metrics`]).
+    pub fn metrics(&self, timeout: std::time::Duration) -> crate::Metrics {
+        self.handle.metrics(timeout)
     }
 
     /// Which backend runs and why (the probe's verdict when io_uring was not chosen).
@@ -263,6 +293,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn join(&mut self) -> Result<ShutdownReport, Error> {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
         let mut report = ShutdownReport::default();
         let mut first_error = None;
         for (worker, t) in self.threads.drain(..).enumerate() {
@@ -341,6 +374,19 @@ fn choose_backend(config: &Config) -> Result<(BackendKind, String), Error> {
         Err(_) => (config.backend, "config"),
     };
     let probe = sys::uring::probe::probe();
+    let chosen = choose(choice, from, probe);
+    match &chosen {
+        Ok((kind, note)) => tracing::info!(backend = kind.name(), note = %note, "backend chosen"),
+        Err(e) => tracing::warn!(error = %e, "no backend"),
+    }
+    chosen
+}
+
+fn choose(
+    choice: BackendChoice,
+    from: &str,
+    probe: Result<sys::uring::probe::Features, String>,
+) -> Result<(BackendKind, String), Error> {
     match (choice, probe) {
         (BackendChoice::Epoll, _) => Ok((BackendKind::Epoll, format!("epoll (asked by {from})"))),
         (BackendChoice::Uring | BackendChoice::Auto, Ok(f)) => {
@@ -359,6 +405,7 @@ fn choose_backend(config: &Config) -> Result<(BackendKind, String), Error> {
         }),
         (BackendChoice::Auto, Err(why)) => {
             eprintln!("throng: io_uring unavailable ({why}); running on epoll");
+            tracing::warn!(reason = %why, "io_uring unavailable; falling back to epoll");
             Ok((
                 BackendKind::Epoll,
                 format!("epoll (io_uring unavailable: {why})"),
@@ -367,7 +414,7 @@ fn choose_backend(config: &Config) -> Result<(BackendKind, String), Error> {
     }
 }
 
-fn start_with<H, B, F>(config: Config, factory: F) -> Result<Server<H>, Error>
+fn start_with<H, B, F>(config: Config, factory: F, note: String) -> Result<Server<H>, Error>
 where
     H: Handler,
     B: Backend,
@@ -379,6 +426,7 @@ where
     let config = Arc::new(config);
     let factory = Arc::new(factory);
     let peers: Peers = Arc::new(crate::core::Shared {
+        backend: (B::KIND, note.clone()),
         workers: OnceLock::new(),
         per_ip: config.max_connections_per_ip.map(crate::core::PerIp::new),
     });
@@ -462,7 +510,8 @@ where
                     threads,
                     local_addr,
                     backend: B::KIND,
-                    backend_note: String::new(),
+                    backend_note: note,
+                    admin: None,
                 };
                 partial.handle.shutdown();
                 let _ = partial.join();
@@ -480,6 +529,7 @@ where
         threads,
         local_addr,
         backend: B::KIND,
-        backend_note: String::new(),
+        backend_note: note,
+        admin: None,
     })
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::core::{Core, Op, Peers};
 use crate::handler::Handler;
-use crate::mailbox::{Command, Inbox};
+use crate::mailbox::{Command, Inbox, PeerMail};
 use crate::stats::WorkerStats;
 use crate::sys::{Backend, Sink, Token};
 
@@ -39,9 +39,9 @@ struct Clock {
 }
 
 impl Clock {
-    /// The current tick (the first is 1; 0 means "not filed").
-    fn now(&self) -> u32 {
-        1 + (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u32
+    /// The tick of instant `t` (the first is 1; 0 means "not filed").
+    fn tick_at(&self, t: Instant) -> u32 {
+        1 + (t.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u32
     }
 
     /// When tick `t` begins.
@@ -147,8 +147,10 @@ pub(crate) fn run<H: Handler, B: Backend>(
         }
         backend.wait(timeout)?;
         // Read after the wait, before any of its events: a connection accepted now has its
-        // handshake timer start now, not when the worker went to sleep.
-        core.set_now(clock.now());
+        // handshake timer start now, not when the worker went to sleep. The same reading
+        // starts the turn's duration (one clock read more per turn, none per message).
+        let turn = Instant::now();
+        core.set_now(clock.tick_at(turn));
         let mut dispatch = Dispatch {
             h: &mut handler,
             core: &mut core,
@@ -167,9 +169,13 @@ pub(crate) fn run<H: Handler, B: Backend>(
         if woken {
             let mut shutdown = false;
             inbox.clear_pending();
-            while let Ok(p) = inbox.publishes.try_recv() {
-                core.remote_publish(p);
+            while let Ok(mail) = inbox.publishes.try_recv() {
+                match mail {
+                    PeerMail::Publish(p) => core.remote_publish(p),
+                    PeerMail::Metrics(ask) => core.answer_ask(ask),
+                }
             }
+            core.poll_scrapes();
             while let Ok(c) = inbox.commands.try_recv() {
                 match c {
                     Command::Shutdown => shutdown = true,
@@ -190,6 +196,7 @@ pub(crate) fn run<H: Handler, B: Backend>(
         // Everything this turn produced leaves now: one write per connection.
         core.flush_dirty(&mut handler, &mut backend);
         apply(&mut backend, &mut core);
+        core.turn_took(turn.elapsed());
 
         if let Some(d) = deadline
             && (core.conns.is_empty() || Instant::now() >= d)

@@ -18,6 +18,13 @@ pub struct ConnId {
     pub(crate) generation: u32,
 }
 
+impl std::fmt::Display for ConnId {
+    /// `worker/key.generation`, as in the engine's tracing events.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}.{}", self.worker, self.key, self.generation)
+    }
+}
+
 /// How a send went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {

@@ -125,8 +125,7 @@ fn close_and_http_1_0_semantics_are_honoured() {
         // HTTP/1.0 asking for keep-alive: kept, and says so.
         let mut raw = Raw::tcp(addr);
         for _ in 0..3 {
-            let req = format!("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-            raw.write(req.as_bytes());
+            raw.write(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
             let head = raw.read_head();
             assert_eq!(head.header("Connection"), Some("keep-alive"), "{head:?}");
             assert_eq!(head.body, HELLO_BODY.as_bytes());

@@ -8,6 +8,7 @@ use super::output::output_pending;
 use super::{Core, Op};
 use crate::conn::*;
 use crate::handler::Handler;
+use crate::stats::{Closer, close_slot};
 use crate::sys::Token;
 
 impl<S> Core<S> {
@@ -23,6 +24,7 @@ impl<S> Core<S> {
         self.generation = self.generation.wrapping_add(1);
         let key = self.conns.insert(Conn::new(fd, self.generation, self.now));
         let token = self.token(key);
+        tracing::trace!(worker = self.worker, conn = %self.conn_id(key), fd, "accepted");
         self.ops.push(Op::Register(fd, token));
         if self.proxy_protocol {
             // Its address is known once its PROXY header is in (see core/proxy.rs).
@@ -32,6 +34,7 @@ impl<S> Core<S> {
         if !self.admit_peer(key) {
             // Over the per-address limit: answered at once, before its request is read.
             self.stats.refused_per_ip += 1;
+            tracing::debug!(worker = self.worker, conn = %self.conn_id(key), "refused: per-address limit");
             return self.refuse_request(key, 429, "too many connections from this address\n");
         }
         self.schedule(key);
@@ -44,16 +47,34 @@ impl<S> Core<S> {
         }
     }
 
-    /// Reports the close to the handler if it is owed one.
+    /// Reports the close to the handler if it is owed one, and counts it (once per
+    /// opened connection: the flag goes with the report). A transport lost after our own
+    /// close frame went out is the server's close.
     pub(super) fn report_close<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
         key: usize,
         code: CloseCode,
         reason: &str,
+        by: Closer,
     ) {
         let c = &mut self.conns[key];
         if c.has(OPENED) {
+            let by = if by == Closer::Lost && c.has(CLOSE_SENT) {
+                Closer::Server
+            } else {
+                by
+            };
+            self.stats.closed[by as usize][close_slot(code.0)] += 1;
+            tracing::debug!(
+                worker = self.worker,
+                conn = %self.conn_id(key),
+                code = code.0,
+                by = by.name(),
+                reason,
+                "closed"
+            );
+            let c = &mut self.conns[key];
             // Sends from on_close are refused: the close is decided.
             c.flags = (c.flags & !OPENED) | CLOSE_SENT;
             self.call_on_close(h, key, code, reason);
@@ -67,8 +88,9 @@ impl<S> Core<S> {
         key: usize,
         code: CloseCode,
         reason: &str,
+        by: Closer,
     ) {
-        self.report_close(h, key, code, reason);
+        self.report_close(h, key, code, reason, by);
         let token = self.token(key);
         let conn = self.conns.remove(key);
         if conn.phase == Phase::Handshake
@@ -96,6 +118,7 @@ impl<S> Core<S> {
         if let Some(spill) = conn.spill {
             self.pool.give(spill);
         }
+        tracing::trace!(worker = self.worker, key, fd = conn.fd, "removed");
         self.ops.push(Op::Close(conn.fd, token));
     }
 
@@ -108,10 +131,10 @@ impl<S> Core<S> {
             return;
         }
         if !output_pending(c) || c.has(BROKEN) {
-            return self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+            return self.remove(h, key, CloseCode::ABNORMAL, "connection lost", Closer::Lost);
         }
         c.flags |= PEER_EOF;
-        self.report_close(h, key, CloseCode::ABNORMAL, "connection lost");
+        self.report_close(h, key, CloseCode::ABNORMAL, "connection lost", Closer::Lost);
         if let Some(c) = self.conns.get_mut(key)
             && c.phase != Phase::Draining
         {
@@ -125,7 +148,7 @@ impl<S> Core<S> {
     pub fn reap<H: Handler<State = S>>(&mut self, h: &mut H) {
         while let Some(token) = self.broken.pop() {
             if let Some(key) = self.lookup(token) {
-                self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
+                self.remove(h, key, CloseCode::ABNORMAL, "connection lost", Closer::Lost);
             }
         }
     }

@@ -7,6 +7,7 @@ use super::output::output_pending;
 use super::{Core, Op};
 use crate::conn::*;
 use crate::handler::Handler;
+use crate::stats::Closer;
 
 impl<S> Core<S> {
     /// The peer's close frame arrived.
@@ -17,6 +18,11 @@ impl<S> Core<S> {
         close: Option<(CloseCode, &str)>,
     ) {
         let c = &mut self.conns[key];
+        let by = if c.has(CLOSE_SENT) {
+            Closer::Server // the peer answers our close
+        } else {
+            Closer::Peer
+        };
         c.flags |= CLOSE_RECEIVED | CLEAN;
         let (code, reason) = close.unwrap_or((CloseCode::NO_STATUS, ""));
         if !c.has(CLOSE_SENT) {
@@ -24,7 +30,7 @@ impl<S> Core<S> {
             let echo = close.map(|(code, _)| code);
             self.send_close(key, echo, "");
         }
-        self.report_close(h, key, code, reason);
+        self.report_close(h, key, code, reason, by);
         self.begin_drain(key);
     }
 
@@ -40,7 +46,7 @@ impl<S> Core<S> {
         if !self.conns[key].has(CLOSE_SENT) {
             self.send_close(key, Some(code), reason);
         }
-        self.report_close(h, key, code, reason);
+        self.report_close(h, key, code, reason, Closer::Server);
         self.begin_drain(key);
     }
 
@@ -56,8 +62,11 @@ impl<S> Core<S> {
     /// In the `Http` and `Draining` phases, shuts the write side once output is out (or
     /// removes the connection, if the peer has already gone).
     pub(super) fn finish_if_flushed(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if matches!(c.phase, Phase::Http | Phase::Draining) && !output_pending(c) && !c.has(BROKEN)
+        let c = &self.conns[key];
+        if matches!(c.phase, Phase::Http | Phase::Draining)
+            && !output_pending(c)
+            && !c.has(BROKEN)
+            && !self.scrape_pending(key)
         {
             if c.has(PEER_EOF) {
                 let token = self.token(key);

@@ -5,6 +5,7 @@ use throng_protocol::handshake;
 use super::Core;
 use crate::conn::*;
 use crate::handler::{Decision, Handler, HttpResponse, UpgradeRequest};
+use crate::stats::status_slot;
 
 impl<S> Core<S> {
     /// Input while the request head is incomplete: parse what has arrived (with what was
@@ -111,6 +112,7 @@ impl<S> Core<S> {
             Ok(None) => return None,
             Ok(Some(parsed)) => parsed,
             Err(e) => {
+                self.rejected(key, e.status(), e.reason());
                 self.scratch.clear();
                 handshake::write_error(&mut self.scratch, e);
                 self.respond_and_close(key);
@@ -118,6 +120,10 @@ impl<S> Core<S> {
             }
         };
         if !req.is_websocket_upgrade() {
+            self.stats.http_requests += 1;
+            if self.scrape_request(key, &req) {
+                return Some(buf.len());
+            }
             let mut res = HttpResponse::default();
             if !self.call_on_request(h, key, &req, &mut res) {
                 return Some(self.internal_error(key, buf.len()));
@@ -127,6 +133,7 @@ impl<S> Core<S> {
         let upgrade = match handshake::validate_upgrade(req) {
             Ok(u) => u,
             Err(e) => {
+                self.rejected(key, e.status(), e.reason());
                 self.scratch.clear();
                 handshake::write_error(&mut self.scratch, e);
                 self.respond_and_close(key);
@@ -141,6 +148,7 @@ impl<S> Core<S> {
         };
         match decision {
             Decision::Reject(status) => {
+                self.rejected(key, status, "refused by on_upgrade");
                 self.scratch.clear();
                 let body = format!("upgrade refused ({status})\n");
                 let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
@@ -160,6 +168,7 @@ impl<S> Core<S> {
                 c.flags |= OPENED;
                 c.since = self.now;
                 self.stats.opened += 1;
+                tracing::debug!(worker = self.worker, conn = %self.conn_id(key), "opened");
                 self.schedule(key);
                 if !self.conns[key].has(BROKEN) {
                     self.call_on_open(h, key);
@@ -177,10 +186,23 @@ impl<S> Core<S> {
 
     /// Answers `status` with a short text body, then closes.
     pub(super) fn refuse_request(&mut self, key: usize, status: u16, body: &str) {
+        self.rejected(key, status, body.trim_end());
         self.scratch.clear();
         let headers = [("Content-Type", "text/plain"), ("Connection", "close")];
         handshake::write_response(&mut self.scratch, status, &headers, body.as_bytes());
         self.respond_and_close(key);
+    }
+
+    /// Counts a refused request and says why.
+    fn rejected(&mut self, key: usize, status: u16, reason: &str) {
+        self.stats.handshakes_rejected[status_slot(status)] += 1;
+        tracing::info!(
+            worker = self.worker,
+            conn = %self.conn_id(key),
+            status,
+            reason,
+            "handshake rejected"
+        );
     }
 
     /// Sends the response in `scratch`, then closes once it is out.

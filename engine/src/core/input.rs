@@ -100,7 +100,7 @@ impl<S> Core<S> {
             self.conns[key].decoder = decoder;
             match result {
                 Err(e) => {
-                    self.fail(h, key, e.close_code(), e.reason());
+                    self.violation(h, key, e);
                     return buf.len();
                 }
                 Ok(Decoded {
@@ -119,6 +119,22 @@ impl<S> Core<S> {
         buf.len()
     }
 
+    /// The peer broke the protocol: count it, say so, fail the connection with the
+    /// violation's close code. Cold and out of line, off the decoding loop's path.
+    #[cold]
+    #[inline(never)]
+    fn violation<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, e: ProtocolError) {
+        self.stats.protocol_errors += 1;
+        tracing::info!(
+            worker = self.worker,
+            conn = %self.conn_id(key),
+            code = e.close_code().0,
+            reason = e.reason(),
+            "protocol violation"
+        );
+        self.fail(h, key, e.close_code(), e.reason());
+    }
+
     fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
         match event {
             Event::Data(piece) => {
@@ -126,6 +142,7 @@ impl<S> Core<S> {
                     return; // the peer has not seen our close yet; its data is moot
                 }
                 if let Some(message) = piece.whole() {
+                    self.stats.messages_in += 1;
                     if self.within_rate(key) {
                         self.call_on_message(h, key, message);
                     }
@@ -141,6 +158,7 @@ impl<S> Core<S> {
                     return self.fail(h, key, CloseCode::INTERNAL, "internal error");
                 }
                 if piece.last {
+                    self.stats.messages_in += 1;
                     let mut message = std::mem::take(&mut self.spill(key).message);
                     if let Some(m) = message.message()
                         && self.within_rate(key)

@@ -45,6 +45,7 @@ mod limits;
 mod output;
 mod proxy;
 mod publish;
+mod scrape;
 mod timers;
 mod wire;
 
@@ -187,6 +188,10 @@ pub(crate) struct Core<S> {
     /// Client addresses from PROXY headers, keyed by slab key (with the generation); only
     /// connections of a PROXY listener appear.
     proxied: crate::topics::KeyMap<(u32, std::net::SocketAddr)>,
+    /// Whether `/metrics` and `/healthz` are answered on the listener.
+    metrics_on_listener: bool,
+    /// Metrics scrapes waiting for the other workers' answers.
+    scrapes: Vec<scrape::Scrape>,
 }
 
 /// A connection on the flush list, with its direct piece if its output is just that.
@@ -196,8 +201,9 @@ pub(crate) struct Dirty {
 }
 
 /// What a server's workers share, off the message path.
-#[derive(Default)]
 pub(crate) struct Shared {
+    /// The backend the workers run, and why (for the metrics' info line).
+    pub backend: (crate::config::BackendKind, String),
     /// Every worker's publish mailbox (filled once all workers have started).
     pub workers: OnceLock<Box<[Peer]>>,
     /// Connections per peer address, when `Config::max_connections_per_ip` is set.
@@ -259,6 +265,8 @@ impl<S> Core<S> {
             stalls: Default::default(),
             proxy_protocol: config.proxy_protocol,
             proxied: Default::default(),
+            metrics_on_listener: config.metrics == crate::config::MetricsEndpoint::Listener,
+            scrapes: Vec::new(),
         }
     }
 

@@ -60,6 +60,7 @@ impl<S> Core<S> {
         let len = payload.as_slice().len() as u64;
         let head = data_head(kind, len);
         self.admit(key, head.encoded_len() + len as usize)?;
+        self.stats.messages_out += 1;
         self.send_frame(key, head, payload)
     }
 
@@ -71,16 +72,28 @@ impl<S> Core<S> {
         // connections could each pin one large message.
         let over_worker = len > self.direct_max && !self.worker_has_room(len);
         if over_connection || over_worker {
-            self.stats.dropped += 1;
-            if over_worker {
-                self.stats.dropped_worker_full += 1;
-            }
-            if let Backpressure::Close(code) = self.limits.backpressure {
-                self.close(key, code, "send buffer full");
-            }
-            return Err(SendError::Backpressure);
+            return Err(self.refuse(key, over_worker, buffered, len));
         }
         Ok(())
+    }
+
+    /// A send over a cap: count it, apply the policy. Out of line and cold, so that the
+    /// path of a send that goes through carries none of it (the tracing event included).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, key: usize, over_worker: bool, buffered: usize, len: usize) -> SendError {
+        self.stats.dropped += 1;
+        if over_worker {
+            self.stats.dropped_worker_full += 1;
+        }
+        tracing::trace!(worker = self.worker, conn = %self.conn_id(key), buffered, len, "send dropped: backpressure");
+        if let Backpressure::Close(code) = self.limits.backpressure {
+            if self.is_open(key) {
+                self.stats.policy_closes += 1;
+            }
+            self.close(key, code, "send buffer full");
+        }
+        SendError::Backpressure
     }
 
     /// Sends a frame encoded once for many connections: to a connection with nothing
@@ -92,6 +105,8 @@ impl<S> Core<S> {
             return Err(SendError::Closed);
         }
         self.admit(key, frame.len())?;
+        self.stats.messages_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
         let c = &self.conns[key];
         if frame.len() <= self.direct_max {
             if c.has(DIRECT) {
@@ -128,6 +143,7 @@ impl<S> Core<S> {
         let mut hb = HeaderBuf::default();
         let header = head.encode(&mut hb);
         let total = header.len() + payload.as_slice().len();
+        self.stats.bytes_out += total as u64;
         match payload {
             Payload::Shared(b) if b.len() > COPY_SHARED_MAX => {
                 let out = &mut self.spill(key).out;
@@ -146,6 +162,7 @@ impl<S> Core<S> {
         if self.conns[key].has(BROKEN) {
             return Err(SendError::Closed);
         }
+        self.stats.bytes_out += bytes.len() as u64;
         self.stage(key, &[bytes], bytes.len());
         Ok(self.backed_up(key))
     }
@@ -242,8 +259,9 @@ impl<S> Core<S> {
         if buffered > low {
             c.flags |= DRAIN_WANTED;
         }
-        if buffered > high {
+        if buffered > high && !c.has(READ_PAUSED) {
             c.flags |= READ_PAUSED;
+            self.stats.reads_paused += 1;
         }
         !c.has(DIRTY)
     }

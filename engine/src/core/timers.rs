@@ -8,6 +8,7 @@ use super::output::output_pending;
 use super::{Core, Payload};
 use crate::conn::*;
 use crate::handler::Handler;
+use crate::stats::Closer;
 use crate::timer;
 
 impl<S> Core<S> {
@@ -67,6 +68,7 @@ impl<S> Core<S> {
         let mut budget = timer::TURN_BUDGET;
         let mut batch = [0u32; timer::CHUNK];
         if !self.visit_rest(h, &mut budget, &mut batch) {
+            self.stats.timer_budget_spent += 1;
             return;
         }
         // After a stall of more than a lap every bucket is visited once.
@@ -78,6 +80,7 @@ impl<S> Core<S> {
             self.timer_at = t;
             self.timer_rest = self.wheel.take(t);
             if !self.visit_rest(h, &mut budget, &mut batch) {
+                self.stats.timer_budget_spent += 1;
                 return;
             }
         }
@@ -103,6 +106,7 @@ impl<S> Core<S> {
             }
             let n = self.wheel.next_batch(&mut self.timer_rest, batch, *budget);
             *budget -= n;
+            self.stats.timer_visits += n as u64;
             for &key in &batch[..n] {
                 self.visit(h, t, key as usize);
             }
@@ -134,11 +138,11 @@ impl<S> Core<S> {
         match c.phase {
             Phase::Handshake | Phase::Http | Phase::Draining => {
                 self.stats.timed_out += 1;
-                self.remove(h, key, CloseCode::ABNORMAL, "timeout");
+                self.remove(h, key, CloseCode::ABNORMAL, "timeout", Closer::Server);
             }
             Phase::Closing => {
                 self.stats.timed_out += 1;
-                self.remove(h, key, CloseCode::ABNORMAL, "close timeout");
+                self.remove(h, key, CloseCode::ABNORMAL, "close timeout", Closer::Server);
             }
             Phase::Open => {
                 let silence = self.now - c.since;
@@ -151,6 +155,7 @@ impl<S> Core<S> {
                     return;
                 } else if t.ping.is_some() {
                     c.flags |= PING_SENT;
+                    self.stats.pings_sent += 1;
                     let _ = self.send_frame(key, FrameHead::ping(0), Payload::Borrowed(&[]));
                     self.schedule(key);
                 }
@@ -192,7 +197,9 @@ impl<S> Core<S> {
             }
         }
         self.stats.timed_out += 1;
-        self.remove(h, key, CloseCode::ABNORMAL, reason);
+        self.stats.pong_timeouts += 1;
+        tracing::debug!(worker = self.worker, conn = %self.conn_id(key), reason, "pong timeout");
+        self.remove(h, key, CloseCode::ABNORMAL, reason, Closer::Server);
     }
 
     /// Graceful shutdown: close every connection with 1001.
@@ -208,7 +215,13 @@ impl<S> Core<S> {
     pub fn abort_all<H: Handler<State = S>>(&mut self, h: &mut H) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.remove(h, key, CloseCode::ABNORMAL, "server shut down");
+            self.remove(
+                h,
+                key,
+                CloseCode::ABNORMAL,
+                "server shut down",
+                Closer::Server,
+            );
         }
     }
 }

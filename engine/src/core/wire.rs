@@ -47,6 +47,7 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) -> bool {
+        self.stats.bytes_in += bytes.len() as u64;
         self.plain_input(h, key, bytes);
         self.reap(h);
         self.conns.get(key).is_some_and(|c| !c.has(READ_PAUSED))
