@@ -154,6 +154,17 @@ pub struct Config {
     /// Time from accept to a complete upgrade request; then the connection is closed
     /// (slowloris). Default 10 s.
     pub handshake_timeout: Duration,
+    /// PROXY protocol (v1 or v2, HAProxy's `send-proxy`/`send-proxy-v2`, nginx's
+    /// `proxy_protocol on`): every connection to this listener must begin with the
+    /// header, and the client address it names is the connection's from then on
+    /// ([`crate::WebSocket::peer_addr`], [`crate::UpgradeRequest::peer_addr`],
+    /// `max_connections_per_ip`). A connection whose first bytes are not a valid header
+    /// (at most 1,040 bytes, within `handshake_timeout`) is closed without an answer and
+    /// counted in `WorkerStats::proxy_refused`. A header without an address (the proxy's
+    /// own health check: v2 `LOCAL`, v1 `UNKNOWN`) leaves the socket's address. Turn it on
+    /// only behind a proxy that always sends the header: anyone who can connect directly
+    /// can claim any address. Default off.
+    pub proxy_protocol: bool,
     /// Plain HTTP keep-alive: after answering a request through `on_request`, the
     /// connection stays open this long for the next one (a WebSocket upgrade included),
     /// unless the request said `Connection: close`, was HTTP/1.0 without
@@ -260,6 +271,7 @@ impl Default for Config {
             max_fragments: 100_000,
             lenient_lengths: false,
             handshake_timeout: Duration::from_secs(10),
+            proxy_protocol: false,
             http_keep_alive: Some(Duration::from_secs(30)),
             idle_timeout: None,
             ping_interval: Some(Duration::from_secs(30)),

@@ -57,6 +57,8 @@ pub(crate) const PLAIN_OUT: u16 = 1 << 15;
 /// A plain HTTP request was answered and the connection kept for the next one: its clock
 /// is the keep-alive timeout until that request's first byte arrives.
 pub(crate) const KEPT_ALIVE: u16 = 1 << 13;
+/// The listener speaks the PROXY protocol and this connection's header has not arrived.
+pub(crate) const AWAIT_PROXY: u16 = 1 << 14;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an

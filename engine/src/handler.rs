@@ -17,11 +17,21 @@ pub type HttpRequest<'r> = Request<'r>;
 pub struct UpgradeRequest<'r> {
     upgrade: &'r Upgrade<'r>,
     fd: RawFd,
+    /// The client's address from a PROXY protocol header.
+    proxied: Option<std::net::SocketAddr>,
 }
 
 impl<'r> UpgradeRequest<'r> {
-    pub(crate) fn new(upgrade: &'r Upgrade<'r>, fd: RawFd) -> Self {
-        UpgradeRequest { upgrade, fd }
+    pub(crate) fn new(
+        upgrade: &'r Upgrade<'r>,
+        fd: RawFd,
+        proxied: Option<std::net::SocketAddr>,
+    ) -> Self {
+        UpgradeRequest {
+            upgrade,
+            fd,
+            proxied,
+        }
     }
     /// The parsed upgrade (all of the protocol crate's accessors).
     pub fn upgrade(&self) -> &'r Upgrade<'r> {
@@ -51,9 +61,14 @@ impl<'r> UpgradeRequest<'r> {
     pub fn header(&self, name: &str) -> Option<&'r [u8]> {
         self.upgrade.request().header(name)
     }
-    /// The peer's address (one `getpeername` call; not stored per connection).
+    /// The peer's address: the client's from its PROXY protocol header on a listener
+    /// with [`crate::Config::proxy_protocol`], else one `getpeername` call (not stored per
+    /// connection).
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        crate::net::peer_addr(self.fd)
+        match self.proxied {
+            Some(addr) => Ok(addr),
+            None => crate::net::peer_addr(self.fd),
+        }
     }
 }
 

@@ -47,6 +47,9 @@ pub struct WorkerStats {
     /// Plain HTTP answers after which the connection stayed open for another request
     /// (`Config::http_keep_alive`).
     pub http_kept_alive: u64,
+    /// Connections to a PROXY protocol listener closed because their first bytes were not
+    /// a valid PROXY header.
+    pub proxy_refused: u64,
     /// Handler callbacks that panicked. Each panic closed its connection with 1011 (or
     /// answered 500 to its request); the worker went on.
     pub handler_panics: u64,
@@ -202,6 +205,7 @@ impl std::ops::AddAssign for WorkerStats {
         self.accept_backoffs += s.accept_backoffs;
         self.handler_panics += s.handler_panics;
         self.http_kept_alive += s.http_kept_alive;
+        self.proxy_refused += s.proxy_refused;
         self.refused_per_ip += s.refused_per_ip;
         self.rate_limited += s.rate_limited;
         self.handshake_memory_refused += s.handshake_memory_refused;

@@ -163,9 +163,10 @@ impl<'w, S> WebSocket<'w, S> {
         self.core.is_open(self.key)
     }
 
-    /// The peer's address (one `getpeername` call).
+    /// The peer's address: the client's from its PROXY protocol header on a listener
+    /// with [`crate::Config::proxy_protocol`], else one `getpeername` call.
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        crate::net::peer_addr(self.core.conns[self.key].fd)
+        self.core.peer_addr(self.key)
     }
 
     /// The index of the worker this connection lives on.

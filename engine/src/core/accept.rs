@@ -26,6 +26,11 @@ impl<S> Core<S> {
         let token = self.token(key);
         tracing::trace!(worker = self.worker, conn = %self.conn_id(key), fd, "accepted");
         self.ops.push(Op::Register(fd, token));
+        if self.proxy_protocol {
+            // Its address is known once its PROXY header is in (see core/proxy.rs).
+            self.conns[key].flags |= AWAIT_PROXY;
+            return self.schedule(key);
+        }
         if !self.admit_peer(key) {
             // Over the per-address limit: answered at once, before its request is read.
             self.stats.refused_per_ip += 1;
@@ -101,6 +106,9 @@ impl<S> Core<S> {
         }
         if !self.stalls.is_empty() {
             self.stalls.remove(&(key as u32));
+        }
+        if !self.proxied.is_empty() {
+            self.proxied.remove(&(key as u32));
         }
         if conn.has(CLEAN) {
             self.stats.closed_cleanly += 1;

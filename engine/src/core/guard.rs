@@ -104,9 +104,14 @@ impl<S> Core<S> {
     /// caller).
     fn handler_panicked(&mut self, key: usize, callback: &str) {
         self.stats.handler_panics += 1;
+        // The client's address, a PROXY header's if there was one.
+        let peer = match self.conns.get(key).map(|_| self.peer_addr(key)) {
+            Some(Ok(addr)) => addr.to_string(),
+            _ => "unknown".to_owned(),
+        };
         eprintln!(
-            "throng: worker {}: {callback} panicked; its connection is closed with 1011, \
-             the worker goes on",
+            "throng: worker {}: {callback} panicked (peer {peer}); its connection is closed \
+             with 1011, the worker goes on",
             self.worker
         );
         if self.conns.contains(key) && self.is_open(key) {

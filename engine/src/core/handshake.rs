@@ -16,6 +16,9 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
+        if self.conns[key].has(AWAIT_PROXY) {
+            return self.proxy_input(h, key, bytes);
+        }
         let c = &mut self.conns[key];
         if c.has(KEPT_ALIVE) && !bytes.is_empty() {
             // The next request has begun: it has the handshake timeout to complete.
@@ -138,8 +141,9 @@ impl<S> Core<S> {
             }
         };
         let fd = self.conns[key].fd;
-        let Some(decision) = self.call_on_upgrade(h, key, &UpgradeRequest::new(&upgrade, fd))
-        else {
+        let proxied = self.proxied_addr(key);
+        let request = UpgradeRequest::new(&upgrade, fd, proxied);
+        let Some(decision) = self.call_on_upgrade(h, key, &request) else {
             return Some(self.internal_error(key, buf.len()));
         };
         match decision {

@@ -135,15 +135,15 @@ impl<S> Core<S> {
         let Some(per_ip) = self.peers.per_ip.as_ref() else {
             return true;
         };
-        let c = &self.conns[key];
-        let Ok(addr) = crate::net::peer_addr(c.fd) else {
+        let Ok(addr) = self.peer_addr(key) else {
             return true; // no address (not TCP): nothing to count
         };
         let ip = addr.ip();
         if !per_ip.admit(ip) {
             return false;
         }
-        self.guards.ip_of.insert(key as u32, (c.generation, ip));
+        let generation = self.conns[key].generation;
+        self.guards.ip_of.insert(key as u32, (generation, ip));
         true
     }
 

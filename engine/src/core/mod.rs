@@ -45,6 +45,7 @@ mod http;
 mod input;
 mod limits;
 mod output;
+mod proxy;
 mod publish;
 mod scrape;
 mod timers;
@@ -188,6 +189,11 @@ pub(crate) struct Core<S> {
     /// acknowledged then, keyed by slab key (with the generation), to tell a slow reader
     /// (progress by the next deadline) from a stuck one. Only such connections appear.
     stalls: crate::topics::KeyMap<(u32, u64)>,
+    /// `Config::proxy_protocol`: connections begin with a PROXY header.
+    proxy_protocol: bool,
+    /// Client addresses from PROXY headers, keyed by slab key (with the generation); only
+    /// connections of a PROXY listener appear.
+    proxied: crate::topics::KeyMap<(u32, std::net::SocketAddr)>,
     /// Whether `/metrics` and `/healthz` are answered on the listener.
     metrics_on_listener: bool,
     /// Metrics scrapes waiting for the other workers' answers.
@@ -269,6 +275,8 @@ impl<S> Core<S> {
             peers,
             guards: limits::Guards::default(),
             stalls: Default::default(),
+            proxy_protocol: config.proxy_protocol,
+            proxied: Default::default(),
             metrics_on_listener: config.metrics == crate::config::MetricsEndpoint::Listener,
             scrapes: Vec::new(),
         }
