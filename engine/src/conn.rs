@@ -54,11 +54,18 @@ pub(crate) const DEFLATE: u16 = 1 << 14;
 /// The client limited the server's window below the shared compressor's 15 bits: its
 /// messages go out uncompressed (which RFC 7692 always allows).
 pub(crate) const PLAIN_OUT: u16 = 1 << 15;
+// The next two bits mean something only while the connection is in Phase::Handshake, and
+// they share their bits with DEFLATE and PLAIN_OUT, which mean something only after the
+// upgrade: sixteen flags are all a 48-byte record has room for. The upgrade clears them
+// (HANDSHAKE_ONLY) before it sets the extension's bits.
 /// A plain HTTP request was answered and the connection kept for the next one: its clock
-/// is the keep-alive timeout until that request's first byte arrives.
-pub(crate) const KEPT_ALIVE: u16 = 1 << 13;
+/// is the keep-alive timeout until that request's first byte arrives. Handshake phase only.
+pub(crate) const KEPT_ALIVE: u16 = 1 << 15;
 /// The listener speaks the PROXY protocol and this connection's header has not arrived.
+/// Handshake phase only.
 pub(crate) const AWAIT_PROXY: u16 = 1 << 14;
+/// The bits that lose their meaning at the upgrade (see above).
+pub(crate) const HANDSHAKE_ONLY: u16 = KEPT_ALIVE | AWAIT_PROXY;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an

@@ -171,7 +171,8 @@ impl<S> Core<S> {
                 let c = &mut self.conns[key];
                 c.state = Some(state);
                 c.phase = Phase::Open;
-                c.flags |= OPENED | deflate.map_or(0, |(_, flags)| flags);
+                c.flags =
+                    (c.flags & !HANDSHAKE_ONLY) | OPENED | deflate.map_or(0, |(_, flags)| flags);
                 c.since = self.now;
                 self.stats.opened += 1;
                 tracing::debug!(worker = self.worker, conn = %self.conn_id(key), "opened");
