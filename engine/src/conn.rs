@@ -48,6 +48,9 @@ pub(crate) const PEER_EOF: u16 = 1 << 10;
 pub(crate) const DIRECT: u16 = 1 << 11;
 /// A completion backend holds this connection's output until it reports the send over.
 pub(crate) const SENDING: u16 = 1 << 12;
+/// The connection speaks TLS: its session is in the worker's side table
+/// ([`crate::tls::Sessions`]), keyed by slab key.
+pub(crate) const TLS: u16 = 1 << 13;
 
 /// One connection. Kept small because a worker holds hundreds of thousands: 48 bytes
 /// plus the handler's state, with the timer stamp and the first topic inline so that an

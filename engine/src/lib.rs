@@ -57,6 +57,7 @@ mod syscall;
 #[doc(hidden)]
 pub mod testing;
 mod timer;
+mod tls;
 mod topics;
 mod worker;
 mod ws;
@@ -72,6 +73,7 @@ pub use server::{PublishTicket, Server, ServerHandle, ShutdownReport};
 pub use signal::ShutdownSignals;
 pub use stats::WorkerStats;
 pub use throng_protocol::{CloseCode, DataKind};
+pub use tls::TlsConfig;
 pub use ws::{ConnId, SendError, Sent, WebSocket};
 
 /// Per-connection record size without user state (bytes), as asserted at compile time.

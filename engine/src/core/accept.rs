@@ -24,6 +24,11 @@ impl<S> Core<S> {
         let key = self.conns.insert(Conn::new(fd, self.generation, self.now));
         let token = self.token(key);
         self.ops.push(Op::Register(fd, token));
+        if !self.open_tls(key) {
+            self.stats.tls_handshake_failures += 1;
+            self.broke(key);
+            return;
+        }
         if !self.admit_peer(key) {
             // Over the per-address limit: answered at once, before its request is read.
             self.stats.refused_per_ip += 1;
@@ -66,6 +71,9 @@ impl<S> Core<S> {
         self.report_close(h, key, code, reason);
         let token = self.token(key);
         let conn = self.conns.remove(key);
+        if conn.has(TLS) {
+            self.close_tls(key);
+        }
         if conn.phase == Phase::Handshake
             && let Some(s) = conn.spill.as_ref()
         {
@@ -99,6 +107,8 @@ impl<S> Core<S> {
         if c.has(PEER_EOF) {
             return;
         }
+        self.tls_eof(key);
+        let c = &mut self.conns[key];
         if !output_pending(c) || c.has(BROKEN) {
             return self.remove(h, key, CloseCode::ABNORMAL, "connection lost");
         }

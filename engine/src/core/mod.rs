@@ -13,7 +13,8 @@
 //! - [`publish`](self::publish): topics and publishing;
 //! - [`output`](self::output) and [`flush`](self::flush): sends, and handing a turn's
 //!   output to the backend;
-//! - [`guard`](self::guard): handler callbacks, with their panics contained.
+//! - [`guard`](self::guard): handler callbacks, with their panics contained;
+//! - [`secure`](self::secure): TLS connections' input, output and end.
 
 use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
@@ -43,6 +44,7 @@ mod input;
 mod limits;
 mod output;
 mod publish;
+mod secure;
 mod timers;
 mod wire;
 
@@ -177,6 +179,8 @@ pub(crate) struct Core<S> {
     /// acknowledged then, keyed by slab key (with the generation), to tell a slow reader
     /// (progress by the next deadline) from a stuck one. Only such connections appear.
     stalls: crate::topics::KeyMap<(u32, u64)>,
+    /// TLS sessions of the worker's connections, when its listener speaks TLS.
+    tls: Option<crate::tls::Sessions>,
 }
 
 /// A connection on the flush list, with its direct piece if its output is just that.
@@ -247,6 +251,10 @@ impl<S> Core<S> {
             peers,
             guards: limits::Guards::default(),
             stalls: Default::default(),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::Sessions::new(t.rustls().clone())),
         }
     }
 
