@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:9002] [--backend auto|uring|epoll] [--threads N]
+//!     [--tls-cert CERT.pem --tls-key KEY.pem]
 //! ```
+//! With `--tls-cert` and `--tls-key` the page and its WebSocket are served over TLS
+//! (https://, wss://).
 //! Open http://127.0.0.1:9002/ in a browser (two tabs to see messages cross). The page
 //! connects to `/ws?name=NAME&room=ROOM`; `/join ROOM` moves to another room.
 
@@ -10,7 +13,7 @@ use std::process::ExitCode;
 
 use throng::engine::{
     BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message,
-    Server, ShutdownSignals, UpgradeRequest, WebSocket,
+    Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
 };
 
 const PAGE: &str = include_str!("chat/index.html");
@@ -120,6 +123,7 @@ impl Handler for Chat {
 
 fn main() -> ExitCode {
     let mut config = Config::new(([127, 0, 0, 1], 9002).into());
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -133,13 +137,39 @@ fn main() -> ExitCode {
                 .parse()
                 .map(|n: usize| config.workers = n.max(1))
                 .is_ok(),
+            "--tls-cert" => {
+                tls_cert = Some(value);
+                true
+            }
+            "--tls-key" => {
+                tls_key = Some(value);
+                true
+            }
             _ => false,
         };
         if !ok {
-            eprintln!("usage: chat [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N]");
+            eprintln!(
+                "usage: chat [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N] \
+                 [--tls-cert PEM --tls-key PEM]"
+            );
             return ExitCode::from(2);
         }
     }
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => match TlsConfig::from_pem_files(&cert, &key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("chat: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {}
+        _ => {
+            eprintln!("chat: --tls-cert and --tls-key go together");
+            return ExitCode::from(2);
+        }
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let signals = ShutdownSignals::block().expect("block signals");
     let server = match Server::start(config, |_| Chat) {
         Ok(s) => s,
@@ -149,7 +179,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "chat on http://{}/ backend={} workers={}",
+        "chat on {scheme}://{}/ backend={} workers={}",
         server.local_addr(),
         server.backend().name(),
         server.workers()

@@ -3,15 +3,18 @@
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:9001 [--backend auto|uring|epoll]
 //!     [--threads N] [--max-message BYTES] [--idle-timeout SECS]
+//!     [--tls-cert CERT.pem --tls-key KEY.pem]
 //! ```
+//! With `--tls-cert` and `--tls-key` it serves `wss://` (see the README for a
+//! self-signed pair made with `openssl`).
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use throng::engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, UpgradeRequest,
-    WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, Server, ShutdownSignals, TlsConfig,
+    UpgradeRequest, WebSocket,
 };
 
 struct Echo {
@@ -42,7 +45,8 @@ impl Handler for Echo {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--threads N] \
-         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME]"
+         [--max-message BYTES] [--idle-timeout SECS] [--subprotocol NAME] \
+         [--tls-cert PEM --tls-key PEM]"
     );
     ExitCode::from(2)
 }
@@ -50,6 +54,7 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let mut config = Config::default();
     let mut protocol = None;
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
@@ -77,12 +82,32 @@ fn main() -> ExitCode {
                 protocol = Some(value);
                 true
             }
+            "--tls-cert" => {
+                tls_cert = Some(value);
+                true
+            }
+            "--tls-key" => {
+                tls_key = Some(value);
+                true
+            }
             _ => false,
         };
         if !ok {
             return usage();
         }
     }
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => match TlsConfig::from_pem_files(&cert, &key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("echo: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {}
+        _ => return usage(),
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let signals = match ShutdownSignals::block() {
         Ok(s) => s,
         Err(e) => {
@@ -101,7 +126,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "echo listening on ws://{}/ backend={} workers={} max-message={max}",
+        "echo listening on {scheme}://{}/ backend={} workers={} max-message={max}",
         server.local_addr(),
         server.backend().name(),
         server.workers()
