@@ -169,7 +169,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let signals = ShutdownSignals::block().expect("block signals");
     let server = match Server::start(config, |_| Chat) {
         Ok(s) => s,

@@ -21,8 +21,8 @@ type Wss = tungstenite::WebSocket<Tls>;
 
 /// A self-signed certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
 fn cert() -> (String, String) {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     (c.cert.pem(), c.signing_key.serialize_pem())
 }
 
@@ -31,7 +31,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A client config trusting `cert_pem` only, offering ALPN http/1.1.
-fn client_config(cert_pem: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+fn client_config(
+    cert_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
@@ -73,13 +76,20 @@ fn tls_stream(addr: SocketAddr, client: &Arc<ClientConfig>) -> Result<Tls, std::
 /// A tungstenite client over TLS.
 fn wss(addr: SocketAddr, client: &Arc<ClientConfig>) -> Wss {
     let stream = tls_stream(addr, client).expect("TLS handshake");
-    assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ALPN http/1.1");
+    assert_eq!(
+        stream.conn.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN http/1.1"
+    );
     let config = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (ws, response) =
-        tungstenite::client::client_with_config(format!("wss://localhost:{}/echo", addr.port()), stream, Some(config))
-            .expect("WebSocket handshake over TLS");
+    let (ws, response) = tungstenite::client::client_with_config(
+        format!("wss://localhost:{}/echo", addr.port()),
+        stream,
+        Some(config),
+    )
+    .expect("WebSocket handshake over TLS");
     assert_eq!(response.status(), 101);
     ws
 }
@@ -173,17 +183,23 @@ fn wss_echo_from_0_bytes_to_16_mib_then_close_with_close_notify() {
             let binary = pattern(i as u64, size);
             ws.send(TMessage::binary(binary.clone())).unwrap();
             match wss_read_data(&mut ws) {
-                TMessage::Binary(got) => assert!(got[..] == binary[..], "binary echo of {size} bytes"),
+                TMessage::Binary(got) => {
+                    assert!(got[..] == binary[..], "binary echo of {size} bytes")
+                }
                 other => panic!("binary of {size} bytes came back as {}", describe(&other)),
             }
         }
         // A burst of small messages in one write: many replies, encrypted in one flush.
         for i in 0..200u32 {
-            ws.write(TMessage::binary(i.to_le_bytes().to_vec())).unwrap();
+            ws.write(TMessage::binary(i.to_le_bytes().to_vec()))
+                .unwrap();
         }
         ws.flush().unwrap();
         for i in 0..200u32 {
-            assert_eq!(wss_read_data(&mut ws), TMessage::binary(i.to_le_bytes().to_vec()));
+            assert_eq!(
+                wss_read_data(&mut ws),
+                TMessage::binary(i.to_le_bytes().to_vec())
+            );
         }
         ws.close(Some(tungstenite::protocol::CloseFrame {
             code: 1000.into(),
@@ -232,7 +248,10 @@ fn wss_fragmented_messages_and_records_cut_at_every_byte() {
         let mut tls = Vec::new();
         {
             let s = ws.get_mut();
-            s.conn.writer().write_all(&encode(true, OP_BINARY, &msg, Some(MASK))).unwrap();
+            s.conn
+                .writer()
+                .write_all(&encode(true, OP_BINARY, &msg, Some(MASK)))
+                .unwrap();
             while s.conn.wants_write() {
                 s.conn.write_tls(&mut tls).unwrap();
             }
@@ -244,7 +263,10 @@ fn wss_fragmented_messages_and_records_cut_at_every_byte() {
             }
         }
         assert_eq!(wss_read_data(&mut ws), TMessage::binary(msg));
-        assert!(eventually(EVENT_TIMEOUT, || pool_in_use(&server) == 0), "spills given back");
+        assert!(
+            eventually(EVENT_TIMEOUT, || pool_in_use(&server) == 0),
+            "spills given back"
+        );
         server.shutdown().unwrap();
     }
 }
@@ -281,7 +303,10 @@ fn certificate_reload_keeps_open_connections_and_serves_the_new_chain() {
         let (server, _events) = start(tls_server_config(backend, &old));
         let addr = server.local_addr();
         let mut before: Vec<Wss> = (0..4).map(|_| wss(addr, &trusts_old)).collect();
-        assert!(tls_stream(addr, &trusts_new).is_err(), "the new chain is not served yet");
+        assert!(
+            tls_stream(addr, &trusts_new).is_err(),
+            "the new chain is not served yet"
+        );
         assert_eq!(server.handle().reload_tls(tls_config(&new)), 2);
         // Mail is handled in order: a job posted after the reload runs after it.
         let _ = conn_count(&server);
@@ -323,7 +348,11 @@ fn plain_http_garbage_and_a_websocket_request_on_a_tls_port_are_refused_with_an_
             let mut s = raw_tcp(addr);
             s.write_all(input).unwrap();
             let answer = read_to_end(&mut s);
-            assert!(has_alert(&answer), "an alert, got {:?}", &answer[..answer.len().min(16)]);
+            assert!(
+                has_alert(&answer),
+                "an alert, got {:?}",
+                &answer[..answer.len().min(16)]
+            );
         }
         assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
         assert_eq!(stats(&server).tls_handshake_failures, 3);
@@ -334,7 +363,8 @@ fn plain_http_garbage_and_a_websocket_request_on_a_tls_port_are_refused_with_an_
 
 /// A ClientHello, as a real client's first flight.
 fn client_hello(client: &Arc<ClientConfig>) -> Vec<u8> {
-    let mut c = ClientConnection::new(client.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut c =
+        ClientConnection::new(client.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
     let mut hello = Vec::new();
     c.write_tls(&mut hello).unwrap();
     hello
@@ -364,13 +394,23 @@ fn half_a_client_hello_left_hanging_is_closed_by_the_handshake_timeout() {
             read_to_end(s);
         }
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(700), "closed by the timer, not at once ({took:?})");
-        assert!(took < Duration::from_secs(5), "within the handshake timeout ({took:?})");
+        assert!(
+            took >= Duration::from_millis(700),
+            "closed by the timer, not at once ({took:?})"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "within the handshake timeout ({took:?})"
+        );
         assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
         let st = stats(&server);
         assert_eq!(st.tls_handshake_failures, 20);
         assert!(st.timed_out >= 20);
-        assert_eq!(pool_in_use(&server), 0, "the half hellos' spills are given back");
+        assert_eq!(
+            pool_in_use(&server),
+            0,
+            "the half hellos' spills are given back"
+        );
         server.shutdown().unwrap();
     }
 }
@@ -420,7 +460,10 @@ fn truncation_without_close_notify_is_counted_and_closes() {
         events.opened();
         ws.send(TMessage::text("x")).unwrap();
         assert_eq!(wss_read_data(&mut ws), TMessage::text("x"));
-        ws.get_mut().sock.shutdown(std::net::Shutdown::Both).unwrap();
+        ws.get_mut()
+            .sock
+            .shutdown(std::net::Shutdown::Both)
+            .unwrap();
         assert_eq!(events.closed().1, 1006);
         assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
         assert_eq!(stats(&server).tls_truncated, 1);
@@ -433,7 +476,10 @@ fn a_tls12_renegotiation_attempt_is_refused_and_the_worker_goes_on() {
     let pem = cert();
     let tls12 = client_config(&pem.0, &[&rustls::version::TLS12]);
     let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
-    let have_openssl = std::process::Command::new("openssl").arg("version").output().is_ok();
+    let have_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
     for backend in backends() {
         let (server, _events) = start(tls_server_config(backend, &pem));
         let addr = server.local_addr();
@@ -445,7 +491,13 @@ fn a_tls12_renegotiation_attempt_is_refused_and_the_worker_goes_on() {
         if have_openssl {
             // `R` asks s_client to renegotiate; rustls never renegotiates.
             let mut child = std::process::Command::new("openssl")
-                .args(["s_client", "-connect", &addr.to_string(), "-tls1_2", "-legacy_renegotiation"])
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr.to_string(),
+                    "-tls1_2",
+                    "-legacy_renegotiation",
+                ])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -462,10 +514,14 @@ fn a_tls12_renegotiation_attempt_is_refused_and_the_worker_goes_on() {
             }
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
             // The server answers with TLS's no_renegotiation alert.
             assert!(text.contains("RENEGOTIATING"), "s_client asked: {text}");
-            assert!(text.contains("no renegotiation"), "refused with the alert: {text}");
+            assert!(
+                text.contains("no renegotiation"),
+                "refused with the alert: {text}"
+            );
         } else {
             eprintln!("!!!!!!!!!! openssl not found: renegotiation part skipped !!!!!!!!!!");
         }
@@ -475,48 +531,176 @@ fn a_tls12_renegotiation_attempt_is_refused_and_the_worker_goes_on() {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard limit; returns it.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur as u64
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+const SCALE_ADDR: &str = "THRONG_TLS_SCALE_ADDR";
+const SCALE_CA: &str = "THRONG_TLS_SCALE_CA";
+const SCALE_COUNT: &str = "THRONG_TLS_SCALE_CONNECTIONS";
+
+/// The client side of the scale test, in its own process (its descriptors and memory are
+/// its own): opens the connections on 4 threads, says `open`, waits for a line on stdin,
+/// then closes every connection with the close handshake and says `closed`.
 #[test]
-fn thousands_of_concurrent_wss_connections() {
+#[ignore = "run by fifteen_thousand_wss_connections_idle_memory_and_clean_close"]
+fn wss_scale_client_process() {
+    let Ok(addr) = std::env::var(SCALE_ADDR) else {
+        return;
+    };
+    raise_nofile();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let ca = std::fs::read_to_string(std::env::var(SCALE_CA).unwrap()).unwrap();
+    let n: usize = std::env::var(SCALE_COUNT).unwrap().parse().unwrap();
+    let client = client_config(&ca, rustls::DEFAULT_VERSIONS);
+    let threads = 4;
+    let parts: Vec<_> = (0..threads)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for i in (t..n).step_by(threads) {
+                    let mut ws = wss(addr, &client);
+                    if i % 97 == 0 {
+                        ws.send(TMessage::text(format!("{i}"))).unwrap();
+                        assert_eq!(wss_read_data(&mut ws), TMessage::text(format!("{i}")));
+                    }
+                    held.push(ws);
+                }
+                held
+            })
+        })
+        .collect();
+    let mut all: Vec<Wss> = parts.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    assert_eq!(all.len(), n);
+    println!("open {n}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    for (i, ws) in all.iter_mut().enumerate().step_by(53) {
+        ws.send(TMessage::binary(pattern(i as u64, 100))).unwrap();
+        assert_eq!(wss_read_data(ws), TMessage::binary(pattern(i as u64, 100)));
+    }
+    for ws in all.iter_mut() {
+        ws.close(None).unwrap();
+    }
+    for ws in all.iter_mut() {
+        wss_read_close(ws);
+        expect_close_notify(ws);
+    }
+    println!("closed {n}");
+}
+
+#[test]
+fn fifteen_thousand_wss_connections_idle_memory_and_clean_close() {
+    use std::io::{BufRead, BufReader};
+    let n: usize = std::env::var(SCALE_COUNT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15_000);
+    let limit = raise_nofile();
+    assert!(
+        limit >= n as u64 + 500,
+        "RLIMIT_NOFILE hard limit {limit} is too low for {n}"
+    );
     let pem = cert();
+    let dir = std::env::temp_dir().join(format!("throng-tls-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("cert.pem");
+    std::fs::write(&ca, &pem.0).unwrap();
     let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
-    let n: usize = std::env::var("THRONG_TLS_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     for backend in backends() {
         let mut cfg = tls_server_config(backend, &pem);
         cfg.ping_interval = None;
+        cfg.handshake_timeout = Duration::from_secs(60);
+        cfg.close_timeout = Duration::from_secs(10);
         let (server, _events) = start(cfg);
-        let addr = server.local_addr();
-        let threads = 4;
-        let parts: Vec<_> = (0..threads)
-            .map(|t| {
-                let client = client.clone();
-                std::thread::spawn(move || {
-                    let mut held = Vec::new();
-                    for i in (t..n).step_by(threads) {
-                        let mut ws = wss(addr, &client);
-                        if i % 97 == 0 {
-                            ws.send(TMessage::text(format!("{i}"))).unwrap();
-                            assert_eq!(wss_read_data(&mut ws), TMessage::text(format!("{i}")));
-                        }
-                        held.push(ws);
-                    }
-                    held
-                })
-            })
-            .collect();
-        let mut all: Vec<Wss> = parts.into_iter().flat_map(|p| p.join().unwrap()).collect();
-        assert_eq!(all.len(), n);
-        assert!(eventually(EVENT_TIMEOUT, || open_count(&server) == n));
-        assert_eq!(pool_in_use(&server), 0, "idle wss connections hold no spill");
-        // Every one still answers.
-        for (i, ws) in all.iter_mut().enumerate().step_by(53) {
-            ws.send(TMessage::binary(pattern(i as u64, 100))).unwrap();
-            assert_eq!(wss_read_data(ws), TMessage::binary(pattern(i as u64, 100)));
+        // Warm up the workers (arenas, pools, scratch) before the baseline.
+        for _ in 0..20 {
+            still_serves(server.local_addr(), &client);
         }
-        let report = server.shutdown().unwrap();
-        assert_eq!(report.connections, n);
-        assert_eq!(report.stats.tls_handshakes as usize, n);
-        drop(all);
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        let before = rss();
+        let started = Instant::now();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "wss_scale_client_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(SCALE_ADDR, server.local_addr().to_string())
+            .env(SCALE_CA, &ca)
+            .env(SCALE_COUNT, n.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut stdin = child.stdin.take().unwrap();
+        let mut wait_line = |what: &str| loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the client process ended before {what}"
+            );
+            if line.starts_with(what) {
+                return;
+            }
+        };
+        wait_line("open");
+        let opening = started.elapsed();
+        assert!(eventually(EVENT_TIMEOUT, || open_count(&server) == n));
+        assert_eq!(
+            pool_in_use(&server),
+            0,
+            "idle wss connections hold no spill"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let held = rss();
+        let per = held.saturating_sub(before) as f64 / n as f64;
+        eprintln!(
+            "{backend:?}: {n} wss connections open in {opening:?}; server RSS {} -> {} MiB: {per:.0} bytes per idle connection",
+            before >> 20,
+            held >> 20
+        );
+        // The record (48 B), the slab slot, the session (~3 KB with ring) and the
+        // kernel's socket memory is not in RSS; a buffer per connection would be 16 KB+.
+        assert!(per < 8192.0, "{per:.0} bytes per idle wss connection");
+        writeln!(stdin, "close").unwrap();
+        wait_line("closed");
+        assert!(child.wait().unwrap().success());
+        assert!(eventually(Duration::from_secs(30), || conn_count(&server) == 0));
+        let st = stats(&server);
+        assert_eq!(st.tls_handshakes as usize, n + 20);
+        assert_eq!(st.tls_handshake_failures + st.tls_errors, 0);
+        server.shutdown().unwrap();
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -530,7 +714,8 @@ fn python_websockets_over_tls() {
     std::fs::create_dir_all(&dir).unwrap();
     let ca = dir.join("cert.pem");
     std::fs::write(&ca, &pem.0).unwrap();
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls_client.py");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls_client.py");
     for backend in backends() {
         let (server, _events) = start(tls_server_config(backend, &pem));
         let url = format!("wss://localhost:{}/echo", server.local_addr().port());
@@ -548,8 +733,14 @@ fn python_websockets_over_tls() {
         }
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && stdout.contains("ok wss echo"), "python: {stdout}\n{stderr}");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("ok wss echo"),
+            "python: {stdout}\n{stderr}"
+        );
         assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
         server.shutdown().unwrap();
     }

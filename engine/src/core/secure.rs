@@ -301,15 +301,15 @@ impl<S> Core<S> {
             && let Some(session) = self.tls.as_mut().and_then(|t| t.get_mut(key))
         {
             let mut refused = None;
-            let sealed = self
-                .arena
-                .fill(need, |buf| match session.encrypt(piece.as_slice(), buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        refused = Some(e);
-                        0
-                    }
-                });
+            let sealed =
+                self.arena
+                    .fill(need, |buf| match session.encrypt(piece.as_slice(), buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            refused = Some(e);
+                            0
+                        }
+                    });
             match refused {
                 None => {
                     return match backend.send_direct(fd, token, &sealed)? {
