@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:9002] [--backend auto|uring|epoll] [--threads N]
+//!     [--tls-cert CERT.pem --tls-key KEY.pem]
 //! ```
 //! `--help` lists every flag with its default.
+//! With `--tls-cert` and `--tls-key` the page and its WebSocket are served over TLS
+//! (https://, wss://).
 //! Open http://127.0.0.1:9002/ in a browser (two tabs to see messages cross). The page
 //! connects to `/ws?name=NAME&room=ROOM`; `/join ROOM` moves to another room.
 
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 
 use throng::engine::{
     BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message,
-    Server, ShutdownSignals, UpgradeRequest, WebSocket,
+    Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
 };
 
 #[path = "common/args.rs"]
@@ -23,6 +26,8 @@ use args::{Flag, flag};
 const FLAGS: &[Flag] = &[
     flag("--addr", "HOST:PORT", "127.0.0.1:9002", "address to listen on (a host name is resolved, its first address used)"),
     flag("--backend", "auto|uring|epoll", "auto", "I/O backend (THRONG_BACKEND overrides it)"),
+    flag("--tls-cert", "PEM", "", "certificate chain: serve https:// and wss:// (with --tls-key)"),
+    flag("--tls-key", "PEM", "", "private key of --tls-cert"),
     flag("--threads", "N", "", "worker threads, at least 1 (default: one per CPU this process may use)"),
 ];
 
@@ -152,6 +157,30 @@ fn main() -> ExitCode {
     if let Some(n) = a.positive("--threads") {
         config.workers = n;
     }
+    let (tls_cert, tls_key) = (a.raw("--tls-cert"), a.raw("--tls-key"));
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => match TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("chat: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {}
+        _ => a.bad(
+            if tls_cert.is_none() {
+                "--tls-cert"
+            } else {
+                "--tls-key"
+            },
+            "--tls-cert and --tls-key go together",
+        ),
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let signals = match ShutdownSignals::block() {
         Ok(s) => s,
         Err(e) => {
@@ -167,7 +196,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "chat on http://{}/ backend={} workers={}",
+        "chat on {scheme}://{}/ backend={} workers={}",
         server.local_addr(),
         server.backend().name(),
         server.workers()

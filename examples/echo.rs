@@ -12,6 +12,9 @@
 //! them to an admin address, `--metrics off` turns them off. Engine events are logged to
 //! stderr per `RUST_LOG` (default `warn`; `RUST_LOG=throng_engine=debug` shows every
 //! connection's life).
+//!
+//! With `--tls-cert` and `--tls-key` it serves `wss://` (see the README for a
+//! self-signed pair made with `openssl`).
 //! Ctrl-C (or SIGTERM) shuts it down gracefully: close 1001 to every client, then exit.
 
 use std::process::ExitCode;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use throng::engine::{
     BackendChoice, Config, Decision, DeflateConfig, Handler, Message, MetricsEndpoint, Server,
-    ShutdownSignals, UpgradeRequest, WebSocket,
+    ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
 };
 
 #[path = "common/args.rs"]
@@ -36,6 +39,8 @@ const FLAGS: &[Flag] = &[
     flag("--idle-timeout", "SECS", "", "close a connection silent this long (default: never)"),
     flag("--subprotocol", "NAME", "", "select NAME when the client offers it, else none (default: the first one the client offers, as Node's ws does)"),
     flag("--deflate", "on|off", "off", "permessage-deflate (RFC 7692) in shared mode, the default threshold and level"),
+    flag("--tls-cert", "PEM", "", "certificate chain: serve wss:// (with --tls-key)"),
+    flag("--tls-key", "PEM", "", "private key of --tls-cert"),
     flag("--metrics", "listener|off|HOST:PORT", "listener", "where GET /metrics and /healthz are answered: on the WebSocket listener, nowhere, or an admin address"),
 ];
 
@@ -94,6 +99,26 @@ fn main() -> ExitCode {
             Err(_) => a.bad("--metrics", "expected listener, off or HOST:PORT"),
         },
     };
+    let (tls_cert, tls_key) = (a.raw("--tls-cert"), a.raw("--tls-key"));
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => match TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("echo: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {}
+        _ => a.bad(
+            if tls_cert.is_none() {
+                "--tls-cert"
+            } else {
+                "--tls-key"
+            },
+            "--tls-cert and --tls-key go together",
+        ),
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let signals = match ShutdownSignals::block() {
         Ok(s) => s,
         Err(e) => {
@@ -113,7 +138,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "echo listening on ws://{}/ backend={} workers={} max-message={max}",
+        "echo listening on {scheme}://{}/ backend={} workers={} max-message={max}",
         server.local_addr(),
         server.backend().name(),
         server.workers()

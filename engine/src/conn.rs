@@ -48,6 +48,9 @@ pub(crate) const PEER_EOF: u16 = 1 << 10;
 pub(crate) const DIRECT: u16 = 1 << 11;
 /// A completion backend holds this connection's output until it reports the send over.
 pub(crate) const SENDING: u16 = 1 << 12;
+/// The connection speaks TLS: its session is in the worker's side table
+/// ([`crate::tls::Sessions`]), keyed by slab key.
+pub(crate) const TLS: u16 = 1 << 13;
 /// permessage-deflate was negotiated: RSV1 is accepted on input and compressed messages
 /// are inflated in the worker's shared stream; output is compressed unless `PLAIN_OUT`.
 pub(crate) const DEFLATE: u16 = 1 << 14;

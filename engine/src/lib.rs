@@ -58,6 +58,7 @@ mod syscall;
 #[doc(hidden)]
 pub mod testing;
 mod timer;
+mod tls;
 mod topics;
 mod worker;
 mod ws;
@@ -79,6 +80,7 @@ pub use stats::{
     CLOSE_CODES, CLOSE_SLOTS, Closer, HTTP_STATUSES, STATUS_SLOTS, TURN_BUCKETS, WorkerStats,
 };
 pub use throng_protocol::{CloseCode, DataKind};
+pub use tls::TlsConfig;
 pub use ws::{ConnId, SendError, Sent, WebSocket};
 
 /// Per-connection record size without user state (bytes), as asserted at compile time.

@@ -13,8 +13,13 @@ pub(crate) struct Spill {
     pub input: Vec<u8>,
     /// A message arriving in pieces, assembled for `on_message`.
     pub message: Assembly,
-    /// Output the backend has not taken yet, in order.
+    /// Output the backend has not taken yet, in order (plaintext, on a TLS connection).
     pub out: Outbox,
+    /// TLS only: records encrypted and not yet taken by the backend; they leave before
+    /// `out`.
+    pub wire: Outbox,
+    /// TLS only: a record cut by the end of a read, kept until the rest arrives.
+    pub tls_in: Vec<u8>,
     /// Bytes of output not yet confirmed written: in `out`, plus what a completion
     /// backend has in flight.
     pub out_bytes: usize,
@@ -23,7 +28,15 @@ pub(crate) struct Spill {
 impl Spill {
     /// Nothing in flight: the record can go back to the pool.
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && !self.message.is_open() && self.out_bytes == 0
+        self.input.is_empty()
+            && self.tls_in.is_empty()
+            && !self.message.is_open()
+            && self.out_bytes == 0
+    }
+
+    /// Output waits to be handed to the backend.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || !self.wire.is_empty()
     }
 }
 
@@ -64,7 +77,7 @@ pub(crate) struct Pool {
 
 /// Bytes of buffers a record holds.
 fn held(s: &Spill) -> usize {
-    s.input.capacity() + s.message.capacity()
+    s.input.capacity() + s.tls_in.capacity() + s.message.capacity()
 }
 
 impl Pool {
@@ -104,6 +117,10 @@ impl Pool {
         if spill.input.capacity() > KEEP_CAPACITY {
             spill.input = Vec::new();
         }
+        spill.tls_in.clear();
+        if spill.tls_in.capacity() > KEEP_CAPACITY {
+            spill.tls_in = Vec::new();
+        }
         spill.message.clear();
         if spill.message.capacity() > KEEP_CAPACITY {
             spill.message.release();
@@ -113,9 +130,11 @@ impl Pool {
         // A fresh stage: after a seal the old one may share an allocation with output that
         // was sent long ago (and would keep all of it alive in the free list).
         spill.out.stage = Default::default();
+        spill.wire = Default::default();
         spill.out_bytes = 0;
         if self.retained + held(&spill) > RETAIN {
             spill.input = Vec::new();
+            spill.tls_in = Vec::new();
             spill.message.release();
         }
         self.retained += held(&spill);

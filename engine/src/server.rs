@@ -178,6 +178,20 @@ impl<H: Handler> ServerHandle<H> {
         crate::metrics::collect(&self.peers, timeout)
     }
 
+    /// Swaps the TLS certificates (a config from [`TlsConfig`](crate::TlsConfig)'s
+    /// builders, e.g. re-read from the renewed PEM files): each worker takes the new one
+    /// through its mailbox, in order with its other mail. Handshakes after that use it;
+    /// open connections keep the session they have. Returns how many workers took it
+    /// (a server started without TLS ignores it: it has no TLS listener).
+    pub fn reload_tls(&self, tls: crate::TlsConfig) -> usize {
+        let mut taken = 0;
+        for w in 0..self.workers() {
+            let config = tls.rustls().clone();
+            taken += usize::from(self.post(w, move |_, conns| conns.core.set_tls_config(config)));
+        }
+        taken
+    }
+
     /// Begins a graceful shutdown without waiting (see [`Server::shutdown`]).
     pub fn shutdown(&self) {
         for m in self.mailboxes.iter() {

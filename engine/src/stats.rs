@@ -53,6 +53,18 @@ pub struct WorkerStats {
     /// Handler callbacks that panicked. Each panic closed its connection with 1011 (or
     /// answered 500 to its request); the worker went on.
     pub handler_panics: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections that failed or timed out before their handshake completed
+    /// (plain HTTP or garbage on a TLS port, a bad ClientHello, a handshake left
+    /// unfinished: TLS slowloris).
+    pub tls_handshake_failures: u64,
+    /// TLS connections that failed after their handshake (a bad or oversized record, a
+    /// renegotiation attempt, a wrong version): an alert was sent, then the connection closed.
+    pub tls_errors: u64,
+    /// TLS connections whose peer ended TCP without a close_notify (truncation; many
+    /// clients do it after the WebSocket close handshake).
+    pub tls_truncated: u64,
     /// Messages compressed (permessage-deflate): once per message sent, and once per
     /// publish however many deflate subscribers it reaches.
     pub deflate_compressions: u64,
@@ -211,6 +223,10 @@ impl std::ops::AddAssign for WorkerStats {
         self.handshake_memory_refused += s.handshake_memory_refused;
         self.dropped_worker_full += s.dropped_worker_full;
         self.memory_trims += s.memory_trims;
+        self.tls_handshakes += s.tls_handshakes;
+        self.tls_handshake_failures += s.tls_handshake_failures;
+        self.tls_errors += s.tls_errors;
+        self.tls_truncated += s.tls_truncated;
         self.deflate_compressions += s.deflate_compressions;
         self.deflate_inflations += s.deflate_inflations;
         for (a, b) in self

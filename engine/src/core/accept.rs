@@ -26,6 +26,11 @@ impl<S> Core<S> {
         let token = self.token(key);
         tracing::trace!(worker = self.worker, conn = %self.conn_id(key), fd, "accepted");
         self.ops.push(Op::Register(fd, token));
+        if !self.open_tls(key) {
+            self.stats.tls_handshake_failures += 1;
+            self.broke(key);
+            return;
+        }
         if self.proxy_protocol {
             // Its address is known once its PROXY header is in (see core/proxy.rs).
             self.conns[key].flags |= AWAIT_PROXY;
@@ -93,6 +98,9 @@ impl<S> Core<S> {
         self.report_close(h, key, code, reason, by);
         let token = self.token(key);
         let conn = self.conns.remove(key);
+        if conn.has(TLS) {
+            self.close_tls(key);
+        }
         if conn.phase == Phase::Handshake
             && let Some(s) = conn.spill.as_ref()
         {
@@ -130,6 +138,8 @@ impl<S> Core<S> {
         if c.has(PEER_EOF) {
             return;
         }
+        self.tls_eof(key);
+        let c = &mut self.conns[key];
         if !output_pending(c) || c.has(BROKEN) {
             return self.remove(h, key, CloseCode::ABNORMAL, "connection lost", Closer::Lost);
         }

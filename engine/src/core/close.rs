@@ -72,7 +72,8 @@ impl<S> Core<S> {
                 let token = self.token(key);
                 self.broken.push(token); // removed by the next reap
                 self.conns[key].flags |= BROKEN;
-            } else {
+            } else if !self.notify_before_shutdown(key) {
+                let c = &self.conns[key];
                 let op = Op::ShutdownWrite(c.fd, self.token(key));
                 self.ops.push(op);
             }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{Out, wire_send};
+use super::wire::Out;
 use super::{Core, Dirty, Op};
 use crate::conn::*;
 use crate::handler::Handler;
@@ -18,7 +18,7 @@ impl<S> Core<S> {
     /// The socket can take more (readiness backends): flush at the end of this turn.
     pub fn writable(&mut self, key: usize) {
         let c = &self.conns[key];
-        if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| !s.out.is_empty()) {
+        if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| s.has_output()) {
             let token = self.token(key);
             self.conns[key].flags |= DIRTY;
             self.dirty.push(Dirty {
@@ -48,7 +48,7 @@ impl<S> Core<S> {
                     let n = n.min(s.out_bytes);
                     s.out_bytes -= n;
                     self.guards.output_gone(n);
-                    if ended && !s.out.is_empty() && !c.has(DIRTY) {
+                    if ended && s.has_output() && !c.has(DIRTY) {
                         c.flags |= DIRTY;
                         self.dirty.push(Dirty {
                             token,
@@ -106,10 +106,9 @@ impl<S> Core<S> {
         if c.has(BROKEN) || c.has(SENDING) {
             return;
         }
-        let fd = c.fd;
         if let Some(piece) = d.direct {
             match c.spill.as_mut() {
-                Some(s) if !s.out.is_empty() => {
+                Some(s) if s.has_output() => {
                     // Joined by later output: it leaves first, in the same write, and is
                     // counted from now on.
                     s.out_bytes += piece.len();
@@ -119,13 +118,15 @@ impl<S> Core<S> {
                 _ => return self.flush_direct(h, backend, key, d.token, piece),
             }
         }
-        let c = &mut self.conns[key];
-        let Some(spill) = c.spill.as_mut() else {
+        if self.conns[key].spill.is_none() {
             return;
-        };
-        match wire_send(backend, fd, d.token, Out::Outbox(&mut spill.out)) {
+        }
+        let sent = self.wire_send(backend, key, d.token, Out::Outbox);
+        let c = &mut self.conns[key];
+        let spill = c.spill.as_mut().expect("checked above");
+        match sent {
             Ok(Handed::Wrote(n)) => {
-                spill.out_bytes -= n;
+                spill.out_bytes -= n.min(spill.out_bytes);
                 self.guards.output_gone(n);
                 if let Some(head) = spill.out.head.take() {
                     // The socket is full: keep the rest in memory of the outbox's own, so
@@ -149,8 +150,7 @@ impl<S> Core<S> {
         token: Token,
         piece: Piece,
     ) {
-        let fd = self.conns[key].fd;
-        match wire_send(backend, fd, token, Out::Piece(&piece)) {
+        match self.wire_send(backend, key, token, Out::Piece(&piece)) {
             Ok(Handed::Taken) => self.conns[key].flags |= SENDING,
             Ok(Handed::Wrote(n)) if n >= piece.len() => self.after_output(h, key),
             Ok(Handed::Wrote(n)) => {

@@ -14,7 +14,8 @@
 //! - [`publish`](self::publish): topics and publishing;
 //! - [`output`](self::output) and [`flush`](self::flush): sends, and handing a turn's
 //!   output to the backend;
-//! - [`guard`](self::guard): handler callbacks, with their panics contained.
+//! - [`guard`](self::guard): handler callbacks, with their panics contained;
+//! - [`secure`](self::secure): TLS connections' input, output and end.
 
 use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
@@ -48,6 +49,7 @@ mod output;
 mod proxy;
 mod publish;
 mod scrape;
+mod secure;
 mod timers;
 mod wire;
 
@@ -198,6 +200,8 @@ pub(crate) struct Core<S> {
     metrics_on_listener: bool,
     /// Metrics scrapes waiting for the other workers' answers.
     scrapes: Vec<scrape::Scrape>,
+    /// TLS sessions of the worker's connections, when its listener speaks TLS.
+    tls: Option<crate::tls::Sessions>,
 }
 
 /// A connection on the flush list, with its direct piece if its output is just that.
@@ -279,6 +283,10 @@ impl<S> Core<S> {
             proxied: Default::default(),
             metrics_on_listener: config.metrics == crate::config::MetricsEndpoint::Listener,
             scrapes: Vec::new(),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::Sessions::new(t.rustls().clone())),
         }
     }
 

@@ -218,7 +218,7 @@ impl<S> Core<S> {
         if self.conns[key]
             .spill
             .as_ref()
-            .is_some_and(|s| !s.out.is_empty())
+            .is_some_and(|s| s.has_output())
         {
             return false; // later output already waits in the outbox, after the piece
         }
@@ -292,5 +292,5 @@ fn fresh<S>(c: &Conn<S>) -> bool {
     c.flags & (DIRTY | SENDING) == 0
         && c.spill
             .as_ref()
-            .is_none_or(|s| s.out_bytes == 0 && s.out.is_empty())
+            .is_none_or(|s| s.out_bytes == 0 && !s.has_output())
 }

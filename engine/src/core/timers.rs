@@ -138,6 +138,9 @@ impl<S> Core<S> {
         match c.phase {
             Phase::Handshake | Phase::Http | Phase::Draining => {
                 self.stats.timed_out += 1;
+                if c.phase == Phase::Handshake && self.tls_handshaking(key) {
+                    self.stats.tls_handshake_failures += 1;
+                }
                 self.remove(h, key, CloseCode::ABNORMAL, "timeout", Closer::Server);
             }
             Phase::Closing => {

@@ -30,7 +30,8 @@ pub struct Chunk {
 
 /// Who owns a chunk's memory.
 enum Own {
-    /// An arena buffer, written through `ptr` (its length stays 0; the capacity is used).
+    /// An arena buffer, written through `ptr`: zeroed when allocated (pages the kernel
+    /// hands out zeroed anyway), so [`Arena::fill`] may lend its free part as a slice.
     Heap(#[allow(dead_code)] Vec<u8>),
     /// A shared frame, never written.
     Shared(#[allow(dead_code)] Bytes),
@@ -47,7 +48,7 @@ impl std::fmt::Debug for Chunk {
 
 impl Chunk {
     fn heap(cap: usize) -> Rc<Chunk> {
-        let mut v = Vec::with_capacity(cap);
+        let mut v = vec![0u8; cap];
         Rc::new(Chunk {
             ptr: v.as_mut_ptr(),
             cap,
@@ -179,6 +180,33 @@ impl Arena {
         self.cur.append(parts);
         piece.len += len as u32;
         true
+    }
+
+    /// A piece of at most `max` (at most [`CHUNK`]) bytes that `write` fills: it gets the
+    /// free room and returns how much it wrote (TLS encrypts a reply straight into it).
+    pub fn fill(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> usize) -> Piece {
+        debug_assert!(max <= CHUNK);
+        if Rc::strong_count(&self.cur) == 1 {
+            self.cur.filled.set(0);
+        }
+        if self.cur.room() < max {
+            self.rotate();
+        }
+        let off = self.cur.filled.get();
+        debug_assert!(matches!(self.cur.own, Own::Heap(_)));
+        // SAFETY: `off + max <= cap` (the room was checked), so the range lies in the
+        // chunk's allocation, which is initialised (zeroed at allocation, then only ever
+        // overwritten). It is past `filled`, which no piece refers to, and the slice lives
+        // only for the call of `write`, which cannot reach the arena: nothing else reads
+        // or writes it meanwhile.
+        let room = unsafe { std::slice::from_raw_parts_mut(self.cur.ptr.add(off), max) };
+        let len = write(room).min(max);
+        self.cur.filled.set(off + len);
+        Piece {
+            chunk: self.cur.clone(),
+            off: off as u32,
+            len: len as u32,
+        }
     }
 
     /// A piece holding a whole shared frame, without copying it.

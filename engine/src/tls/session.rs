@@ -1,0 +1,282 @@
+//! One connection's TLS state, over rustls 0.23's unbuffered server connection. This is the
+//! only file that speaks rustls' connection API: moving to rustls 0.24's caller-owned
+//! buffers changes this file and nothing else.
+//!
+//! The session owns no input or output buffer. Ciphertext is read where the backend put
+//! it (rustls deframes and decrypts records in place there); the plaintext is appended to
+//! a buffer the caller lends (the worker's scratch). Records to send are written into
+//! memory the caller lends too (an arena chunk, the connection's outbox).
+//!
+//! (rustls 0.23 still copies each decrypted record into a `Vec` of its own before handing
+//! it out; that copy lives for one record and goes away with 0.24's API.)
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+/// What one [`Session::read`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Read {
+    /// Bytes of the input consumed (whole records); the rest is an incomplete record.
+    pub used: usize,
+    /// The peer's close_notify arrived (now or earlier): no more plaintext will come.
+    pub peer_closed: bool,
+    /// The TLS connection failed (an alert for the peer, if TLS sends one, was written
+    /// to the output); it must be closed.
+    pub error: Option<rustls::Error>,
+}
+
+/// Why [`Session::encrypt`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The output needs at least this many bytes.
+    Need(usize),
+    /// The connection cannot send application data (handshaking, failed or closed).
+    Closed,
+}
+
+/// A server-side TLS connection.
+pub(crate) struct Session {
+    conn: UnbufferedServerConnection,
+    /// Handshake records rustls produced outside [`Session::read`] (a key update due
+    /// before the next record), waiting for the next output; normally empty.
+    held: Vec<u8>,
+    peer_closed: bool,
+    failed: bool,
+    notified: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("handshaking", &self.is_handshaking())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// Upper bound of what TLS adds to `len` bytes of plaintext: per record (at most 16 KiB
+/// of plaintext each) a header, an AEAD tag, a nonce or content type byte.
+pub(crate) fn sealed_len(len: usize) -> usize {
+    len + len.div_ceil(16 << 10).max(1) * 64
+}
+
+/// The length of the TLS record at the front of `bytes` (header included), or the header
+/// length while the header is incomplete.
+pub(crate) fn record_len(bytes: &[u8]) -> usize {
+    match bytes {
+        [_, _, _, hi, lo, ..] => 5 + u16::from_be_bytes([*hi, *lo]) as usize,
+        _ => 5,
+    }
+}
+
+/// The largest TLS record (TLS 1.2's 2^14 + 2048 bytes of ciphertext, plus the header):
+/// a header announcing more is refused by rustls, never buffered.
+pub(crate) const MAX_RECORD: usize = 5 + (16 << 10) + 2048;
+
+impl Session {
+    /// A new connection waiting for its ClientHello.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+        Ok(Session {
+            conn: UnbufferedServerConnection::new(config)?,
+            held: Vec::new(),
+            peer_closed: false,
+            failed: false,
+            notified: false,
+        })
+    }
+
+    /// Whether the TLS handshake is still going on.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Whether the connection failed (no more records may be read or sent).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Whether the peer's close_notify arrived.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Processes the whole records at the front of `input` (decrypting them in place):
+    /// application data is appended to `plain`, records to send (handshake, alerts) to
+    /// `out`.
+    pub fn read(&mut self, input: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Read {
+        let mut read = Read::default();
+        if self.failed {
+            read.used = input.len();
+            return read;
+        }
+        out.append(&mut self.held);
+        // Each round makes progress (a record consumed, one emitted, a state reported
+        // once); the bound only guards against a rustls bug spinning the worker.
+        for _ in 0..(input.len() + 64) {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut input[read.used..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    read.used += discard;
+                    self.fail(out);
+                    read.error = Some(e);
+                    break;
+                }
+            };
+            let more = match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(r) => plain.extend_from_slice(r.payload),
+                            Err(e) => {
+                                read.error = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    true
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut encode, out);
+                    true
+                }
+                // The records are in `out`; they leave with the connection's output.
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    true
+                }
+                ConnectionState::PeerClosed => {
+                    self.peer_closed = true;
+                    true
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    // Early data is off (`max_early_data_size` 0); drained if a user's
+                    // config turns it on, since a WebSocket upgrade cannot be replayed.
+                    while early.next_record().is_some() {}
+                    true
+                }
+                // Both: no whole record left in the input.
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => false,
+                ConnectionState::Closed => false,
+                _ => false,
+            };
+            read.used += discard;
+            if read.error.is_some() {
+                self.fail(out);
+                break;
+            }
+            if !more {
+                break;
+            }
+        }
+        read.peer_closed = self.peer_closed;
+        read
+    }
+
+    /// After an error: writes the alert rustls queued, and refuses everything from now on.
+    fn fail(&mut self, out: &mut Vec<u8>) {
+        self.failed = true;
+        for _ in 0..8 {
+            match self.conn.process_tls_records(&mut []).state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, out),
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => break,
+            }
+        }
+    }
+
+    /// Encrypts `plain` into `out` as application data records; returns the bytes
+    /// written. On `Err`, `out` holds nothing of it.
+    pub fn encrypt(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, Refused> {
+        if self.failed || self.notified {
+            return Err(Refused::Closed);
+        }
+        for _ in 0..8 {
+            let state = self.conn.process_tls_records(&mut []).state;
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut encode, &mut self.held)
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    let at = self.held.len();
+                    if out.len() < at {
+                        return Err(Refused::Need(at + sealed_len(plain.len())));
+                    }
+                    return match w.encrypt(plain, &mut out[at..]) {
+                        Ok(n) => {
+                            out[..at].copy_from_slice(&self.held);
+                            self.held.clear();
+                            Ok(at + n)
+                        }
+                        Err(EncryptError::InsufficientSize(s)) => {
+                            Err(Refused::Need(at + s.required_size))
+                        }
+                        Err(_) => Err(Refused::Closed),
+                    };
+                }
+                _ => return Err(Refused::Closed),
+            }
+        }
+        Err(Refused::Closed)
+    }
+
+    /// Appends our close_notify to `out` (once; nothing when the handshake has not
+    /// completed or the connection failed, when only the FIN follows).
+    pub fn close_notify(&mut self, out: &mut Vec<u8>) {
+        if self.failed || self.notified {
+            return;
+        }
+        self.notified = true;
+        out.append(&mut self.held);
+        for _ in 0..8 {
+            let state = self.conn.process_tls_records(&mut []).state;
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, out),
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    let at = out.len();
+                    let mut room = 64;
+                    for _ in 0..4 {
+                        out.resize(at + room, 0);
+                        match w.queue_close_notify(&mut out[at..]) {
+                            Ok(n) => {
+                                out.truncate(at + n);
+                                return;
+                            }
+                            Err(EncryptError::InsufficientSize(s)) => room = s.required_size,
+                            Err(_) => break,
+                        }
+                    }
+                    out.truncate(at);
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Encodes a handshake record at the end of `out`, growing it as rustls asks.
+fn encode_into<Data>(encode: &mut rustls::unbuffered::EncodeTlsData<'_, Data>, out: &mut Vec<u8>) {
+    let at = out.len();
+    let mut room = 1024;
+    for _ in 0..4 {
+        out.resize(at + room, 0);
+        match encode.encode(&mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(s)) => room = s.required_size,
+            Err(EncodeError::AlreadyEncoded) => break,
+        }
+    }
+    out.truncate(at);
+}

@@ -1,0 +1,748 @@
+//! `wss://` (issue 14): the engine's TLS listener against real TLS peers (tungstenite over
+//! a rustls client, Python `websockets` with an `ssl` context, raw rustls and raw bytes
+//! for bad input), on each backend. Certificates are made per test with rcgen.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use throng_engine::{BackendChoice, Config, TlsConfig};
+use tungstenite::Message as TMessage;
+use tungstenite::protocol::WebSocketConfig;
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+type Wss = tungstenite::WebSocket<Tls>;
+
+/// A self-signed certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
+fn cert() -> (String, String) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client config trusting `cert_pem` only, offering ALPN http/1.1.
+fn client_config(
+    cert_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut c = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+fn tls_config(pem: &(String, String)) -> TlsConfig {
+    TlsConfig::from_pem(pem.0.as_bytes(), pem.1.as_bytes()).unwrap()
+}
+
+fn tls_server_config(backend: BackendChoice, pem: &(String, String)) -> Config {
+    config(backend).with_tls(tls_config(pem))
+}
+
+/// A TLS stream to `addr`, handshake done.
+fn tls_stream(addr: SocketAddr, client: &Arc<ClientConfig>) -> Result<Tls, std::io::Error> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(READ_TIMEOUT))?;
+    tcp.set_write_timeout(Some(READ_TIMEOUT))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(client.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// A tungstenite client over TLS.
+fn wss(addr: SocketAddr, client: &Arc<ClientConfig>) -> Wss {
+    let stream = tls_stream(addr, client).expect("TLS handshake");
+    assert_eq!(
+        stream.conn.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN http/1.1"
+    );
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, response) = tungstenite::client::client_with_config(
+        format!("wss://localhost:{}/echo", addr.port()),
+        stream,
+        Some(config),
+    )
+    .expect("WebSocket handshake over TLS");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+fn wss_read_data(ws: &mut Wss) -> TMessage {
+    loop {
+        match ws.read().expect("read a message") {
+            TMessage::Ping(_) | TMessage::Pong(_) => continue,
+            m => return m,
+        }
+    }
+}
+
+fn wss_read_close(ws: &mut Wss) -> (u16, String) {
+    loop {
+        match ws.read().expect("read until the close frame") {
+            TMessage::Close(Some(f)) => return (u16::from(f.code), f.reason.to_string()),
+            TMessage::Close(None) => return (1005, String::new()),
+            TMessage::Ping(_) | TMessage::Pong(_) => continue,
+            other => panic!("expected a close frame, got {}", describe(&other)),
+        }
+    }
+}
+
+/// After the WebSocket close handshake: the server's close_notify, then EOF (a
+/// truncation would be `UnexpectedEof` from rustls).
+fn expect_close_notify(ws: &mut Wss) {
+    let _ = ws.flush();
+    let s = ws.get_mut();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!("{n} bytes after the close handshake"),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected close_notify then EOF, got {e} ({:?})", e.kind()),
+        }
+    }
+}
+
+/// Reads raw bytes until EOF or reset; returns them. Fails after [`READ_TIMEOUT`].
+fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected the server to close, got {e}"),
+        }
+    }
+}
+
+fn raw_tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s
+}
+
+/// Whether `bytes` hold a TLS alert record (content type 21), in clear or not.
+fn has_alert(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        if bytes[at] == 21 {
+            return true;
+        }
+        at += 5 + u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]) as usize;
+    }
+    false
+}
+
+const SIZES: [usize; 9] = [0, 1, 125, 126, 16 << 10, 65535, 65536, 1 << 20, 16 << 20];
+
+#[test]
+fn wss_echo_from_0_bytes_to_16_mib_then_close_with_close_notify() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let mut ws = wss(server.local_addr(), &client);
+        let id = events.opened();
+        for (i, &size) in SIZES.iter().enumerate() {
+            let text = text_pattern(size);
+            ws.send(TMessage::text(text.clone())).unwrap();
+            match wss_read_data(&mut ws) {
+                TMessage::Text(got) => assert!(got.as_str() == text, "text echo of {size} bytes"),
+                other => panic!("text of {size} bytes came back as {}", describe(&other)),
+            }
+            let binary = pattern(i as u64, size);
+            ws.send(TMessage::binary(binary.clone())).unwrap();
+            match wss_read_data(&mut ws) {
+                TMessage::Binary(got) => {
+                    assert!(got[..] == binary[..], "binary echo of {size} bytes")
+                }
+                other => panic!("binary of {size} bytes came back as {}", describe(&other)),
+            }
+        }
+        // A burst of small messages in one write: many replies, encrypted in one flush.
+        for i in 0..200u32 {
+            ws.write(TMessage::binary(i.to_le_bytes().to_vec()))
+                .unwrap();
+        }
+        ws.flush().unwrap();
+        for i in 0..200u32 {
+            assert_eq!(
+                wss_read_data(&mut ws),
+                TMessage::binary(i.to_le_bytes().to_vec())
+            );
+        }
+        ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        }))
+        .unwrap();
+        assert_eq!(wss_read_close(&mut ws), (1000, String::new()));
+        expect_close_notify(&mut ws);
+        assert_eq!(events.closed_id(id), (1000, "bye".to_owned()));
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        let st = stats(&server);
+        assert_eq!(st.tls_handshakes, 1);
+        assert_eq!(st.tls_handshake_failures + st.tls_errors, 0);
+        assert_eq!(pool_in_use(&server), 0, "no spill left lent");
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn wss_fragmented_messages_and_records_cut_at_every_byte() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &pem));
+        let mut ws = wss(server.local_addr(), &client);
+        // A text message in three fragments with a ping between them, written raw.
+        let word = "Hello, wörld!".as_bytes();
+        let mut raw = encode(false, OP_TEXT, &word[..5], Some(MASK));
+        raw.extend(encode(true, OP_PING, b"p", Some(MASK)));
+        raw.extend(encode(false, OP_CONT, &word[5..9], Some(MASK)));
+        raw.extend(encode(true, OP_CONT, &word[9..], Some(MASK)));
+        ws.get_mut().write_all(&raw).unwrap();
+        ws.get_mut().flush().unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match ws.read().unwrap() {
+                TMessage::Pong(p) => got.push(format!("pong {}", String::from_utf8_lossy(&p))),
+                TMessage::Text(t) => got.push(format!("text {t}")),
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["pong p", "text Hello, wörld!"]);
+        // A large binary message whose TLS records reach the server a few bytes at a time:
+        // every record straddles reads and waits in the spill until it completes.
+        let msg = pattern(9, 40_000);
+        let mut tls = Vec::new();
+        {
+            let s = ws.get_mut();
+            s.conn
+                .writer()
+                .write_all(&encode(true, OP_BINARY, &msg, Some(MASK)))
+                .unwrap();
+            while s.conn.wants_write() {
+                s.conn.write_tls(&mut tls).unwrap();
+            }
+            for (i, chunk) in tls.chunks(997).enumerate() {
+                s.sock.write_all(chunk).unwrap();
+                if i % 7 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        assert_eq!(wss_read_data(&mut ws), TMessage::binary(msg));
+        assert!(
+            eventually(EVENT_TIMEOUT, || pool_in_use(&server) == 0),
+            "spills given back"
+        );
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn graceful_shutdown_closes_wss_connections_with_1001_and_close_notify() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let mut clients: Vec<Wss> = (0..8).map(|_| wss(server.local_addr(), &client)).collect();
+        for _ in 0..8 {
+            events.opened();
+        }
+        let closing = std::thread::spawn(move || {
+            for ws in clients.iter_mut() {
+                assert_eq!(wss_read_close(ws).0, 1001);
+                expect_close_notify(ws);
+            }
+        });
+        let report = server.shutdown().unwrap();
+        closing.join().unwrap();
+        assert_eq!(report.connections, 8);
+        assert_eq!(report.closed_cleanly, 8, "{report:?}");
+    }
+}
+
+#[test]
+fn certificate_reload_keeps_open_connections_and_serves_the_new_chain() {
+    let (old, new) = (cert(), cert());
+    let trusts_old = client_config(&old.0, rustls::DEFAULT_VERSIONS);
+    let trusts_new = client_config(&new.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &old));
+        let addr = server.local_addr();
+        let mut before: Vec<Wss> = (0..4).map(|_| wss(addr, &trusts_old)).collect();
+        assert!(
+            tls_stream(addr, &trusts_new).is_err(),
+            "the new chain is not served yet"
+        );
+        assert_eq!(server.handle().reload_tls(tls_config(&new)), 2);
+        // Mail is handled in order: a job posted after the reload runs after it.
+        let _ = conn_count(&server);
+        for _ in 0..4 {
+            let mut ws = wss(addr, &trusts_new);
+            ws.send(TMessage::text("new")).unwrap();
+            assert_eq!(wss_read_data(&mut ws), TMessage::text("new"));
+        }
+        let refused = tls_stream(addr, &trusts_old);
+        assert!(refused.is_err(), "new handshakes use the new chain");
+        for ws in before.iter_mut() {
+            ws.send(TMessage::text("still here")).unwrap();
+            assert_eq!(wss_read_data(ws), TMessage::text("still here"));
+        }
+        server.shutdown().unwrap();
+    }
+}
+
+/// The server still serves a good client after bad input.
+fn still_serves(addr: SocketAddr, client: &Arc<ClientConfig>) {
+    let mut ws = wss(addr, client);
+    ws.send(TMessage::text("ok")).unwrap();
+    assert_eq!(wss_read_data(&mut ws), TMessage::text("ok"));
+}
+
+#[test]
+fn plain_http_garbage_and_a_websocket_request_on_a_tls_port_are_refused_with_an_alert() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &pem));
+        let addr = server.local_addr();
+        let inputs: [Vec<u8>; 3] = [
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            upgrade_request(addr, "/", "").into_bytes(),
+            pattern(3, 3000),
+        ];
+        for input in &inputs {
+            let mut s = raw_tcp(addr);
+            s.write_all(input).unwrap();
+            let answer = read_to_end(&mut s);
+            assert!(
+                has_alert(&answer),
+                "an alert, got {:?}",
+                &answer[..answer.len().min(16)]
+            );
+        }
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        assert_eq!(stats(&server).tls_handshake_failures, 3);
+        still_serves(addr, &client);
+        server.shutdown().unwrap();
+    }
+}
+
+/// A ClientHello, as a real client's first flight.
+fn client_hello(client: &Arc<ClientConfig>) -> Vec<u8> {
+    let mut c =
+        ClientConnection::new(client.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[test]
+fn half_a_client_hello_left_hanging_is_closed_by_the_handshake_timeout() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let mut cfg = tls_server_config(backend, &pem);
+        cfg.handshake_timeout = Duration::from_secs(1);
+        let (server, _events) = start(cfg);
+        let addr = server.local_addr();
+        let hello = client_hello(&client);
+        let mut slow: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let mut s = raw_tcp(addr);
+                s.write_all(&hello[..hello.len() / 2]).unwrap();
+                s
+            })
+            .collect();
+        let started = Instant::now();
+        // Meanwhile a good client is served.
+        still_serves(addr, &client);
+        for s in slow.iter_mut() {
+            read_to_end(s);
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(700),
+            "closed by the timer, not at once ({took:?})"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "within the handshake timeout ({took:?})"
+        );
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        let st = stats(&server);
+        assert_eq!(st.tls_handshake_failures, 20);
+        assert!(st.timed_out >= 20);
+        assert_eq!(
+            pool_in_use(&server),
+            0,
+            "the half hellos' spills are given back"
+        );
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn an_oversized_record_after_the_handshake_gets_an_alert_and_a_close() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let addr = server.local_addr();
+        let mut ws = wss(addr, &client);
+        events.opened();
+        // An application data record announcing 30,000 bytes (TLS allows 2^14 + 256).
+        let mut record = vec![23, 3, 3];
+        record.extend_from_slice(&30_000u16.to_be_bytes());
+        record.extend(pattern(5, 1000));
+        let s = ws.get_mut();
+        s.sock.write_all(&record).unwrap();
+        // rustls reports the alert as an error on the client side; the socket then ends.
+        let mut buf = [0u8; 1024];
+        let got = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        let err = got.expect_err("the server answers with an alert");
+        assert!(err.to_string().contains("alert"), "an alert: {err}");
+        assert_eq!(events.closed().1, 1006);
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        assert_eq!(stats(&server).tls_errors, 1);
+        still_serves(addr, &client);
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn truncation_without_close_notify_is_counted_and_closes() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let mut ws = wss(server.local_addr(), &client);
+        events.opened();
+        ws.send(TMessage::text("x")).unwrap();
+        assert_eq!(wss_read_data(&mut ws), TMessage::text("x"));
+        ws.get_mut()
+            .sock
+            .shutdown(std::net::Shutdown::Both)
+            .unwrap();
+        assert_eq!(events.closed().1, 1006);
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        assert_eq!(stats(&server).tls_truncated, 1);
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_tls12_renegotiation_attempt_is_refused_and_the_worker_goes_on() {
+    let pem = cert();
+    let tls12 = client_config(&pem.0, &[&rustls::version::TLS12]);
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    let have_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &pem));
+        let addr = server.local_addr();
+        // TLS 1.2 works as such.
+        let mut ws = wss(addr, &tls12);
+        ws.send(TMessage::text("1.2")).unwrap();
+        assert_eq!(wss_read_data(&mut ws), TMessage::text("1.2"));
+        drop(ws);
+        if have_openssl {
+            // `R` asks s_client to renegotiate; rustls never renegotiates.
+            let mut child = std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr.to_string(),
+                    "-tls1_2",
+                    "-legacy_renegotiation",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = stdin.write_all(b"R\n");
+            std::thread::sleep(Duration::from_millis(500));
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            // The server answers with TLS's no_renegotiation alert.
+            assert!(text.contains("RENEGOTIATING"), "s_client asked: {text}");
+            assert!(
+                text.contains("no renegotiation"),
+                "refused with the alert: {text}"
+            );
+        } else {
+            eprintln!("!!!!!!!!!! openssl not found: renegotiation part skipped !!!!!!!!!!");
+        }
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        still_serves(addr, &client);
+        server.shutdown().unwrap();
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit; returns it.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur as u64
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+const SCALE_ADDR: &str = "THRONG_TLS_SCALE_ADDR";
+const SCALE_CA: &str = "THRONG_TLS_SCALE_CA";
+const SCALE_COUNT: &str = "THRONG_TLS_SCALE_CONNECTIONS";
+
+/// The client side of the scale test, in its own process (its descriptors and memory are
+/// its own): opens the connections on 4 threads, says `open`, waits for a line on stdin,
+/// then closes every connection with the close handshake and says `closed`.
+#[test]
+#[ignore = "run by fifteen_thousand_wss_connections_idle_memory_and_clean_close"]
+fn wss_scale_client_process() {
+    let Ok(addr) = std::env::var(SCALE_ADDR) else {
+        return;
+    };
+    raise_nofile();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let ca = std::fs::read_to_string(std::env::var(SCALE_CA).unwrap()).unwrap();
+    let n: usize = std::env::var(SCALE_COUNT).unwrap().parse().unwrap();
+    let client = client_config(&ca, rustls::DEFAULT_VERSIONS);
+    let threads = 4;
+    let parts: Vec<_> = (0..threads)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for i in (t..n).step_by(threads) {
+                    let mut ws = wss(addr, &client);
+                    if i % 97 == 0 {
+                        ws.send(TMessage::text(format!("{i}"))).unwrap();
+                        assert_eq!(wss_read_data(&mut ws), TMessage::text(format!("{i}")));
+                    }
+                    held.push(ws);
+                }
+                held
+            })
+        })
+        .collect();
+    let mut all: Vec<Wss> = parts.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    assert_eq!(all.len(), n);
+    println!("open {n}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    for (i, ws) in all.iter_mut().enumerate().step_by(53) {
+        ws.send(TMessage::binary(pattern(i as u64, 100))).unwrap();
+        assert_eq!(wss_read_data(ws), TMessage::binary(pattern(i as u64, 100)));
+    }
+    for ws in all.iter_mut() {
+        ws.close(None).unwrap();
+    }
+    for ws in all.iter_mut() {
+        wss_read_close(ws);
+        expect_close_notify(ws);
+    }
+    println!("closed {n}");
+}
+
+#[test]
+fn fifteen_thousand_wss_connections_idle_memory_and_clean_close() {
+    use std::io::{BufRead, BufReader};
+    let n: usize = std::env::var(SCALE_COUNT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15_000);
+    let limit = raise_nofile();
+    assert!(
+        limit >= n as u64 + 500,
+        "RLIMIT_NOFILE hard limit {limit} is too low for {n}"
+    );
+    let pem = cert();
+    let dir = std::env::temp_dir().join(format!("throng-tls-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("cert.pem");
+    std::fs::write(&ca, &pem.0).unwrap();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let mut cfg = tls_server_config(backend, &pem);
+        cfg.ping_interval = None;
+        cfg.handshake_timeout = Duration::from_secs(60);
+        cfg.close_timeout = Duration::from_secs(10);
+        let (server, _events) = start(cfg);
+        // Warm up the workers (arenas, pools, scratch) before the baseline.
+        for _ in 0..20 {
+            still_serves(server.local_addr(), &client);
+        }
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        let before = rss();
+        let started = Instant::now();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "wss_scale_client_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(SCALE_ADDR, server.local_addr().to_string())
+            .env(SCALE_CA, &ca)
+            .env(SCALE_COUNT, n.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut stdin = child.stdin.take().unwrap();
+        let mut wait_line = |what: &str| loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the client process ended before {what}"
+            );
+            if line.starts_with(what) {
+                return;
+            }
+        };
+        wait_line("open");
+        let opening = started.elapsed();
+        assert!(eventually(EVENT_TIMEOUT, || open_count(&server) == n));
+        assert_eq!(
+            pool_in_use(&server),
+            0,
+            "idle wss connections hold no spill"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let held = rss();
+        let per = held.saturating_sub(before) as f64 / n as f64;
+        eprintln!(
+            "{backend:?}: {n} wss connections open in {opening:?}; server RSS {} -> {} MiB: {per:.0} bytes per idle connection",
+            before >> 20,
+            held >> 20
+        );
+        // The record (48 B), the slab slot, the session (~3 KB with ring) and the
+        // kernel's socket memory is not in RSS; a buffer per connection would be 16 KB+.
+        assert!(per < 8192.0, "{per:.0} bytes per idle wss connection");
+        writeln!(stdin, "close").unwrap();
+        wait_line("closed");
+        assert!(child.wait().unwrap().success());
+        assert!(eventually(Duration::from_secs(30), || conn_count(&server) == 0));
+        let st = stats(&server);
+        assert_eq!(st.tls_handshakes as usize, n + 20);
+        assert_eq!(st.tls_handshake_failures + st.tls_errors, 0);
+        server.shutdown().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn python_websockets_over_tls() {
+    if std::env::var_os("THRONG_SKIP_PYTHON").is_some_and(|v| v == "1") {
+        eprintln!("!!!!!!!!!! THRONG_SKIP_PYTHON=1: Python wss test skipped !!!!!!!!!!");
+        return;
+    }
+    let pem = cert();
+    let dir = std::env::temp_dir().join(format!("throng-tls-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("cert.pem");
+    std::fs::write(&ca, &pem.0).unwrap();
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls_client.py");
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &pem));
+        let url = format!("wss://localhost:{}/echo", server.local_addr().port());
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&url)
+            .arg(&ca)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3 (pip install websockets)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("ok wss echo"),
+            "python: {stdout}\n{stderr}"
+        );
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        server.shutdown().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
