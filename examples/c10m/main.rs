@@ -356,9 +356,11 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let started = Instant::now();
     let ramp = load.wait_ramped(ramp_timeout, |c, f| {
         let secs = started.elapsed().as_secs_f64();
+        // A 1M ramp takes minutes: a live line each second (silence would look like a hang).
         say.line(format!(
-            "  ramp: {c} / {n} connected, {f} failed, {secs:.0} s ({:.0}/s)",
-            c as f64 / secs.max(1e-9)
+            "  ramp: {c} / {n} connected, {f} failed, {secs:.0} s ({:.0}/s), server RSS {:.1} MiB",
+            c as f64 / secs.max(1e-9),
+            mb(measure::rss_sum(&server_pids) as f64)
         ));
     })?;
     let cpu_ramp = measure::cpu_sum(&server_pids) - cpu_ramp_before;

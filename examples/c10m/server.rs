@@ -70,6 +70,9 @@ pub fn run(opts: Options) -> std::io::Result<()> {
     config.timer_tick = Duration::from_millis(500);
     config.shutdown_timeout = Duration::from_secs(30);
     config.close_timeout = Duration::from_secs(30);
+    // GET /metrics on the demo's port: each server process answers for its own workers
+    // (the processes share the port, so a scrape sees the one the kernel picked).
+    config.metrics = throng::engine::MetricsEndpoint::Listener;
     let mut out = std::io::stdout().lock();
     let subscribe = opts.subscribe;
     let server = match Server::start(config, move |_| Idle { subscribe }) {

@@ -92,9 +92,7 @@ impl<S> Core<S> {
                 self.schedule(key);
             }
             Phase::Handshake => {
-                let c = &mut self.conns[key];
-                c.phase = Phase::Http;
-                c.since = self.now;
+                self.enter_http(key);
                 self.finish_if_flushed(key);
                 self.schedule(key);
             }

@@ -32,9 +32,13 @@ impl<S> Core<S> {
         // the bound is answered 503 (its head so far dropped), not kept.
         let after = self.stash_len(key);
         if after > before && !self.may_stash(after - before) {
+            // The head kept so far was counted: it leaves the budget with its bytes (this
+            // was missing, so every refusal shrank the budget for good, until every head
+            // was refused and nothing counted as freed for `trim_memory`).
             if let Some(s) = self.conns[key].spill.as_mut() {
                 s.input = Vec::new();
             }
+            self.unstash(before);
             self.release_spill(key);
             self.refuse_request(key, 503, "server busy: too many incomplete requests\n");
         } else if after < before {
@@ -217,11 +221,26 @@ impl<S> Core<S> {
         let head = std::mem::take(&mut self.scratch);
         let _ = self.send_raw(key, &head);
         self.scratch = head;
+        self.enter_http(key);
+        self.finish_if_flushed(key);
+        self.schedule(key);
+    }
+
+    /// The connection leaves its handshake for `Phase::Http` (an answer goes out, then it
+    /// closes; what arrives meanwhile is discarded): the request head it stashed is not
+    /// needed any more, so it leaves the worker's handshake budget and is freed now.
+    /// Otherwise heads answered (408 at the handshake timeout, 4xx/5xx) stayed counted
+    /// for good, shrinking the budget and keeping `trim_memory` from ever seeing them.
+    pub(super) fn enter_http(&mut self, key: usize) {
         let c = &mut self.conns[key];
         c.phase = Phase::Http;
         c.since = self.now;
-        self.finish_if_flushed(key);
-        self.schedule(key);
+        let stashed = c.spill.as_mut().map(|s| std::mem::take(&mut s.input));
+        if let Some(stash) = stashed
+            && stash.capacity() > 0
+        {
+            self.unstash(stash.len());
+        }
     }
 }
 
