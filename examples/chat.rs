@@ -157,24 +157,14 @@ fn main() -> ExitCode {
     if let Some(n) = a.positive("--threads") {
         config.workers = n;
     }
-    let (tls_cert, tls_key) = (a.raw("--tls-cert"), a.raw("--tls-key"));
-    match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => match TlsConfig::from_pem_files(cert, key) {
+    if let Some((cert, key)) = a.pair("--tls-cert", "--tls-key") {
+        match TlsConfig::from_pem_files(cert, key) {
             Ok(tls) => config.tls = Some(tls),
             Err(e) => {
                 eprintln!("chat: TLS: {e}");
                 return ExitCode::FAILURE;
             }
-        },
-        (None, None) => {}
-        _ => a.bad(
-            if tls_cert.is_none() {
-                "--tls-cert"
-            } else {
-                "--tls-key"
-            },
-            "--tls-cert and --tls-key go together",
-        ),
+        }
     }
     let scheme = if config.tls.is_some() {
         "https"

@@ -157,6 +157,17 @@ impl Args {
         self.given(name)
     }
 
+    /// Two flags that go together (a certificate and its key): both values, or `None`
+    /// when neither is given; exits naming the missing one when only one is.
+    pub fn pair(&self, a: &str, b: &str) -> Option<(&str, &str)> {
+        match (self.raw(a), self.raw(b)) {
+            (Some(x), Some(y)) => Some((x, y)),
+            (None, None) => None,
+            (None, Some(_)) => self.bad(a, &format!("{a} and {b} go together")),
+            (Some(_), None) => self.bad(b, &format!("{a} and {b} go together")),
+        }
+    }
+
     /// Exits with "bad value for NAME: VALUE (why)".
     pub fn bad(&self, name: &str, why: &str) -> ! {
         let value = self.raw(name).unwrap_or("");
