@@ -985,3 +985,55 @@ fn a_message_in_more_fragments_than_the_limit_fails_1009() {
     assert_eq!(f.feed(&flood), Err(ProtocolError::TooManyFragments));
     assert!(f.consumed < flood.len());
 }
+
+// ---- what the engine relies on --------------------------------------------------------
+
+/// Decodes `buf` until the decoder asks for more, checking after every event that used the
+/// last byte that a call with no input reports nothing; returns the bytes used.
+fn decode_probing(decoder: &mut Decoder, config: &DecoderConfig, buf: &mut [u8]) -> usize {
+    let mut used = 0;
+    loop {
+        let d = decoder.decode(config, &mut buf[used..]).expect("valid");
+        used += d.consumed;
+        if d.event.is_none() {
+            return used;
+        }
+        if used == buf.len() {
+            let mut probe = *decoder;
+            let empty = probe.decode(config, &mut []).expect("valid");
+            assert!(empty.event.is_none(), "an event from no input");
+            assert_eq!(empty.consumed, 0);
+        }
+    }
+}
+
+/// The engine stops decoding when an event used the last input byte, without the call
+/// that would only answer "need more": sound only if no input never yields an event.
+/// Checked after every event of a stream with every frame shape that ends at a boundary
+/// (empty frames, empty first/middle/last fragments, empty controls), cut at every byte.
+#[test]
+fn no_event_from_empty_input() {
+    let stream = concat(&[
+        masked(FrameHead::text(0), b""),
+        masked(FrameHead::binary(3), b"abc"),
+        masked(FrameHead::text(0).with_fin(false), b""),
+        masked(FrameHead::continuation(0, false), b""),
+        masked(FrameHead::ping(0), b""),
+        masked(FrameHead::continuation(2, false), b"hi"),
+        masked(FrameHead::continuation(0, true), b""),
+        masked(FrameHead::binary(1).with_fin(false), b"x"),
+        masked(FrameHead::continuation(1, true), b"y"),
+        masked(FrameHead::pong(1), b"p"),
+        masked(FrameHead::close(0), b""),
+    ]);
+    let config = server();
+    for cut in 0..=stream.len() {
+        let mut decoder = Decoder::new();
+        let mut first = stream[..cut].to_vec();
+        let used = decode_probing(&mut decoder, &config, &mut first);
+        // What was left waits for more input, as the engine stashes it.
+        let mut rest = [&first[used..], &stream[cut..]].concat();
+        let used = decode_probing(&mut decoder, &config, &mut rest);
+        assert_eq!(used, rest.len(), "cut at {cut}");
+    }
+}
