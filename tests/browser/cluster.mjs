@@ -15,7 +15,7 @@ import { ROOT, backend, check, chromium, example, freePort, onExit, run, start, 
 const lines = (page) => page.$$eval("#log div", (divs) => divs.map((d) => d.textContent));
 
 /** Joins (or rejoins) `room` as `name`; returns the node that the page reports. */
-async function join(page, name, room) {
+async function joinRoom(page, name, room) {
   await page.fill("#name", name);
   await page.fill("#room", room);
   const before = (await lines(page)).length;
@@ -79,12 +79,12 @@ await run("cluster", 120, async () => {
   const ben = await browser.newPage();
   await ann.goto(`${url}/`);
   await ben.goto(`${url}/`);
-  const annNode = await join(ann, "ann", room);
+  const annNode = await joinRoom(ann, "ann", room);
   // leastconn sends ben's socket to a node without one; if HAProxy still picks ann's node,
   // rejoin (a new WebSocket, so a new pick), a few times at most.
   let benNode = null;
   for (let attempt = 0; attempt < 5 && (benNode === null || benNode === annNode); attempt++) {
-    benNode = await join(ben, "ben", room);
+    benNode = await joinRoom(ben, "ben", room);
   }
   check("ann's page reports the node it landed on", nodes.some((n) => n.name === annNode), annNode);
   check("ben's page landed on a different node", nodes.some((n) => n.name === benNode) && benNode !== annNode,
