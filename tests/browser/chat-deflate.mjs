@@ -68,6 +68,14 @@ async function echoJson(url) {
   return { extensions, sent: text.length, received: back.length, identical: back === text, rows: parsed };
 }
 
+/** Sum over workers of a counter from the server's /metrics (Prometheus text). */
+async function counter(addr, name) {
+  const text = await (await fetch(`http://${addr}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) if (line.startsWith(`${name}{`)) sum += Number(line.split(" ").pop());
+  return sum;
+}
+
 await run("chat-deflate", 90, async () => {
   const chat = await startExample("chat", ["--deflate", "on"]);
   const echo = await startExample("echo", ["--deflate", "on"]);
@@ -84,8 +92,17 @@ await run("chat-deflate", 90, async () => {
   check("a longer line sent by bob appears in alice's page", await seesLine(alice, `bob: ${reply}`),
     (await lines(alice)).slice(-1).map((l) => l.slice(0, 60) + (l.length > 60 ? `... (${l.length} chars)` : "")));
 
+  const in0 = await counter(echo.addr, "throng_received_bytes_total");
+  const out0 = await counter(echo.addr, "throng_sent_bytes_total");
   const r = await alice.evaluate(echoJson, `ws://${echo.addr}/`);
+  // What crossed the wire, from the echo server's own counters (this test's socket is its
+  // only traffic): far less than 1 MiB each way only if both ends compressed.
+  const wireIn = (await counter(echo.addr, "throng_received_bytes_total")) - in0;
+  const wireOut = (await counter(echo.addr, "throng_sent_bytes_total")) - out0;
   check("echo socket from the page negotiated permessage-deflate", /^permessage-deflate\b/.test(r.extensions), r.extensions);
   check("1 MiB of JSON came back intact", r.identical && r.sent === 1 << 20 && r.rows > 0,
     `sent ${r.sent} chars, got ${r.received}, identical=${r.identical}, ${r.rows} JSON rows`);
+  check("Chromium compressed it (the server read < 512 KiB) and inflated the server's compressed echo (< 512 KiB sent)",
+    wireIn > 0 && wireIn < 512 << 10 && wireOut > 0 && wireOut < 512 << 10,
+    `server read ${wireIn} B, sent ${wireOut} B for 1 MiB each way`);
 });

@@ -66,7 +66,7 @@ await run("cluster", 120, async () => {
   const up = await until(async () => {
     try {
       const r = await fetch(`${url}/healthz`);
-      return r.status === 200 ? await r.text() : null;
+      return r.status === 200 ? (await r.text()).trim() : null;
     } catch {
       return null;
     }

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -42,6 +42,7 @@ export function check(what, ok, seen) {
 /** Runs `body` under a time limit, then everything registered with `onExit`; sets the exit code. */
 export async function run(name, seconds, body) {
   console.log(`== ${name} (backend ${backend()})`);
+  const t0 = Date.now();
   const timer = setTimeout(() => {
     check(`finished within ${seconds} s`, false);
     finish().then(() => process.exit(1));
@@ -54,6 +55,7 @@ export async function run(name, seconds, body) {
   clearTimeout(timer);
   await finish();
   if (passes === 0 && failures === 0) check("checked something", false);
+  console.log(`  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   console.log(`${name}: ${passes} passed, ${failures} failed`);
   process.exit(failures === 0 ? 0 : 1);
 }
@@ -96,7 +98,7 @@ export function example(name) {
  * process gets SIGINT when the test ends (the examples shut down gracefully on it), SIGKILL
  * if it lingers. Its stderr after that is shown, prefixed by `label`.
  */
-export function start(command, args, ready, { label = command, seconds = 15 } = {}) {
+export function start(command, args, ready, { label = basename(command), seconds = 15 } = {}) {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   onExit(() => stop(child));

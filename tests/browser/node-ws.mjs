@@ -41,10 +41,12 @@ function roundTrip(ws, send) {
   const read0 = ws._socket.bytesRead;
   const written0 = ws._socket.bytesWritten;
   return new Promise((ok, fail) => {
+    const closed = (code) => fail(new Error(`closed with ${code}`));
+    ws.once("close", closed);
     ws.once("message", (data, isBinary) => {
+      ws.off("close", closed);
       ok({ data, isBinary, read: ws._socket.bytesRead - read0, written: ws._socket.bytesWritten - written0 });
     });
-    ws.once("close", (code) => fail(new Error(`closed with ${code}`)));
     send();
   });
 }
