@@ -14,8 +14,8 @@
 use std::process::ExitCode;
 
 use throng::engine::{
-    BackendChoice, CloseCode, Config, Decision, DeflateConfig, Handler, HttpRequest, HttpResponse, Message,
-    Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
+    BackendChoice, CloseCode, Config, Decision, DeflateConfig, Handler, HttpRequest, HttpResponse,
+    Message, Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
 };
 
 #[path = "common/args.rs"]

@@ -43,10 +43,14 @@ export function check(what, ok, seen) {
 export async function run(name, seconds, body) {
   console.log(`== ${name} (backend ${backend()})`);
   const t0 = Date.now();
-  const timer = setTimeout(() => {
-    check(`finished within ${seconds} s`, false);
+  const abort = (why) => {
+    check(why, false);
+    // Cleanup that hangs (a browser that does not answer) must not hold the run.
+    setTimeout(() => process.exit(1), 15_000).unref();
     finish().then(() => process.exit(1));
-  }, seconds * 1000);
+  };
+  const timer = setTimeout(() => abort(`finished within ${seconds} s`), seconds * 1000);
+  for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => abort(`not stopped by ${sig}`));
   try {
     await body();
   } catch (e) {
@@ -62,13 +66,24 @@ export async function run(name, seconds, body) {
 
 async function finish() {
   while (cleanups.length) {
+    const fn = cleanups.pop();
+    let timer;
+    const late = new Promise((ok) => (timer = setTimeout(() => ok("took more than 10 s"), 10_000)));
     try {
-      await cleanups.pop()();
+      const r = await Promise.race([Promise.resolve().then(fn).then(() => null), late]);
+      if (r) console.log(`  (cleanup ${r})`);
     } catch (e) {
       console.log(`  (cleanup: ${e})`);
     }
+    clearTimeout(timer);
   }
 }
+
+// Whatever way this process ends, no server it started outlives it.
+const children = new Set();
+process.on("exit", () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
 
 /** Runs `fn` when the test ends, last registered first. */
 export function onExit(fn) {
@@ -100,6 +115,7 @@ export function example(name) {
  */
 export function start(command, args, ready, { label = basename(command), seconds = 15 } = {}) {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
   let out = "";
   onExit(() => stop(child));
   return new Promise((ok, fail) => {
