@@ -2,19 +2,20 @@
 //!
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:9002] [--backend auto|uring|epoll] [--threads N]
-//!     [--tls-cert CERT.pem --tls-key KEY.pem]
+//!     [--tls-cert CERT.pem --tls-key KEY.pem] [--deflate on|off]
 //! ```
 //! `--help` lists every flag with its default.
 //! With `--tls-cert` and `--tls-key` the page and its WebSocket are served over TLS
-//! (https://, wss://).
+//! (https://, wss://). With `--deflate on` browsers get permessage-deflate (shared mode:
+//! no per-connection window), which `ws.extensions` shows in the page.
 //! Open http://127.0.0.1:9002/ in a browser (two tabs to see messages cross). The page
 //! connects to `/ws?name=NAME&room=ROOM`; `/join ROOM` moves to another room.
 
 use std::process::ExitCode;
 
 use throng::engine::{
-    BackendChoice, CloseCode, Config, Decision, Handler, HttpRequest, HttpResponse, Message,
-    Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
+    BackendChoice, CloseCode, Config, Decision, DeflateConfig, Handler, HttpRequest, HttpResponse,
+    Message, Server, ShutdownSignals, TlsConfig, UpgradeRequest, WebSocket,
 };
 
 #[path = "common/args.rs"]
@@ -28,6 +29,7 @@ const FLAGS: &[Flag] = &[
     flag("--backend", "auto|uring|epoll", "auto", "I/O backend (THRONG_BACKEND overrides it)"),
     flag("--tls-cert", "PEM", "", "certificate chain: serve https:// and wss:// (with --tls-key)"),
     flag("--tls-key", "PEM", "", "private key of --tls-cert"),
+    flag("--deflate", "on|off", "off", "permessage-deflate (RFC 7692) in shared mode, the default threshold and level"),
     flag("--threads", "N", "", "worker threads, at least 1 (default: one per CPU this process may use)"),
 ];
 
@@ -157,6 +159,11 @@ fn main() -> ExitCode {
     if let Some(n) = a.positive("--threads") {
         config.workers = n;
     }
+    config.deflate = match a.raw("--deflate").expect("defaulted") {
+        "on" => Some(DeflateConfig::default()),
+        "off" => None,
+        _ => a.bad("--deflate", "expected on or off"),
+    };
     if let Some((cert, key)) = a.pair("--tls-cert", "--tls-key") {
         match TlsConfig::from_pem_files(cert, key) {
             Ok(tls) => config.tls = Some(tls),
