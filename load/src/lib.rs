@@ -26,6 +26,7 @@ pub mod args;
 pub mod attack;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod churn;
+pub mod churn_tls;
 pub mod client;
 pub mod echo;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
