@@ -571,6 +571,7 @@ pub fn run(options: Options) -> io::Result<Report> {
         cpus: options.load_cpus.clone(),
         open_window: 256,
         open_timeout: Duration::from_secs(60),
+        tls: None,
     };
     let plan = options.plan.clone();
     let mut unavailable = Vec::new();

@@ -4,7 +4,7 @@
 //!
 //! Contract (one process):
 //! `throng-load hold --url URL --connections N [--source-offset K] [--open-window W]
-//! [--open-timeout SECS]` opens N connections from source addresses 127.0.0.2..250 and
+//! [--open-timeout SECS] [--cafile PEM]` (URL `ws://` or `wss://`) opens N connections from source addresses 127.0.0.2..250 and
 //! answers pings. Stdout carries JSON lines: `{"event":"progress","connected":n,"failed":f}`
 //! while ramping, then `{"event":"ramped","connected":n,"failed":f,"seconds":s}`. Commands
 //! on stdin, one per line: `expect-broadcast` -> `{"event":"broadcast","received":n,
@@ -23,6 +23,8 @@ use serde_json::Value;
 /// Options passed through to every load process.
 pub struct Options {
     pub url: String,
+    /// `wss://`: the certificate the clients trust.
+    pub cafile: Option<PathBuf>,
     pub connections: usize,
     pub per_process: usize,
     pub open_window: Option<usize>,
@@ -170,6 +172,9 @@ impl Clients {
             cmd.args(["hold", "--url", &opts.url])
                 .args(["--connections", &share.to_string()])
                 .args(["--source-offset", &i.to_string()]);
+            if let Some(ca) = &opts.cafile {
+                cmd.arg("--cafile").arg(ca);
+            }
             if let Some(w) = opts.open_window {
                 cmd.args(["--open-window", &w.to_string()]);
             }

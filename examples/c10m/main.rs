@@ -5,8 +5,11 @@
 //! cargo build --release -p throng-load          # the client side (built on demand if missing)
 //! cargo run --release --example c10m -- --connections N [--backend auto|uring|epoll]
 //!     [--hold SECS] [--ping-interval SECS] [--pong-timeout SECS] [--per-process N]
-//!     [--open-window N] [--open-timeout SECS] [--no-subscribe] [--json]
+//!     [--open-window N] [--open-timeout SECS] [--no-subscribe] [--tls] [--json]
 //! ```
+//! `--tls`: the same over `wss://`: a self-signed pair for 127.0.0.1 is made with rcgen
+//! (in a directory of the run, removed at the end), the servers listen with TLS and the
+//! load generator's connections trust that certificate (`--cafile`).
 //! 1. starts the engine, in several processes sharing the port through `SO_REUSEPORT`
 //!    when RLIMIT_NOFILE is below what one process needs (and says so);
 //! 2. ramps N client connections with the project's load generator (`throng-load hold`,
@@ -35,6 +38,7 @@
 mod clients;
 mod measure;
 mod server;
+mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
@@ -62,8 +66,12 @@ struct Args {
     json: bool,
     /// Diagnostic: no topic subscription (the broadcast goes connection by connection).
     no_subscribe: bool,
+    /// `wss://`: servers with a self-signed certificate, clients over TLS.
+    tls: bool,
     /// Internal: run as one engine process on this port.
     serve: Option<u16>,
+    /// Internal: the serving process's certificate chain and key (PEM files).
+    tls_pair: Option<(String, String)>,
 }
 
 #[path = "../common/args.rs"]
@@ -82,8 +90,11 @@ const FLAGS: &[Flag] = &[
     flag("--open-window", "N", "", "handshakes in flight per client process (default: the load generator's)"),
     flag("--open-timeout", "SECS", "", "give up on the ramp after this (default: N/2500 s, at least 120)"),
     switch("--no-subscribe", "diagnostic: join no topic; the broadcast goes connection by connection"),
+    switch("--tls", "wss://: a self-signed certificate made for the run, TLS servers and clients"),
     switch("--json", "progress to stderr, one JSON object to stdout"),
     flag("--serve", "PORT", "", ""),
+    flag("--tls-cert", "PEM", "", ""),
+    flag("--tls-key", "PEM", "", ""),
 ];
 
 const ABOUT: &str = "The C10M demo: hold many idle WebSocket connections and measure what they cost.\n\
@@ -102,7 +113,11 @@ fn parse_args() -> Args {
         open_timeout: p.opt("--open-timeout"),
         json: p.on("--json"),
         no_subscribe: p.on("--no-subscribe"),
+        tls: p.on("--tls"),
         serve: p.opt("--serve"),
+        tls_pair: p
+            .pair("--tls-cert", "--tls-key")
+            .map(|(c, k)| (c.to_owned(), k.to_owned())),
     }
 }
 
@@ -196,6 +211,7 @@ fn main() -> ExitCode {
             ping_interval: Duration::from_secs(args.ping_interval.unwrap_or(5).max(1)),
             pong_timeout: Duration::from_secs(args.pong_timeout.unwrap_or(5).max(1)),
             subscribe: !args.no_subscribe,
+            tls: args.tls_pair.clone(),
         };
         return match server::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -260,6 +276,12 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let pong_timeout = args.pong_timeout.unwrap_or(ping_interval).max(1);
     let load_bin = clients::locate_load_binary(&|m| say.line(m))?;
     let port = free_port()?;
+    // wss://: one self-signed pair for every server process, trusted by every client.
+    let pem = if args.tls {
+        Some(tls::Pair::new()?)
+    } else {
+        None
+    };
     if procs > 1 {
         say.line(format!(
             "RLIMIT_NOFILE is {nofile} here (the hard limit; it cannot be raised): one process \
@@ -278,6 +300,7 @@ fn run(args: &Args) -> Result<u64, Stop> {
             .args(["--ping-interval", &ping_interval.to_string()])
             .args(["--pong-timeout", &pong_timeout.to_string()])
             .args(args.no_subscribe.then_some("--no-subscribe"))
+            .args(pem.iter().flat_map(|p| p.server_args()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -302,9 +325,14 @@ fn run(args: &Args) -> Result<u64, Stop> {
         servers.push(s);
     }
     say.line(format!(
-        "server: {procs} process(es), backend {backend}, port {port}; a ping after \
+        "server: {procs} process(es), backend {backend}, port {port}{}; a ping after \
          {ping_interval} s of silence, pong timeout {pong_timeout} s (so every {} s); \
          connection record {CONN_RECORD_BYTES} B without user state",
+        if args.tls {
+            " over TLS (rustls, a self-signed certificate for 127.0.0.1)"
+        } else {
+            ""
+        },
         ping_interval.max(pong_timeout)
     ));
     let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
@@ -315,11 +343,13 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let slab_before = measure::slab_bytes();
     let caches_before = measure::slab_caches();
     let cpu_ramp_before = measure::cpu_sum(&server_pids);
-    let url = format!("ws://127.0.0.1:{port}/");
+    let scheme = if args.tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://127.0.0.1:{port}/");
     let mut load = clients::Clients::start(
         &load_bin,
         &clients::Options {
             url,
+            cafile: pem.as_ref().map(|p| p.cert.clone()),
             connections: n,
             per_process,
             open_window: args.open_window,
@@ -587,6 +617,7 @@ fn run(args: &Args) -> Result<u64, Stop> {
         let report = json!({
             "connections": n,
             "backend": backend,
+            "tls": args.tls,
             "server_processes": procs,
             "client_processes": load.processes(),
             "handshakes_per_s": handshakes_per_s.round(),

@@ -52,6 +52,8 @@ pub struct Options {
     /// a broadcast sends the shared frame to each open connection from a posted job
     /// (to measure what the subscription costs per connection).
     pub subscribe: bool,
+    /// `wss://`: the certificate chain and key (PEM files).
+    pub tls: Option<(String, String)>,
 }
 
 pub fn run(opts: Options) -> std::io::Result<()> {
@@ -73,6 +75,9 @@ pub fn run(opts: Options) -> std::io::Result<()> {
     // GET /metrics on the demo's port: each server process answers for its own workers
     // (the processes share the port, so a scrape sees the one the kernel picked).
     config.metrics = throng::engine::MetricsEndpoint::Listener;
+    if let Some((cert, key)) = &opts.tls {
+        config = config.with_tls(throng::engine::TlsConfig::from_pem_files(cert, key)?);
+    }
     let mut out = std::io::stdout().lock();
     let subscribe = opts.subscribe;
     let server = match Server::start(config, move |_| Idle { subscribe }) {

@@ -3,29 +3,34 @@
 //! default.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::attack::{self, Mode, Plan};
+use crate::tls::Tls;
 use crate::{echo, hold};
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage:
-  throng-load hold --url ws://HOST:PORT/PATH --connections N [--source-offset K]
-                   [--open-window W (256)] [--open-timeout SECS (120)]
+  throng-load hold --url ws[s]://HOST:PORT/PATH --connections N [--source-offset K]
+                   [--open-window W (256)] [--open-timeout SECS (120)] [--cafile PEM]
       N connections held open, pings answered; JSON lines on stdout; commands on stdin:
       expect-broadcast | stats | close (EOF: close)
-  throng-load echo --url ws://HOST:PORT/PATH --connections N --size BYTES
+  throng-load echo --url ws[s]://HOST:PORT/PATH --connections N --size BYTES
                    [--rate MSGS_PER_S] --duration SECS [--warmup SECS (1)]
                    [--processes P] [--json] [--source-offset K]
                    [--open-window W (256)] [--open-timeout SECS (120)]
-                   [--child] [--hold-open]
+                   [--child] [--hold-open] [--cafile PEM]
       echo throughput and latency: closed loop (one message in flight per connection)
       or a fixed aggregate rate (latency from each message's scheduled time); the result
       is one JSON object, the last line on stdout.
       --child: after the ramp print {\"event\":\"ready\",...} and start on a line `go`
       from stdin; --hold-open: after the report keep the connections open until stdin
       ends (one process only), so a harness can read the server's counters first
+  wss:// (hold and echo): TLS with rustls (ring), ALPN http/1.1, no session resumption;
+      --cafile PEM: trust these certificates only (the name checked is HOST); without it
+      any certificate is accepted (handshake signatures are still verified)
   throng-load attack --server-bin PATH [--backend uring|epoll|both (both)]
                      [--modes all|M,M,.. (all)] [--small] [--duration SECS (15)]
                      [--slowloris N (10000)] [--flood N (32)] [--flood-size BYTES (16777216)]
@@ -47,16 +52,43 @@ pub struct Url {
     pub host: String,
     /// The request path (with its query, if any).
     pub path: String,
+    /// `wss://`: TLS.
+    pub tls: bool,
 }
 
-/// Reads `ws://host[:port][/path]`; the host may be a name, resolved once here.
-pub fn parse_url(url: &str) -> Result<Url, String> {
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("wss") => {
-            return Err(format!("{url}: wss:// (TLS) is not supported"));
+impl Url {
+    /// The host without the port (the name TLS asks the server for).
+    pub fn hostname(&self) -> &str {
+        match self.host.rsplit_once(':') {
+            Some((h, port)) if !port.contains(']') => h,
+            _ => &self.host,
         }
-        _ => return Err(format!("{url}: not a ws:// URL")),
+    }
+
+    /// The TLS client of a `wss://` URL (certificates from `cafile`, or any), `None` for
+    /// `ws://`.
+    pub fn tls_client(&self, cafile: Option<&std::path::Path>) -> std::io::Result<Option<Tls>> {
+        if self.tls {
+            Tls::new(self.hostname(), cafile).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}{}", self.host, self.path)
+    }
+}
+
+/// Reads `ws[s]://host[:port][/path]`; the host may be a name, resolved once here.
+pub fn parse_url(url: &str) -> Result<Url, String> {
+    let (rest, tls) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => (rest, false),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => (rest, true),
+        _ => return Err(format!("{url}: not a ws:// or wss:// URL")),
     };
     let (host, path) = match rest.find(['/', '?']) {
         Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -67,7 +99,7 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         return Err(format!("{url}: no host (or a user name, not supported)"));
     }
     let with_port = if host.ends_with(']') || !host.contains(':') {
-        format!("{host}:80")
+        format!("{host}:{}", if tls { 443 } else { 80 })
     } else {
         host.to_string()
     };
@@ -80,6 +112,7 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         addr,
         host: host.to_string(),
         path,
+        tls,
     })
 }
 
@@ -206,8 +239,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 "source-offset",
                 "open-window",
                 "open-timeout",
+                "cafile",
             ])?;
             let url = parse_url(f.required("url")?)?;
+            let tls = tls_of(&url, &f)?;
             let connections = f.count("connections", None)?;
             if connections == 0 {
                 return Err("--connections must be at least 1".into());
@@ -220,6 +255,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 source_offset: f.count("source-offset", Some(0))?,
                 open_window: f.count("open-window", Some(256))?.max(1),
                 open_timeout: f.seconds("open-timeout", Some(120.0))?,
+                tls,
             }))
         }
         "echo" => {
@@ -238,8 +274,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 "open-timeout",
                 "child",
                 "hold-open",
+                "cafile",
             ])?;
             let url = parse_url(f.required("url")?)?;
+            let tls = tls_of(&url, &f)?;
             let connections = f.count("connections", None)?;
             if connections == 0 {
                 return Err("--connections must be at least 1".into());
@@ -280,6 +318,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 open_timeout: f.seconds("open-timeout", Some(120.0))?,
                 child: f.switch("child"),
                 hold_open: f.switch("hold-open"),
+                cafile: f.get("cafile").map(PathBuf::from),
+                tls,
             }))
         }
         "attack" => parse_attack(rest),
@@ -297,6 +337,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// The TLS client for `--url` and `--cafile` (which needs a `wss://` URL).
+fn tls_of(url: &Url, f: &Flags) -> Result<Option<Tls>, String> {
+    let cafile = f.get("cafile").map(std::path::Path::new);
+    if cafile.is_some() && !url.tls {
+        return Err("--cafile needs a wss:// URL".into());
+    }
+    url.tls_client(cafile).map_err(|e| format!("--cafile: {e}"))
 }
 
 fn parse_attack(rest: &[String]) -> Result<Command, String> {
@@ -392,6 +441,15 @@ mod tests {
         assert_eq!(u.path, "/");
         assert_eq!(parse_url("ws://127.0.0.1?x=1").unwrap().path, "/?x=1");
         assert_eq!(parse_url("ws://127.0.0.1").unwrap().addr.port(), 80);
+        let u = parse_url("wss://localhost:9443/x").unwrap();
+        assert!(u.tls && !parse_url("ws://127.0.0.1").unwrap().tls);
+        assert_eq!(
+            (u.hostname(), u.to_string().as_str()),
+            ("localhost", "wss://localhost:9443/x")
+        );
+        assert_eq!(parse_url("WSS://127.0.0.1").unwrap().addr.port(), 443);
+        assert_eq!(parse_url("wss://[::1]:7/").unwrap().hostname(), "[::1]");
+        assert_eq!(parse_url("wss://[::1]/").unwrap().hostname(), "[::1]");
         assert_eq!(
             parse_url("ws://[::1]:7/").unwrap().addr,
             "[::1]:7".parse().unwrap()
@@ -400,7 +458,7 @@ mod tests {
             "",
             "127.0.0.1:9001",
             "http://127.0.0.1/",
-            "wss://127.0.0.1/",
+            "wsx://127.0.0.1/",
             "ws://",
             "ws:///x",
             "ws://u@127.0.0.1/",
@@ -436,6 +494,8 @@ mod tests {
             "hold --url ws://127.0.0.1:9/ --connections 5 --connections 6",
             "hold --url ws://127.0.0.1:9/ --connections 5 --json",
             "hold --url ws://127.0.0.1:9/ --connections 5 stray",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --cafile x.pem",
+            "hold --url wss://127.0.0.1:9/ --connections 5 --cafile /nonexistent.pem",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
         }

@@ -10,11 +10,11 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
 use throng_protocol::frame::{FrameHead, HeaderBuf};
 use throng_protocol::mask::apply_mask;
 use throng_protocol::{Decoder, DecoderConfig, Event};
 
+use crate::tls::Stream;
 use crate::upgrade::{self, Key, check_response, splitmix};
 
 /// Where a connection is.
@@ -49,8 +49,8 @@ pub struct Seen {
 
 /// One connection.
 pub struct Conn {
-    /// Its socket.
-    pub stream: TcpStream,
+    /// Its socket (or a TLS session over it).
+    pub stream: Stream,
     /// Where it is.
     pub state: State,
     key: Key,
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// A connection whose TCP connect is in progress; `seed` (different for every
     /// connection) makes its handshake key and masks.
-    pub fn new(stream: TcpStream, seed: u64) -> Conn {
+    pub fn new(stream: Stream, seed: u64) -> Conn {
         Conn {
             stream,
             state: State::Connecting,
@@ -169,6 +169,8 @@ impl Conn {
 
     /// The socket can take more: write what waits.
     pub fn flush(&mut self) -> io::Result<()> {
+        // TLS records the socket did not take yet go before any more plaintext.
+        self.stream.flush_records()?;
         while !self.output.is_empty() {
             match self.stream.write(&self.output) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

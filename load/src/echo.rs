@@ -66,6 +66,10 @@ pub struct Options {
     /// After the report, keep every connection open until stdin ends, so that whoever
     /// reads the server's counters then (a callgrind dump) sees no closes in them.
     pub hold_open: bool,
+    /// `--cafile` (handed on to the processes of a spread run).
+    pub cafile: Option<std::path::PathBuf>,
+    /// `wss://`: every connection is a TLS session of this client.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Options {
@@ -133,7 +137,7 @@ impl Report {
         let us = |q: f64| (self.histogram.quantile(q) as f64 / 10.0).round() / 100.0;
         let mut v = json!({
             "mode": if opts.rate.is_some() { "rate" } else { "closed-loop" },
-            "url": format!("ws://{}{}", opts.url.host, opts.url.path),
+            "url": opts.url.to_string(),
             "processes": self.processes,
             "connections": self.connections,
             "open": self.open,
@@ -186,12 +190,11 @@ impl Report {
             None => "closed loop".into(),
         };
         let mut s = format!(
-            "echo ws://{}{}: {} connections ({} open), {} B text, {mode}, {} process(es)\n\
+            "echo {}: {} connections ({} open), {} B text, {mode}, {} process(es)\n\
              {:.0} msg/s over {:.2} s ({} echoes, {} sent)\n\
              latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n\
              errors {}  lost {}",
-            opts.url.host,
-            opts.url.path,
+            opts.url,
             self.connections,
             self.open,
             opts.size,
@@ -274,7 +277,9 @@ pub fn run_one_then(
     crate::sys::raise_nofile();
     let payload = frame::payload(opts.size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
-    let mut fleet = Fleet::new(opts.url.addr)?.with_source_offset(opts.source_offset);
+    let mut fleet = Fleet::new(opts.url.addr)?
+        .with_source_offset(opts.source_offset)
+        .with_tls(opts.tls.clone());
     let ramp = fleet.ramp(
         &opts.url.path,
         opts.connections,
@@ -481,7 +486,7 @@ pub fn run_spread(opts: &Options, processes: usize) -> io::Result<Report> {
         let share = opts.connections / processes + usize::from(p < opts.connections % processes);
         let mut cmd = Command::new(&exe);
         cmd.arg("echo")
-            .args(["--url", &format!("ws://{}{}", opts.url.host, opts.url.path)])
+            .args(["--url", &opts.url.to_string()])
             .args(["--connections", &share.to_string()])
             .args(["--size", &opts.size.to_string()])
             .args(["--duration", &opts.duration.as_secs_f64().to_string()])
@@ -496,6 +501,9 @@ pub fn run_spread(opts: &Options, processes: usize) -> io::Result<Report> {
                 &(opts.source_offset + p * source::SOURCES / processes).to_string(),
             ])
             .args(["--json", "--child"]);
+        if let Some(ca) = &opts.cafile {
+            cmd.arg("--cafile").arg(ca);
+        }
         if let Some(r) = opts.rate {
             let r = r * share as f64 / opts.connections as f64;
             cmd.args(["--rate", &r.to_string()]);
@@ -603,6 +611,8 @@ mod tests {
             open_timeout: Duration::from_secs(1),
             child: false,
             hold_open: false,
+            cafile: None,
+            tls: None,
         }
     }
 

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::frame::{self, Event, ParseError, Parser};
 use crate::source;
+use crate::tls::{Stream, Tls};
 use crate::upgrade::{Key, Template, check_response};
 
 /// Where a connection is.
@@ -44,7 +44,7 @@ pub struct Msg<'a> {
 
 /// One client connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Where it is.
     pub phase: Phase,
     /// Response head bytes until the 101 is complete.
@@ -91,6 +91,10 @@ impl Conn {
     }
 
     fn flush(&mut self) {
+        // TLS records the socket did not take yet go before any more plaintext.
+        if let Err(e) = self.stream.flush_records() {
+            return self.fail(format!("write: {e}"));
+        }
         if self.out.is_empty() {
             return;
         }
@@ -118,7 +122,7 @@ impl Drop for Conn {
 
 /// Makes the close a reset (`SO_LINGER` 0): no TIME_WAIT is left on either side, so runs
 /// that open hundreds of thousands of connections never run out of ports.
-fn reset_on_close(stream: &TcpStream) {
+fn reset_on_close(stream: &impl AsRawFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -136,7 +140,7 @@ fn reset_on_close(stream: &TcpStream) {
 }
 
 /// Writes what the socket takes now; `Ok(0)` when it is full.
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+fn write_some(stream: &mut Stream, bytes: &[u8]) -> io::Result<usize> {
     loop {
         match stream.write(bytes) {
             Ok(n) => return Ok(n),
@@ -199,6 +203,8 @@ pub struct Fleet {
     source_offset: usize,
     /// TCP connects started, the index into the source rotation.
     connects: usize,
+    /// `wss://`: every connection is a TLS session of this client.
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -224,6 +230,7 @@ impl Fleet {
             again: Vec::new(),
             source_offset: 0,
             connects: 0,
+            tls: None,
         })
     }
 
@@ -234,11 +241,18 @@ impl Fleet {
         self
     }
 
+    /// Makes every connection of this fleet a TLS session of `tls` (`None`: plain TCP).
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Fleet {
+        self.tls = tls;
+        self
+    }
+
     /// A TCP connect from the next source address, registered under `token`.
-    fn dial(&mut self, token: Token) -> io::Result<TcpStream> {
+    fn dial(&mut self, token: Token) -> io::Result<Stream> {
         let from = source::address(self.source_offset, self.connects);
         self.connects += 1;
-        let mut stream = source::connect(self.addr, from)?;
+        let tcp = source::connect(self.addr, from)?;
+        let mut stream = Stream::new(tcp, self.tls.as_ref())?;
         self.poll.registry().register(
             &mut stream,
             token,

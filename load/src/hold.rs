@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::client::{Conn, State};
 use crate::source;
 use crate::sys::monotonic_ns;
+use crate::tls::{Stream, Tls};
 
 const STDIN: Token = Token(usize::MAX);
 
@@ -49,6 +50,8 @@ pub struct Options {
     pub open_window: usize,
     /// Longest ramp; connections still opening then count as failed.
     pub open_timeout: Duration,
+    /// `wss://`: every connection is a TLS session of this client.
+    pub tls: Option<Tls>,
 }
 
 fn emit(v: Value) {
@@ -99,7 +102,9 @@ impl Hold {
             let i = self.started;
             self.started += 1;
             let from = source::address(self.opts.source_offset, i);
-            let opened = source::connect(self.opts.addr, from).and_then(|mut stream| {
+            let tls = self.opts.tls.as_ref();
+            let opened = source::connect(self.opts.addr, from).and_then(|tcp| {
+                let mut stream = Stream::new(tcp, tls)?;
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 self.poll
                     .registry()

@@ -16,7 +16,8 @@
 //! all connections, payloads counted, not kept), [`client`] is a strict client for holds
 //! (its own key and a fresh mask per frame, every frame validated, the close handshake
 //! tracked). Connections to a loopback server come from 127.0.0.2..=127.0.0.250
-//! ([`source`]) so that ports do not run out.
+//! ([`source`]) so that ports do not run out. Both speak `wss://` through [`tls`] (a
+//! rustls client session over the same socket).
 
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod args;
 pub mod attack;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod churn;
+pub mod churn_tls;
 pub mod client;
 pub mod echo;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
@@ -37,4 +39,5 @@ pub mod measure;
 pub mod source;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod sys;
+pub mod tls;
 pub mod upgrade;

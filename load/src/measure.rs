@@ -15,6 +15,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::churn::Churn;
+use crate::churn_tls::TlsChurn;
 use crate::fleet::{Conn, Count, Driver, Fleet, Msg};
 use crate::frame;
 use crate::hist::Histogram;
@@ -73,6 +74,8 @@ pub struct Load {
     pub open_window: usize,
     /// Longest time opening a set of connections may take.
     pub open_timeout: Duration,
+    /// `wss://`: every connection is a TLS session of this client (`None`: plain TCP).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Load {
@@ -88,8 +91,10 @@ fn share(n: usize, thread: usize, threads: usize) -> usize {
 
 /// Load thread `thread`'s fleet: aimed at the target, its source addresses starting at its
 /// own place in the rotation.
-fn thread_fleet(target: Target, thread: usize, threads: usize) -> io::Result<Fleet> {
-    Ok(Fleet::new(target.addr)?.with_source_offset(thread * source::SOURCES / threads.max(1)))
+fn thread_fleet(target: Target, load: &Load, thread: usize, threads: usize) -> io::Result<Fleet> {
+    Ok(Fleet::new(target.addr)?
+        .with_source_offset(thread * source::SOURCES / threads.max(1))
+        .with_tls(load.tls.clone()))
 }
 
 /// A barrier the load threads meet at, which a failing thread can break so the others
@@ -274,7 +279,7 @@ pub fn echo(
     let payload = frame::payload(size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
+        let mut fleet = thread_fleet(target, load, t, threads)?;
         fleet.open(
             "/",
             share(conns, t, threads),
@@ -389,7 +394,7 @@ pub fn latency(
     let payload = frame::payload(size);
     let frame = frame::masked_frame(frame::TEXT, &payload);
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
+        let mut fleet = thread_fleet(target, load, t, threads)?;
         let n = share(conns, t, threads);
         fleet.open("/", n, 0, load.open_window, load.open_timeout)?;
         echo_once(&mut fleet, Duration::from_secs(10))?;
@@ -500,7 +505,7 @@ pub fn idle_memory(
     let rss_before = crate::sys::rss_bytes(target.pid)?;
     let meet_rss = Mutex::new(0u64);
     on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
+        let mut fleet = thread_fleet(target, load, t, threads)?;
         fleet.open(
             "/",
             share(conns, t, threads),
@@ -563,8 +568,31 @@ impl HandshakeResult {
     }
 }
 
+/// The client of [`handshakes`]: plain or TLS.
+enum Churner {
+    Tcp(Churn),
+    Tls(TlsChurn),
+}
+
+impl Churner {
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<u64> {
+        match self {
+            Churner::Tcp(c) => c.turn(timeout),
+            Churner::Tls(c) => c.turn(timeout),
+        }
+    }
+
+    /// Upgrades, failures, the first failure's reason.
+    fn counts(&self) -> (u64, u64, Option<String>) {
+        match self {
+            Churner::Tcp(c) => (c.upgraded, c.failed, c.first_error.clone()),
+            Churner::Tls(c) => (c.upgraded, c.failed, c.first_error.clone()),
+        }
+    }
+}
+
 /// Keeps `concurrency` handshakes in progress: connect, upgrade, reset once the 101 is
-/// in, start the next ([`crate::churn`]).
+/// in, start the next ([`crate::churn`]; over TLS, [`crate::churn_tls`]).
 pub fn handshakes(
     target: Target,
     load: &Load,
@@ -575,35 +603,45 @@ pub fn handshakes(
         meet.wait()?;
         let seed = crate::sys::monotonic_ns() ^ ((t as u64) << 48);
         let slots = share(concurrency, t, threads).max(1);
-        let mut churn = Churn::new(target.addr, "/", slots, seed)?;
+        let mut churn = match &load.tls {
+            None => Churner::Tcp(Churn::new(target.addr, "/", slots, seed)?),
+            Some(tls) => Churner::Tls(TlsChurn::new(
+                target.addr,
+                "/",
+                slots,
+                tls.clone(),
+                t * source::SOURCES / threads.max(1),
+            )?),
+        };
         let t0 = Instant::now();
         let (start, end) = (t0 + window.warmup, t0 + window.warmup + window.measure);
         let mut began: Option<(Instant, u64, u64, u64)> = None;
         loop {
             churn.turn(spin())?;
-            if churn.failed > 1000 {
+            let (upgraded, failed, first_error) = churn.counts();
+            if failed > 1000 {
                 return Err(io::Error::other(format!(
                     "handshakes keep failing: {}",
-                    churn.first_error.clone().unwrap_or_default()
+                    first_error.unwrap_or_default()
                 )));
             }
             let now = Instant::now();
             if began.is_none() && now >= start {
                 let server = if t == 0 { target.cpu_ns() } else { 0 };
-                began = Some((now, churn.upgraded, server, crate::sys::thread_cpu_ns()));
+                began = Some((now, upgraded, server, crate::sys::thread_cpu_ns()));
             }
             if now >= end {
-                let (b, upgraded0, cpu0, load0) = began.unwrap_or((now, churn.upgraded, 0, 0));
+                let (b, upgraded0, cpu0, load0) = began.unwrap_or((now, upgraded, 0, 0));
                 let cpu = if t == 0 {
                     target.cpu_ns().saturating_sub(cpu0)
                 } else {
                     0
                 };
                 return Ok(HandshakeResult {
-                    handshakes: churn.upgraded - upgraded0,
+                    handshakes: upgraded - upgraded0,
                     seconds: (now - b).as_secs_f64(),
                     server_cpu_ns: cpu,
-                    failed: churn.failed,
+                    failed,
                     load_cpu_ns: crate::sys::thread_cpu_ns().saturating_sub(load0),
                 });
             }
@@ -647,7 +685,7 @@ pub fn broadcast(
 ) -> io::Result<BroadcastResult> {
     let trigger = frame::masked_frame(frame::TEXT, format!("BROADCAST {size}").as_bytes());
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
+        let mut fleet = thread_fleet(target, load, t, threads)?;
         let mine = share(members, t, threads);
         fleet.open("/bcast", mine, 0, load.open_window, load.open_timeout)?;
         echo_once(&mut fleet, Duration::from_secs(20))?;
@@ -792,7 +830,7 @@ pub fn pubsub(
 ) -> io::Result<PubSubResult> {
     let frame = frame::masked_frame(frame::TEXT, &frame::payload(size));
     let parts = on_threads(load, |t, threads, meet| {
-        let mut fleet = thread_fleet(target, t, threads)?;
+        let mut fleet = thread_fleet(target, load, t, threads)?;
         fleet.open(
             "/sub",
             share(subscribers, t, threads),

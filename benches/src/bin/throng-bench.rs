@@ -24,6 +24,7 @@ usage:
                      [--out DIR] [--no-limits] [--native-string-ops]
   throng-bench serve --server throng|tungstenite|fastws|floor|bun [--backend uring|epoll]
                      [--threads N] [--addr HOST:PORT] [--cpus LIST]
+                     [--tls-cert PEM --tls-key PEM (throng, tungstenite: wss://)]
 
 compare: by default each server gets 1 worker thread pinned to the first allowed CPU and the
 load generator runs on the other CPUs; the SVG chart goes to target/throng-bench/compare.svg.
@@ -83,7 +84,9 @@ fn serve_options(args: &[String]) -> Result<ServeOptions, String> {
         threads: 1,
         addr: "127.0.0.1:0".parse().expect("valid address"),
         cpus: Vec::new(),
+        tls: None,
     };
+    let (mut cert, mut key) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -93,12 +96,19 @@ fn serve_options(args: &[String]) -> Result<ServeOptions, String> {
             "--threads" => o.threads = value.parse().map_err(|e| format!("--threads: {e}"))?,
             "--addr" => o.addr = value.parse().map_err(|e| format!("--addr: {e}"))?,
             "--cpus" => o.cpus = cpus(value)?,
+            "--tls-cert" => cert = Some(PathBuf::from(value)),
+            "--tls-key" => key = Some(PathBuf::from(value)),
             _ => return Err(String::new()),
         }
     }
     if o.server.is_empty() {
         return Err(String::new());
     }
+    o.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     Ok(o)
 }
 

@@ -180,6 +180,19 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// CPUs the whole process is pinned to.
     pub cpus: Vec<usize>,
+    /// `wss://` (throng and tungstenite only): certificate chain and key, PEM files.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ServeOptions {
+    /// The rustls config of `--tls-cert`/`--tls-key`, built as the engine builds it
+    /// (ring, ALPN http/1.1), so every TLS server of the comparison uses the same one.
+    pub fn tls_config(&self) -> std::io::Result<Option<throng_engine::TlsConfig>> {
+        self.tls
+            .as_ref()
+            .map(|(cert, key)| throng_engine::TlsConfig::from_pem_files(cert, key))
+            .transpose()
+    }
 }
 
 /// Announces the address on stdout, the harness's cue that the server is ready.

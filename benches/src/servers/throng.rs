@@ -73,6 +73,14 @@ pub fn run(opts: &ServeOptions) -> ExitCode {
         .with_workers(opts.threads)
         .with_backend(backend)
         .with_max_message_size(MAX_MESSAGE);
+    let config = match opts.tls_config() {
+        Ok(Some(tls)) => config.with_tls(tls),
+        Ok(None) => config,
+        Err(e) => {
+            eprintln!("serve: throng: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(config, |_| Bench { filler: Vec::new() }) {
         Ok(s) => s,
         // A backend this kernel or build does not offer is reported, not a failure.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 use futures_util::{SinkExt, StreamExt, future};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -60,10 +60,28 @@ pub fn run(opts: &ServeOptions) -> io::Result<()> {
         let listener = super::tokio_listener(opts.addr)?;
         super::announce(listener.local_addr()?);
         let registry = Arc::new(Registry::default());
+        // wss://: tokio-rustls over the same rustls config as throng's.
+        let tls = opts
+            .tls_config()?
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.rustls().clone()));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, registry.clone()));
+                    let _ = stream.set_nodelay(true);
+                    let registry = registry.clone();
+                    match &tls {
+                        None => {
+                            tokio::spawn(connection(stream, registry));
+                        }
+                        Some(acceptor) => {
+                            let accept = acceptor.accept(stream);
+                            tokio::spawn(async move {
+                                if let Ok(stream) = accept.await {
+                                    connection(stream, registry).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(_) => super::accept_backoff().await,
             }
@@ -73,8 +91,10 @@ pub fn run(opts: &ServeOptions) -> io::Result<()> {
 
 // The callback's error type (an HTTP response) is tungstenite's, large or not.
 #[allow(clippy::result_large_err)]
-async fn connection(stream: TcpStream, registry: Arc<Registry>) {
-    let _ = stream.set_nodelay(true);
+async fn connection<S>(stream: S, registry: Arc<Registry>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut role = Role::Echo;
     let callback = |req: &Request, resp: Response| {
         role = Role::from_path(req.uri().path());
@@ -93,7 +113,10 @@ async fn connection(stream: TcpStream, registry: Arc<Registry>) {
 }
 
 /// Connections nobody sends to: one loop reads, answers and keeps alive.
-async fn direct(mut ws: WebSocketStream<TcpStream>, role: Role, registry: &Registry) {
+async fn direct<S>(mut ws: WebSocketStream<S>, role: Role, registry: &Registry)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut live = Liveness::default();
     let sleep = tokio::time::sleep_until(first_deadline());
     tokio::pin!(sleep);
@@ -136,7 +159,10 @@ async fn direct(mut ws: WebSocketStream<TcpStream>, role: Role, registry: &Regis
 /// A topic member, as in tokio-tungstenite's `examples/server.rs`: registered with its
 /// sender, split, its reader echoing through its own channel, `rx.forward(outgoing)`
 /// writing whatever anyone sends it.
-async fn member(ws: WebSocketStream<TcpStream>, topic: &Topic, registry: &Registry) {
+async fn member<S>(ws: WebSocketStream<S>, topic: &Topic, registry: &Registry)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = unbounded();
     topic
