@@ -199,6 +199,42 @@ const FAMILIES: &[Family] = &[
         |w| w.stats.handler_panics,
     ),
     (
+        "throng_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        |w| w.stats.tls_handshakes,
+    ),
+    (
+        "throng_tls_handshake_failures_total",
+        "counter",
+        "TLS connections that failed or timed out before their handshake completed.",
+        |w| w.stats.tls_handshake_failures,
+    ),
+    (
+        "throng_tls_errors_total",
+        "counter",
+        "TLS connections failed after their handshake (an alert was sent).",
+        |w| w.stats.tls_errors,
+    ),
+    (
+        "throng_tls_truncated_total",
+        "counter",
+        "TLS connections whose peer ended TCP without a close_notify.",
+        |w| w.stats.tls_truncated,
+    ),
+    (
+        "throng_deflate_compressions_total",
+        "counter",
+        "Messages compressed with permessage-deflate (once per publish).",
+        |w| w.stats.deflate_compressions,
+    ),
+    (
+        "throng_deflate_inflations_total",
+        "counter",
+        "Compressed messages inflated.",
+        |w| w.stats.deflate_inflations,
+    ),
+    (
         "throng_memory_trims_total",
         "counter",
         "Times a quiet worker returned freed memory to the system.",
