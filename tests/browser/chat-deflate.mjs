@@ -94,6 +94,8 @@ await run("chat-deflate", 90, async () => {
 
   const in0 = await counter(echo.addr, "throng_received_bytes_total");
   const out0 = await counter(echo.addr, "throng_sent_bytes_total");
+  const inflated0 = await counter(echo.addr, "throng_deflate_inflations_total");
+  const compressed0 = await counter(echo.addr, "throng_deflate_compressions_total");
   const r = await alice.evaluate(echoJson, `ws://${echo.addr}/`);
   // What crossed the wire, from the echo server's own counters (this test's socket is its
   // only traffic): far less than 1 MiB each way only if both ends compressed.
@@ -105,4 +107,8 @@ await run("chat-deflate", 90, async () => {
   check("Chromium compressed it (the server read < 512 KiB) and inflated the server's compressed echo (< 512 KiB sent)",
     wireIn > 0 && wireIn < 512 << 10 && wireOut > 0 && wireOut < 512 << 10,
     `server read ${wireIn} B, sent ${wireOut} B for 1 MiB each way`);
+  const inflated = (await counter(echo.addr, "throng_deflate_inflations_total")) - inflated0;
+  const compressed = (await counter(echo.addr, "throng_deflate_compressions_total")) - compressed0;
+  check("the server's /metrics counted one inflation and one compression for the 1 MiB",
+    inflated === 1 && compressed === 1, `inflations ${inflated}, compressions ${compressed}`);
 });
