@@ -15,8 +15,7 @@
 //! connection throughout; see `session.rs`.
 
 use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks,
-    OutboundPlainMessage,
+    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
 };
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -74,7 +73,9 @@ pub(crate) struct Traffic {
     rx_seq: u64,
 }
 
-fn key_iv(secrets: ConnectionTrafficSecrets) -> (rustls::crypto::cipher::AeadKey, rustls::crypto::cipher::Iv) {
+fn key_iv(
+    secrets: ConnectionTrafficSecrets,
+) -> (rustls::crypto::cipher::AeadKey, rustls::crypto::cipher::Iv) {
     match secrets {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv }
         | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
@@ -125,7 +126,10 @@ impl Traffic {
             let typ = rest[0];
             let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
             if len > MAX_CIPHERTEXT {
-                return Err(fail(alert::RECORD_OVERFLOW, "record longer than TLS 1.3 allows"));
+                return Err(fail(
+                    alert::RECORD_OVERFLOW,
+                    "record longer than TLS 1.3 allows",
+                ));
             }
             if rest.len() < HEADER + len {
                 return Ok(());
@@ -136,7 +140,10 @@ impl Traffic {
             }
             // After the handshake every TLS 1.3 record is protected and says so.
             if typ != u8::from(ContentType::ApplicationData) {
-                return Err(fail(alert::UNEXPECTED_MESSAGE, "unprotected record after the handshake"));
+                return Err(fail(
+                    alert::UNEXPECTED_MESSAGE,
+                    "unprotected record after the handshake",
+                ));
             }
             let body = &mut rest[HEADER..HEADER + len];
             let msg = InboundOpaqueMessage::new(
@@ -191,9 +198,13 @@ impl Traffic {
             };
             let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
             if *typ != KEY_UPDATE {
-                return Err(fail(alert::UNEXPECTED_MESSAGE, "post-handshake message a server does not take"));
+                return Err(fail(
+                    alert::UNEXPECTED_MESSAGE,
+                    "post-handshake message a server does not take",
+                ));
             }
-            let ([request], tail) = (rest.get(..len).unwrap_or(&[]), &rest[len.min(rest.len())..]) else {
+            let ([request], tail) = (rest.get(..len).unwrap_or(&[]), &rest[len.min(rest.len())..])
+            else {
                 return Err(fail(alert::DECODE_ERROR, "malformed KeyUpdate"));
             };
             let requested = match request {
@@ -202,10 +213,10 @@ impl Traffic {
                 _ => return Err(fail(alert::DECODE_ERROR, "malformed KeyUpdate")),
             };
             payload = tail;
-            let (seq, secrets) = self
-                .kernel
-                .update_rx_secret()
-                .map_err(|e| Failure { alert: Some(alert::INTERNAL_ERROR), error: e })?;
+            let (seq, secrets) = self.kernel.update_rx_secret().map_err(|e| Failure {
+                alert: Some(alert::INTERNAL_ERROR),
+                error: e,
+            })?;
             let (k, iv) = key_iv(secrets);
             self.dec = self.suite.aead_alg.decrypter(k, iv);
             self.rx_seq = seq;
@@ -220,12 +231,15 @@ impl Traffic {
     fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), Failure> {
         let record = self
             .record(ContentType::Handshake, &[KEY_UPDATE, 0, 0, 1, 0])
-            .map_err(|e| Failure { alert: None, error: e })?;
+            .map_err(|e| Failure {
+                alert: None,
+                error: e,
+            })?;
         out.extend_from_slice(&record);
-        let (seq, secrets) = self
-            .kernel
-            .update_tx_secret()
-            .map_err(|e| Failure { alert: None, error: e })?;
+        let (seq, secrets) = self.kernel.update_tx_secret().map_err(|e| Failure {
+            alert: None,
+            error: e,
+        })?;
         let (k, iv) = key_iv(secrets);
         self.enc = self.suite.aead_alg.encrypter(k, iv);
         self.tx_seq = seq;
@@ -263,7 +277,9 @@ impl Traffic {
         let mut put = |bytes: &[u8], at: &mut usize| -> Result<(), rustls::Error> {
             let end = *at + bytes.len();
             let Some(dst) = out.get_mut(*at..end) else {
-                return Err(rustls::Error::General("record larger than announced".into()));
+                return Err(rustls::Error::General(
+                    "record larger than announced".into(),
+                ));
             };
             dst.copy_from_slice(bytes);
             *at = end;
