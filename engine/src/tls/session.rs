@@ -386,3 +386,109 @@ fn encode_into<Data>(encode: &mut rustls::unbuffered::EncodeTlsData<'_, Data>, o
     }
     out.truncate(at);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read as _, Write as _};
+
+    /// A server config as the engine builds it, and a client trusting it for `versions`.
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (c.cert.pem(), c.signing_key.serialize_pem());
+        let server = crate::TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server.rustls().clone(), Arc::new(client))
+    }
+
+    /// Moves records both ways until neither side has more to say.
+    fn pump(s: &mut Session, c: &mut rustls::ClientConnection, plain: &mut Vec<u8>) {
+        for _ in 0..16 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            let mut out = Vec::new();
+            if !wire.is_empty() {
+                let r = s.read(&mut wire, plain, &mut out);
+                assert!(r.error.is_none(), "{:?}", r.error);
+                assert_eq!(r.used, wire.len());
+            }
+            if wire.is_empty() && out.is_empty() {
+                return;
+            }
+            let mut rd = &out[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets().unwrap();
+            }
+        }
+    }
+
+    fn echo(s: &mut Session, c: &mut rustls::ClientConnection) {
+        let mut plain = Vec::new();
+        c.writer().write_all(b"ping").unwrap();
+        pump(s, c, &mut plain);
+        assert_eq!(plain, b"ping");
+        let mut out = vec![0; sealed_len(4)];
+        let n = s.encrypt(b"pong", &mut out).unwrap();
+        let mut rd = &out[..n];
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = [0; 4];
+        c.reader().read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+    }
+
+    fn connect(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Session, rustls::ClientConnection) {
+        let (server, client) = configs(versions);
+        let mut s = Session::new(server).unwrap();
+        let mut c =
+            rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        pump(&mut s, &mut c, &mut Vec::new());
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+        (s, c)
+    }
+
+    #[test]
+    fn a_tls13_session_trades_rustls_for_the_compact_layer_and_still_echoes() {
+        let (mut s, mut c) = connect(&[&rustls::version::TLS13]);
+        assert!(
+            s.is_compact(),
+            "TLS 1.3 after the handshake runs on the compact layer"
+        );
+        echo(&mut s, &mut c);
+        let mut out = Vec::new();
+        s.close_notify(&mut out);
+        let mut rd = &out[..];
+        c.read_tls(&mut rd).unwrap();
+        let state = c.process_new_packets().unwrap();
+        assert!(
+            state.peer_has_closed(),
+            "our close_notify reaches the client"
+        );
+    }
+
+    #[test]
+    fn a_tls12_session_keeps_rustls_and_echoes() {
+        let (mut s, mut c) = connect(&[&rustls::version::TLS12]);
+        assert!(!s.is_compact());
+        echo(&mut s, &mut c);
+    }
+}
