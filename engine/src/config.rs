@@ -120,7 +120,7 @@ pub struct Config {
     /// Address every worker's listener binds (with `SO_REUSEPORT`). Default 127.0.0.1:9001.
     pub addr: SocketAddr,
     /// TLS for the listener at `addr` (`wss://`), or none (`ws://`). Default none. A TLS
-    /// connection costs its rustls session in a per-worker side table (about 3 KB idle
+    /// connection costs its TLS state in a per-worker side table (about 2.1 KB idle
     /// with ring) and, only while a record is cut by a read, up to 18 KiB in its spill.
     /// The handshake timeout covers the TLS handshake. Certificates can be swapped while
     /// running with [`crate::ServerHandle::reload_tls`].
