@@ -120,11 +120,17 @@ pub struct Config {
     /// Address every worker's listener binds (with `SO_REUSEPORT`). Default 127.0.0.1:9001.
     pub addr: SocketAddr,
     /// TLS for the listener at `addr` (`wss://`), or none (`ws://`). Default none. A TLS
-    /// connection costs its rustls session in a per-worker side table (about 3 KB idle
+    /// connection costs its TLS state in a per-worker side table (about 2.1 KB idle
     /// with ring) and, only while a record is cut by a read, up to 18 KiB in its spill.
     /// The handshake timeout covers the TLS handshake. Certificates can be swapped while
     /// running with [`crate::ServerHandle::reload_tls`].
     pub tls: Option<crate::TlsConfig>,
+    /// A second listener, plain `ws://` (and plain HTTP), beside the one at `addr`: a
+    /// listener is either TLS or plain, and a server may have both (wss on 443 and ws on
+    /// 80, or wss and a plain metrics port). Every worker binds it too (`SO_REUSEPORT`);
+    /// its connections are served like those of `addr`, without TLS. Port 0 picks a free
+    /// port ([`crate::Server::plain_addr`] tells which). Default none.
+    pub plain_addr: Option<SocketAddr>,
     /// Worker threads. Default: the CPUs this process may run on.
     pub workers: usize,
     /// Pin worker `i` to the `i`-th allowed CPU. Default on.
@@ -265,6 +271,7 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
             tls: None,
+            plain_addr: None,
             workers: crate::cpu::allowed_cpus().len().max(1),
             pin: true,
             backend: BackendChoice::Auto,
@@ -340,6 +347,11 @@ impl Config {
         self.tls = Some(tls);
         self
     }
+    /// Adds a plain `ws://` listener at `addr` beside the main one ([`Config::plain_addr`]).
+    pub fn with_plain_addr(mut self, addr: SocketAddr) -> Self {
+        self.plain_addr = Some(addr);
+        self
+    }
     /// Turns CPU pinning on or off.
     pub fn with_pinning(mut self, pin: bool) -> Self {
         self.pin = pin;
@@ -366,6 +378,16 @@ impl Config {
             return fail(
                 "proxy_protocol",
                 "not supported on a TLS listener yet (terminate TLS in the proxy)".into(),
+            );
+        }
+        if let Some(plain) = self.plain_addr
+            && plain == self.addr
+            && plain.port() != 0
+        {
+            // Both groups would be one SO_REUSEPORT group, sharing connections at random.
+            return fail(
+                "plain_addr",
+                format!("{plain} is `addr` too: a listener is either TLS or plain"),
             );
         }
         if self.workers > u16::MAX as usize {

@@ -219,6 +219,8 @@ pub struct Server<H: Handler> {
     handle: ServerHandle<H>,
     threads: Vec<JoinHandle<io::Result<WorkerReport>>>,
     local_addr: SocketAddr,
+    /// Where the plain listener beside the main one is bound ([`Config::plain_addr`]).
+    plain_addr: Option<SocketAddr>,
     backend: BackendKind,
     backend_note: String,
     /// The admin listener, when metrics are served on an address of their own.
@@ -279,6 +281,11 @@ impl<H: Handler> Server<H> {
     /// The address the listeners are bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the plain listener is bound to, when [`Config::plain_addr`] is set.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
     }
 
     /// The backend the workers run.
@@ -438,6 +445,13 @@ where
 {
     let workers = config.workers;
     let (listeners, local_addr) = crate::net::listeners(config.addr, config.backlog, workers)?;
+    let (plain_listeners, plain_addr) = match config.plain_addr {
+        Some(addr) => {
+            let (l, a) = crate::net::listeners(addr, config.backlog, workers)?;
+            (l, Some(a))
+        }
+        None => (Vec::new(), None),
+    };
     let cpus = crate::cpu::allowed_cpus();
     let config = Arc::new(config);
     let factory = Arc::new(factory);
@@ -451,8 +465,13 @@ where
     let mut peer_list = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     let mut listeners = listeners.into_iter();
+    let mut plain_listeners = plain_listeners.into_iter();
     for i in 0..workers {
         let listener: OwnedFd = listeners.next().expect("one listener per worker");
+        // crate::sys::LISTENER_MAIN first, then the plain one.
+        let listener: Vec<OwnedFd> = std::iter::once(listener)
+            .chain(plain_listeners.next())
+            .collect();
         let (command_tx, commands) = mpsc::channel();
         let (publish_tx, publishes) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Arc<Wakeup>, Error>>(1);
@@ -525,6 +544,7 @@ where
                     },
                     threads,
                     local_addr,
+                    plain_addr,
                     backend: B::KIND,
                     backend_note: note,
                     admin: None,
@@ -544,6 +564,7 @@ where
         },
         threads,
         local_addr,
+        plain_addr,
         backend: B::KIND,
         backend_note: note,
         admin: None,

@@ -68,8 +68,8 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         self.core.lookup(token).is_some()
     }
 
-    fn accepted(&mut self, fd: RawFd) {
-        self.core.accept(fd);
+    fn accepted(&mut self, fd: RawFd, listener: usize) {
+        self.core.accept(fd, listener);
     }
 
     fn input(&mut self, token: Token, bytes: &mut [u8]) -> bool {

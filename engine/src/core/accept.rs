@@ -12,9 +12,10 @@ use crate::stats::{Closer, close_slot};
 use crate::sys::Token;
 
 impl<S> Core<S> {
-    /// A connection was accepted: file it for its handshake, or refuse it when the worker
-    /// is full or shutting down.
-    pub fn accept(&mut self, fd: RawFd) {
+    /// A connection was accepted on listener `listener` (see [`crate::sys::LISTENER_MAIN`]):
+    /// file it for its handshake, or refuse it when the worker is full or shutting down.
+    /// Only the main listener speaks TLS, and only when `Config::tls` is set.
+    pub fn accept(&mut self, fd: RawFd, listener: usize) {
         if self.conns.len() >= self.limits.max_connections || self.shutting_down {
             self.stats.refused_full += 1;
             self.ops.push(Op::Refuse(fd));
@@ -26,7 +27,7 @@ impl<S> Core<S> {
         let token = self.token(key);
         tracing::trace!(worker = self.worker, conn = %self.conn_id(key), fd, "accepted");
         self.ops.push(Op::Register(fd, token));
-        if !self.open_tls(key) {
+        if listener == crate::sys::LISTENER_MAIN && !self.open_tls(key) {
             self.stats.tls_handshake_failures += 1;
             self.broke(key);
             return;

@@ -16,8 +16,18 @@ use crate::config::{BackendKind, Config};
 use crate::output::{IOV_BATCH, Outbox, Piece};
 use crate::syscall::syscall;
 
-const LISTENER: mio::Token = mio::Token(usize::MAX);
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
+/// Listener `i` is token `LISTENERS - i` (connection tokens never come near: their low
+/// half is a slab key).
+const LISTENERS: usize = usize::MAX - 2;
+/// How many listeners a worker may have.
+const MAX_LISTENERS: usize = 8;
+
+/// The listener index of a mio token, if it names one.
+fn listener_of(token: mio::Token) -> Option<usize> {
+    let i = LISTENERS.checked_sub(token.0)?;
+    (i < MAX_LISTENERS).then_some(i)
+}
 /// Accepts per readiness event before yielding to other work (fairness under a flood).
 const ACCEPT_BATCH: usize = 512;
 /// Reads of one connection per readiness event before yielding to the others.
@@ -27,7 +37,8 @@ const READ_BATCH: usize = 8;
 pub struct Epoll {
     poll: Poll,
     events: Events,
-    listener: Option<OwnedFd>,
+    /// The worker's listeners, by index; emptied when accepting stops.
+    listeners: Vec<OwnedFd>,
     recv: Box<[u8]>,
     /// Connections with input left unread after their batch, or resumed after a pause:
     /// edge-triggered epoll will not report them again, so they are polled here.
@@ -61,14 +72,24 @@ fn decode(token: mio::Token) -> Token {
 }
 
 impl Epoll {
-    fn accept(&mut self, sink: &mut impl Sink) {
-        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+    /// Accepts on every listener (`accept_again` covers them all: a listener with an
+    /// empty queue costs one `accept4` that says so).
+    fn accept_all(&mut self, sink: &mut impl Sink) {
+        self.accept_again = false;
+        for i in 0..self.listeners.len() {
+            if self.accept_retry.is_none() {
+                self.accept(i, sink);
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize, sink: &mut impl Sink) {
+        let Some(listener) = self.listeners.get(index).map(|l| l.as_raw_fd()) else {
             return;
         };
-        self.accept_again = false;
         for _ in 0..ACCEPT_BATCH {
             match accept(listener) {
-                Ok(Some(fd)) => sink.accepted(fd),
+                Ok(Some(fd)) => sink.accepted(fd, index),
                 Ok(None) => return,
                 // The connection stays queued; an edge-triggered listener raises no new edge
                 // for it, so retry after a close or a back-off instead of spinning or
@@ -118,17 +139,22 @@ impl Backend for Epoll {
     type Waker = EpollWaker;
     const KIND: BackendKind = BackendKind::Epoll;
 
-    fn new(listener: OwnedFd, config: &Config) -> io::Result<Self> {
+    fn new(listeners: Vec<OwnedFd>, config: &Config) -> io::Result<Self> {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::other("too many listeners for one worker"));
+        }
         let poll = Poll::new()?;
-        poll.registry().register(
-            &mut SourceFd(&listener.as_raw_fd()),
-            LISTENER,
-            Interest::READABLE,
-        )?;
+        for (i, l) in listeners.iter().enumerate() {
+            poll.registry().register(
+                &mut SourceFd(&l.as_raw_fd()),
+                mio::Token(LISTENERS - i),
+                Interest::READABLE,
+            )?;
+        }
         Ok(Epoll {
             poll,
             events: Events::with_capacity(1024),
-            listener: Some(listener),
+            listeners,
             recv: vec![0; config.recv_buffer].into_boxed_slice(),
             again: Vec::new(),
             accept_again: false,
@@ -172,7 +198,7 @@ impl Backend for Epoll {
     }
 
     fn stop_accepting(&mut self) {
-        if let Some(fd) = self.listener.take() {
+        for fd in self.listeners.drain(..) {
             let _ = self
                 .poll
                 .registry()
@@ -242,13 +268,17 @@ impl Backend for Epoll {
             self.accept_again = true;
         }
         if self.accept_again && self.accept_retry.is_none() {
-            self.accept(sink);
+            self.accept_all(sink);
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
+            if let Some(i) = listener_of(event.token()) {
+                if self.accept_retry.is_none() {
+                    self.accept(i, sink);
+                }
+                continue;
+            }
             match event.token() {
-                LISTENER if self.accept_retry.is_none() => self.accept(sink),
-                LISTENER => {}
                 WAKER => sink.woken(),
                 t => {
                     let token = decode(t);

@@ -41,8 +41,9 @@ pub trait Sink {
     fn reader(&self, token: Token) -> Option<RawFd>;
     /// Whether `token` still names a live connection (paused or not).
     fn alive(&self, token: Token) -> bool;
-    /// A connection was accepted on the worker's listener; the sink owns `fd` from now on.
-    fn accepted(&mut self, fd: RawFd);
+    /// A connection was accepted on the worker's listener number `listener` (its index in
+    /// the list given to [`Backend::new`]); the sink owns `fd` from now on.
+    fn accepted(&mut self, fd: RawFd, listener: usize);
     /// Bytes arrived for a connection. `bytes` is the backend's buffer, valid for this call
     /// only; the sink may transform it in place (unmask, decrypt). Returns false to ask the
     /// backend to stop reading this connection for now (output backed up, or the
@@ -82,9 +83,10 @@ pub trait Backend: Sized {
     /// Which backend this is, for logs and tests.
     const KIND: BackendKind;
 
-    /// Sets up the backend around this worker's listener (bound, non-blocking), which it
-    /// owns from now on.
-    fn new(listener: OwnedFd, config: &Config) -> io::Result<Self>;
+    /// Sets up the backend around this worker's listeners (bound, non-blocking), which it
+    /// owns from now on: [`LISTENER_MAIN`] for `Config::addr`, then the plain one at
+    /// `Config::plain_addr` if it is set. It accepts on each and says which in [`Sink::accepted`].
+    fn new(listeners: Vec<OwnedFd>, config: &Config) -> io::Result<Self>;
     /// A waker for the worker's mailbox.
     fn waker(&self) -> io::Result<Self::Waker>;
     /// Starts watching an accepted connection (already non-blocking).
@@ -99,7 +101,7 @@ pub trait Backend: Sized {
     /// has in flight for it is ended (so the peer sees the close now, not when a
     /// pending operation happens to finish). Later events for `token` are not delivered.
     fn close(&mut self, fd: RawFd, token: Token);
-    /// Stops accepting and closes the listener (graceful shutdown).
+    /// Stops accepting and closes the listeners (graceful shutdown).
     fn stop_accepting(&mut self);
     /// Writes the connection's output, in order. A readiness backend writes what the socket
     /// takes (taken off the front of `out`), returns [`Handed::Wrote`] and reports
@@ -128,6 +130,10 @@ pub trait Backend: Sized {
     /// The backend's counters.
     fn counters(&self) -> BackendCounters;
 }
+
+/// The index of the listener at `Config::addr` (TLS when `Config::tls` is set); the
+/// next one, when `Config::plain_addr` is set, is plain.
+pub const LISTENER_MAIN: usize = 0;
 
 /// What a backend did with output handed to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

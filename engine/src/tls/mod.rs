@@ -4,6 +4,8 @@
 //!   SNI, or a rustls `ServerConfig` of their own);
 //! - [`session`]: one connection's TLS state behind a small interface (the only file that
 //!   speaks rustls' connection API);
+//! - `traffic`: the compact record layer a TLS 1.3 connection runs on after its
+//!   handshake, with the keys rustls hands over (rustls' connection is dropped);
 //! - [`Sessions`] here: a worker's side table of sessions, keyed by slab key, so the
 //!   connection record stays 48 bytes and a plain connection pays nothing.
 //!
@@ -21,6 +23,7 @@ use rustls::ServerConfig;
 
 pub mod config;
 pub(crate) mod session;
+mod traffic;
 
 pub use config::TlsConfig;
 pub(crate) use session::Session;

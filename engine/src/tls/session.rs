@@ -9,12 +9,17 @@
 //!
 //! (rustls 0.23 still copies each decrypted record into a `Vec` of its own before handing
 //! it out; that copy lives for one record and goes away with 0.24's API.)
+//!
+//! Once a TLS 1.3 handshake is over, rustls' connection is traded for the much smaller
+//! record layer in [`super::traffic`] (3.3 KB down to about 1.3 KB per idle connection).
 
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
+
+use super::traffic::{self, Records, Traffic};
 
 /// What one [`Session::read`] did.
 #[derive(Debug, Default)]
@@ -37,9 +42,22 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// Who runs the connection's records.
+enum Layer {
+    /// rustls' connection: the handshake, and all along for TLS 1.2 or a config without
+    /// `enable_secret_extraction`.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// After a TLS 1.3 handshake.
+    Traffic(Box<Traffic>),
+    /// Only while one is traded for the other.
+    Gone,
+}
+
 /// A server-side TLS connection.
 pub(crate) struct Session {
-    conn: UnbufferedServerConnection,
+    layer: Layer,
+    /// Whether the config lets rustls hand the keys over (see [`Layer::Traffic`]).
+    compact: bool,
     /// Handshake records rustls produced outside [`Session::read`] (a key update due
     /// before the next record), waiting for the next output; normally empty.
     held: Vec<u8>,
@@ -80,7 +98,8 @@ impl Session {
     /// A new connection waiting for its ClientHello.
     pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
         Ok(Session {
-            conn: UnbufferedServerConnection::new(config)?,
+            compact: config.enable_secret_extraction,
+            layer: Layer::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
             held: Vec::new(),
             peer_closed: false,
             failed: false,
@@ -90,7 +109,40 @@ impl Session {
 
     /// Whether the TLS handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.layer {
+            Layer::Rustls(conn) => conn.is_handshaking(),
+            _ => false,
+        }
+    }
+
+    /// Whether rustls' connection was traded for the compact record layer.
+    #[cfg(test)]
+    pub fn is_compact(&self) -> bool {
+        matches!(self.layer, Layer::Traffic(_))
+    }
+
+    /// After a TLS 1.3 handshake, with nothing left to send: hands the keys to the
+    /// compact record layer and drops rustls' connection.
+    fn trade(&mut self) -> Result<(), rustls::Error> {
+        let Layer::Rustls(conn) = &self.layer else {
+            return Ok(());
+        };
+        let suite = match conn.negotiated_cipher_suite() {
+            Some(SupportedCipherSuite::Tls13(suite)) => suite,
+            _ => return Ok(()),
+        };
+        if !self.compact
+            || conn.is_handshaking()
+            || conn.protocol_version() != Some(ProtocolVersion::TLSv1_3)
+            || !self.held.is_empty()
+        {
+            return Ok(());
+        }
+        let Layer::Rustls(conn) = std::mem::replace(&mut self.layer, Layer::Gone) else {
+            unreachable!("checked above");
+        };
+        self.layer = Layer::Traffic(Box::new(Traffic::new(*conn, suite)?));
+        Ok(())
     }
 
     /// Whether the connection failed (no more records may be read or sent).
@@ -113,16 +165,38 @@ impl Session {
             return read;
         }
         out.append(&mut self.held);
+        if let Layer::Traffic(t) = &mut self.layer {
+            let mut records = Records {
+                used: 0,
+                peer_closed: self.peer_closed,
+            };
+            let result = t.read(input, plain, out, &mut records);
+            self.peer_closed = records.peer_closed;
+            read.used = records.used;
+            read.peer_closed = self.peer_closed;
+            if let Err(f) = result {
+                if let Some(desc) = f.alert {
+                    t.alert(desc, out);
+                }
+                self.failed = true;
+                read.error = Some(f.error);
+            }
+            return read;
+        }
+        let Layer::Rustls(conn) = &mut self.layer else {
+            read.used = input.len();
+            return read;
+        };
+        let mut traded = false;
         // Each round makes progress (a record consumed, one emitted, a state reported
         // once); the bound only guards against a rustls bug spinning the worker.
         for _ in 0..(input.len() + 64) {
             let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut input[read.used..]);
+                conn.process_tls_records(&mut input[read.used..]);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
                     read.used += discard;
-                    self.fail(out);
                     read.error = Some(e);
                     break;
                 }
@@ -159,19 +233,32 @@ impl Session {
                     while early.next_record().is_some() {}
                     true
                 }
-                // Both: no whole record left in the input.
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => false,
+                // No whole record left in the input, nothing to send: the handshake is
+                // over and rustls can hand the keys over.
+                ConnectionState::WriteTraffic(_) => {
+                    traded = true;
+                    false
+                }
+                // No whole record left in the input.
+                ConnectionState::BlockedHandshake => false,
                 ConnectionState::Closed => false,
                 _ => false,
             };
             read.used += discard;
-            if read.error.is_some() {
-                self.fail(out);
+            if read.error.is_some() || !more {
                 break;
             }
-            if !more {
-                break;
-            }
+        }
+        if read.error.is_some() {
+            self.fail(out);
+        } else if traded
+            && !self.peer_closed
+            && let Err(e) = self.trade()
+        {
+            // rustls refused to hand over (it should not: nothing is pending); its
+            // connection is gone, so this one ends.
+            self.failed = true;
+            read.error = Some(e);
         }
         read.peer_closed = self.peer_closed;
         read
@@ -180,8 +267,11 @@ impl Session {
     /// After an error: writes the alert rustls queued, and refuses everything from now on.
     fn fail(&mut self, out: &mut Vec<u8>) {
         self.failed = true;
+        let Layer::Rustls(conn) = &mut self.layer else {
+            return;
+        };
         for _ in 0..8 {
-            match self.conn.process_tls_records(&mut []).state {
+            match conn.process_tls_records(&mut []).state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, out),
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                 _ => break,
@@ -195,8 +285,19 @@ impl Session {
         if self.failed || self.notified {
             return Err(Refused::Closed);
         }
+        let conn = match &mut self.layer {
+            Layer::Rustls(conn) => conn,
+            Layer::Traffic(t) => {
+                let need = t.sealed_len(plain.len());
+                if out.len() < need {
+                    return Err(Refused::Need(need));
+                }
+                return t.encrypt(plain, out).map_err(|_| Refused::Closed);
+            }
+            Layer::Gone => return Err(Refused::Closed),
+        };
         for _ in 0..8 {
-            let state = self.conn.process_tls_records(&mut []).state;
+            let state = conn.process_tls_records(&mut []).state;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_into(&mut encode, &mut self.held)
@@ -234,8 +335,13 @@ impl Session {
         }
         self.notified = true;
         out.append(&mut self.held);
+        let conn = match &mut self.layer {
+            Layer::Rustls(conn) => conn,
+            Layer::Traffic(t) => return t.alert(traffic::alert::CLOSE_NOTIFY, out),
+            Layer::Gone => return,
+        };
         for _ in 0..8 {
-            let state = self.conn.process_tls_records(&mut []).state;
+            let state = conn.process_tls_records(&mut []).state;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, out),
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
@@ -279,4 +385,110 @@ fn encode_into<Data>(encode: &mut rustls::unbuffered::EncodeTlsData<'_, Data>, o
         }
     }
     out.truncate(at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read as _, Write as _};
+
+    /// A server config as the engine builds it, and a client trusting it for `versions`.
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (c.cert.pem(), c.signing_key.serialize_pem());
+        let server = crate::TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server.rustls().clone(), Arc::new(client))
+    }
+
+    /// Moves records both ways until neither side has more to say.
+    fn pump(s: &mut Session, c: &mut rustls::ClientConnection, plain: &mut Vec<u8>) {
+        for _ in 0..16 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            let mut out = Vec::new();
+            if !wire.is_empty() {
+                let r = s.read(&mut wire, plain, &mut out);
+                assert!(r.error.is_none(), "{:?}", r.error);
+                assert_eq!(r.used, wire.len());
+            }
+            if wire.is_empty() && out.is_empty() {
+                return;
+            }
+            let mut rd = &out[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets().unwrap();
+            }
+        }
+    }
+
+    fn echo(s: &mut Session, c: &mut rustls::ClientConnection) {
+        let mut plain = Vec::new();
+        c.writer().write_all(b"ping").unwrap();
+        pump(s, c, &mut plain);
+        assert_eq!(plain, b"ping");
+        let mut out = vec![0; sealed_len(4)];
+        let n = s.encrypt(b"pong", &mut out).unwrap();
+        let mut rd = &out[..n];
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = [0; 4];
+        c.reader().read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+    }
+
+    fn connect(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Session, rustls::ClientConnection) {
+        let (server, client) = configs(versions);
+        let mut s = Session::new(server).unwrap();
+        let mut c =
+            rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        pump(&mut s, &mut c, &mut Vec::new());
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+        (s, c)
+    }
+
+    #[test]
+    fn a_tls13_session_trades_rustls_for_the_compact_layer_and_still_echoes() {
+        let (mut s, mut c) = connect(&[&rustls::version::TLS13]);
+        assert!(
+            s.is_compact(),
+            "TLS 1.3 after the handshake runs on the compact layer"
+        );
+        echo(&mut s, &mut c);
+        let mut out = Vec::new();
+        s.close_notify(&mut out);
+        let mut rd = &out[..];
+        c.read_tls(&mut rd).unwrap();
+        let state = c.process_new_packets().unwrap();
+        assert!(
+            state.peer_has_closed(),
+            "our close_notify reaches the client"
+        );
+    }
+
+    #[test]
+    fn a_tls12_session_keeps_rustls_and_echoes() {
+        let (mut s, mut c) = connect(&[&rustls::version::TLS12]);
+        assert!(!s.is_compact());
+        echo(&mut s, &mut c);
+    }
 }

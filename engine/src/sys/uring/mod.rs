@@ -124,8 +124,11 @@ pub struct Uring {
     /// The receive buffers the kernel writes into: freed only after [`Uring::settle`]
     /// succeeded (in `Drop`), leaked if it could not.
     bufs: ManuallyDrop<BufRing>,
-    listener: Option<OwnedFd>,
-    accept_armed: bool,
+    /// The worker's listeners, by index (the accept's user data names it); emptied when
+    /// accepting stops.
+    listeners: Vec<OwnedFd>,
+    /// Whether listener `i`'s multishot accept is armed.
+    accept_armed: Vec<bool>,
     /// Accepting stopped at the descriptor limit: re-arm at this instant, or as soon as a
     /// connection closes.
     accept_retry: Option<Instant>,
@@ -233,17 +236,26 @@ impl Uring {
         }
     }
 
+    /// Arms the multishot accept of every listener that has none.
     fn arm_accept(&mut self) {
-        if let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) {
+        for i in 0..self.listeners.len() {
+            if self.accept_armed[i] {
+                continue;
+            }
             // Blocking sockets: io_uring waits for readiness itself, and the core issues no
             // reads or writes of its own on them.
-            let e = opcode::AcceptMulti::new(Fd(fd))
+            let e = opcode::AcceptMulti::new(Fd(self.listeners[i].as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
-                .user_data(user_data(OP_ACCEPT, 0, 0));
+                .user_data(user_data(OP_ACCEPT, i as u32, 0));
             self.push(e);
-            self.accept_armed = true;
+            self.accept_armed[i] = true;
         }
+    }
+
+    /// Whether a listener is left without an armed accept.
+    fn accept_unarmed(&self) -> bool {
+        self.accept_armed.iter().any(|armed| !armed)
     }
 
     fn arm_recv(&mut self, fd: RawFd, token: Token) {
@@ -268,12 +280,14 @@ impl Uring {
         self.push(e);
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32, sink: &mut impl Sink) {
+    fn on_accept(&mut self, index: usize, res: i32, flags: u32, sink: &mut impl Sink) {
         if res >= 0 {
-            sink.accepted(res);
+            sink.accepted(res, index);
         }
         if !cqueue::more(flags) {
-            self.accept_armed = false;
+            if let Some(armed) = self.accept_armed.get_mut(index) {
+                *armed = false;
+            }
             if res < 0 && out_of_descriptors(-res) {
                 // The multishot ended with the connection still queued; re-arming at once
                 // would fail again every turn. Wait for a close or the back-off.
@@ -294,7 +308,7 @@ impl Uring {
             self.wait.last += 1;
         }
         match op {
-            OP_ACCEPT => self.on_accept(res, flags, sink),
+            OP_ACCEPT => self.on_accept(token.key as usize, res, flags, sink),
             OP_RECV => self.on_recv(token, res, flags, sink),
             OP_SEND => {
                 let slot = (ud & ((1 << 60) - 1)) as usize;
@@ -322,15 +336,15 @@ impl Uring {
 
     /// A descriptor was freed: if accepting stopped at the limit, re-arm now.
     fn freed(&mut self) {
-        if self.accept_retry.take().is_some() && !self.accept_armed {
+        if self.accept_retry.take().is_some() && self.accept_unarmed() {
             self.arm_accept();
         }
     }
 
     /// A backend whose receive ring has `entries` buffers of `size` bytes (`flags`: ring
-    /// flags such as incremental consumption), accepting on `listener` if given.
+    /// flags such as incremental consumption), accepting on `listeners`.
     fn with_buffers(
-        listener: Option<OwnedFd>,
+        listeners: Vec<OwnedFd>,
         (entries, size, flags): (u16, u32, u16),
         config: &Config,
     ) -> io::Result<Self> {
@@ -343,8 +357,8 @@ impl Uring {
         let mut u = Uring {
             ring,
             bufs: ManuallyDrop::new(bufs),
-            listener,
-            accept_armed: false,
+            accept_armed: vec![false; listeners.len()],
+            listeners,
             accept_retry: None,
             wake: Arc::new(EventFd(efd)),
             wake_buf: ManuallyDrop::new(Box::new(0)),
@@ -461,10 +475,10 @@ impl Backend for Uring {
     type Waker = UringWaker;
     const KIND: BackendKind = BackendKind::Uring;
 
-    fn new(listener: OwnedFd, config: &Config) -> io::Result<Self> {
+    fn new(listeners: Vec<OwnedFd>, config: &Config) -> io::Result<Self> {
         let features = probe::probe().map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
         let shape = ring_shape(config, features.incremental_buffers);
-        Uring::with_buffers(Some(listener), shape, config)
+        Uring::with_buffers(listeners, shape, config)
     }
 
     fn waker(&self) -> io::Result<UringWaker> {
@@ -515,10 +529,14 @@ impl Backend for Uring {
     }
 
     fn stop_accepting(&mut self) {
-        if self.listener.take().is_some() && self.accept_armed {
-            // The multishot holds its own reference to the listener; the cancel ends it.
-            self.cancel(user_data(OP_ACCEPT, 0, 0));
+        // The listeners close as dropped here.
+        for (i, _) in std::mem::take(&mut self.listeners).into_iter().enumerate() {
+            if self.accept_armed[i] {
+                // The multishot holds its own reference to the listener; the cancel ends it.
+                self.cancel(user_data(OP_ACCEPT, i as u32, 0));
+            }
         }
+        self.accept_armed.clear();
         self.accept_retry = None;
     }
 
@@ -564,7 +582,7 @@ impl Backend for Uring {
         if self.accept_retry.is_some_and(|at| Instant::now() >= at) {
             self.accept_retry = None;
         }
-        if self.listener.is_some() && !self.accept_armed && self.accept_retry.is_none() {
+        if self.accept_unarmed() && self.accept_retry.is_none() {
             self.arm_accept();
         }
         let busy = !(self.starved.is_empty() && self.deliver.is_empty() && self.backlog.is_empty());

@@ -41,7 +41,7 @@ impl Sink for Recorder {
     fn alive(&self, token: Token) -> bool {
         self.fds.contains_key(&token.key)
     }
-    fn accepted(&mut self, _fd: RawFd) {
+    fn accepted(&mut self, _fd: RawFd, _listener: usize) {
         panic!("no listener in these tests");
     }
     fn input(&mut self, token: Token, bytes: &mut [u8]) -> bool {
@@ -105,7 +105,7 @@ fn uring(buffers: (u16, u32, u16)) -> Option<Uring> {
         eprintln!("io_uring unavailable, test skipped: {why}");
         return None;
     }
-    Some(Uring::with_buffers(None, buffers, &crate::Config::default()).expect("ring"))
+    Some(Uring::with_buffers(Vec::new(), buffers, &crate::Config::default()).expect("ring"))
 }
 
 /// One turn: wait at most `timeout`, dispatch.
@@ -315,8 +315,8 @@ impl Sink for Panicky {
     fn alive(&self, token: Token) -> bool {
         self.0.alive(token)
     }
-    fn accepted(&mut self, fd: RawFd) {
-        self.0.accepted(fd)
+    fn accepted(&mut self, fd: RawFd, listener: usize) {
+        self.0.accepted(fd, listener)
     }
     fn input(&mut self, _token: Token, _bytes: &mut [u8]) -> bool {
         self.1.store(true, Ordering::SeqCst);
