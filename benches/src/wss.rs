@@ -205,6 +205,12 @@ pub const ECHO_WS: &str = "ws_echo";
 /// Handshakes per second over wss.
 pub const HANDSHAKES: &str = "wss_handshakes";
 
+/// Server CPU per echoed message over wss, nanoseconds (a diagnostic, as
+/// [`HANDSHAKE_CPU`]).
+pub const ECHO_CPU: &str = "wss_echo_cpu_ns";
+/// Server CPU per echoed message over ws (throng only), nanoseconds.
+pub const ECHO_WS_CPU: &str = "ws_echo_cpu_ns";
+
 /// Server CPU per handshake, microseconds (a diagnostic: when the load generator's own
 /// TLS work bounds the rate, this is what still tells the servers apart).
 pub const HANDSHAKE_CPU: &str = "wss_handshake_cpu_us";
@@ -387,6 +393,8 @@ pub fn run(options: &Options) -> io::Result<Report> {
                     r.server_ns_per_message()
                 ));
                 run.report.push(key, server, r.rate());
+                let cpu = if tls { ECHO_CPU } else { ECHO_WS_CPU };
+                run.report.push(cpu, server, r.server_ns_per_message());
             }
         }
         for server in order(run.live()) {
@@ -495,6 +503,26 @@ fn rows(r: &Report) -> Vec<[String; 6]> {
             wss_ws.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
             t,
             m,
+        ]);
+        let cpu_ratio = r
+            .median(ECHO_WS_CPU, throng)
+            .zip(r.median(ECHO_CPU, throng))
+            .map(|(ws, wss)| ws / wss);
+        out.push([
+            format!(
+                "diagnostic: server CPU per echo, ns: wss / ws, tokio-tungstenite wss ({backend})"
+            ),
+            format!(
+                "{} / {}",
+                cell(ECHO_CPU, throng, 1.0, 0),
+                cell(ECHO_WS_CPU, throng, 1.0, 0)
+            ),
+            cell(ECHO_CPU, tung, 1.0, 0),
+            cpu_ratio
+                .map(|x| format!("ws/wss {x:.2}"))
+                .unwrap_or("-".into()),
+            "-".into(),
+            "-".into(),
         ]);
         let (t, m) = verdict(ratio(HANDSHAKES), 1.5, false);
         out.push([

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use throng_bench::servers::ServerKind;
-use throng_bench::wss::{self, ECHO, ECHO_WS, HANDSHAKE_CPU, HANDSHAKES, MEMORY, Options, Plan};
+use throng_bench::wss::{
+    self, ECHO, ECHO_CPU, ECHO_WS, HANDSHAKE_CPU, HANDSHAKES, MEMORY, Options, Plan,
+};
 
 #[test]
 fn every_server_answers_every_wss_figure() {
@@ -29,7 +31,7 @@ fn every_server_answers_every_wss_figure() {
         .collect();
     assert!(ran.contains(&ServerKind::ThrongEpoll) && ran.contains(&ServerKind::Tungstenite));
     for &server in &ran {
-        for key in [MEMORY, ECHO, HANDSHAKES, HANDSHAKE_CPU] {
+        for key in [MEMORY, ECHO, ECHO_CPU, HANDSHAKES, HANDSHAKE_CPU] {
             let v = report.median(key, server);
             assert!(v.is_some_and(|v| v > 0.0), "{key} of {server}: {v:?}");
         }
