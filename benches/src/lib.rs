@@ -7,6 +7,9 @@
 //! other CPUs, interleaving the servers round by round, and reports every figure with its
 //! ratio to tokio-tungstenite as a markdown table, JSON and an SVG chart.
 //!
+//! `throng-bench wss` compares throng over `wss://` with tokio-tungstenite over
+//! tokio-rustls ([`wss`]).
+//!
 //! `throng-bench count` runs each server under callgrind and reports the user-space
 //! instructions it executes per echoed message ([`count`]): the deterministic measure.
 
@@ -20,3 +23,4 @@ pub mod report;
 pub mod servers;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc
 pub mod sys;
+pub mod wss;

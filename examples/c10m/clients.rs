@@ -22,7 +22,8 @@ use serde_json::Value;
 
 /// Options passed through to every load process.
 pub struct Options {
-    pub url: String,
+    /// Client process i connects to `urls[i % len]` (a server process each).
+    pub urls: Vec<String>,
     /// `wss://`: the certificate the clients trust.
     pub cafile: Option<PathBuf>,
     pub connections: usize,
@@ -169,7 +170,8 @@ impl Clients {
             // Even shares: the first `n % procs` processes take one more.
             let share = n / procs + usize::from(i < n % procs);
             let mut cmd = Command::new(bin);
-            cmd.args(["hold", "--url", &opts.url])
+            let url = &opts.urls[i % opts.urls.len().max(1)];
+            cmd.args(["hold", "--url", url])
                 .args(["--connections", &share.to_string()])
                 .args(["--source-offset", &i.to_string()]);
             if let Some(ca) = &opts.cafile {

@@ -10,8 +10,9 @@
 //! `--tls`: the same over `wss://`: a self-signed pair for 127.0.0.1 is made with rcgen
 //! (in a directory of the run, removed at the end), the servers listen with TLS and the
 //! load generator's connections trust that certificate (`--cafile`).
-//! 1. starts the engine, in several processes sharing the port through `SO_REUSEPORT`
-//!    when RLIMIT_NOFILE is below what one process needs (and says so);
+//! 1. starts the engine, in several processes (each on a port of its own, its share of
+//!    the clients connecting to it) when RLIMIT_NOFILE is below what one process needs
+//!    (and says so);
 //! 2. ramps N client connections with the project's load generator (`throng-load hold`,
 //!    also spread over processes) and reports the handshake rate;
 //! 3. holds them for `--hold` seconds (default 30) while the server pings every connection
@@ -167,7 +168,7 @@ fn numbers(line: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A free port on 127.0.0.1 for the server processes to share.
+/// A free port on 127.0.0.1 for a server process.
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -275,7 +276,15 @@ fn run(args: &Args) -> Result<u64, Stop> {
         .max(1);
     let pong_timeout = args.pong_timeout.unwrap_or(ping_interval).max(1);
     let load_bin = clients::locate_load_binary(&|m| say.line(m))?;
-    let port = free_port()?;
+    // A port per server process: the engine refuses a port that another process's
+    // `SO_REUSEPORT` group holds (so that two servers never split one port's traffic by
+    // accident), so the processes cannot share one; client process i connects to server i.
+    let ports: Vec<u16> = (0..procs).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let port_list = if procs > 1 {
+        format!("ports {}..{}", ports[0], ports[procs - 1])
+    } else {
+        format!("port {}", ports[0])
+    };
     // wss://: one self-signed pair for every server process, trusted by every client.
     let pem = if args.tls {
         Some(tls::Pair::new()?)
@@ -285,15 +294,15 @@ fn run(args: &Args) -> Result<u64, Stop> {
     if procs > 1 {
         say.line(format!(
             "RLIMIT_NOFILE is {nofile} here (the hard limit; it cannot be raised): one process \
-             holds at most {per_process} connections, so the engine runs in {procs} processes \
-             sharing port {port} through SO_REUSEPORT, one worker each"
+             holds at most {per_process} connections, so the engine runs in {procs} processes, \
+             one worker each, on {port_list}"
         ));
     }
 
     // 1. the server processes
     let mut servers: Vec<ServerProc> = Vec::with_capacity(procs);
     let mut backend = String::new();
-    for _ in 0..procs {
+    for port in &ports {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--serve", &port.to_string()])
             .args(["--backend", backend_name(args.backend)])
@@ -325,7 +334,7 @@ fn run(args: &Args) -> Result<u64, Stop> {
         servers.push(s);
     }
     say.line(format!(
-        "server: {procs} process(es), backend {backend}, port {port}{}; a ping after \
+        "server: {procs} process(es), backend {backend}, {port_list}{}; a ping after \
          {ping_interval} s of silence, pong timeout {pong_timeout} s (so every {} s); \
          connection record {CONN_RECORD_BYTES} B without user state",
         if args.tls {
@@ -344,11 +353,14 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let caches_before = measure::slab_caches();
     let cpu_ramp_before = measure::cpu_sum(&server_pids);
     let scheme = if args.tls { "wss" } else { "ws" };
-    let url = format!("{scheme}://127.0.0.1:{port}/");
+    let urls = ports
+        .iter()
+        .map(|port| format!("{scheme}://127.0.0.1:{port}/"))
+        .collect();
     let mut load = clients::Clients::start(
         &load_bin,
         &clients::Options {
-            url,
+            urls,
             cafile: pem.as_ref().map(|p| p.cert.clone()),
             connections: n,
             per_process,

@@ -1,5 +1,5 @@
-//! One engine process of the demo. Several of them share the port through
-//! `SO_REUSEPORT` when one process may not hold all the connections. The parent drives it
+//! One engine process of the demo. Several of them, each on its own port, when one
+//! process may not hold all the connections. The parent drives it
 //! with lines on stdin; answers go to stdout, one line each.
 //!
 //! At start: `ready PORT BACKEND`, or `unsupported MESSAGE` (the backend asked for is not
@@ -73,7 +73,7 @@ pub fn run(opts: Options) -> std::io::Result<()> {
     config.shutdown_timeout = Duration::from_secs(30);
     config.close_timeout = Duration::from_secs(30);
     // GET /metrics on the demo's port: each server process answers for its own workers
-    // (the processes share the port, so a scrape sees the one the kernel picked).
+    // (each process on its own port).
     config.metrics = throng::engine::MetricsEndpoint::Listener;
     if let Some((cert, key)) = &opts.tls {
         config = config.with_tls(throng::engine::TlsConfig::from_pem_files(cert, key)?);

@@ -109,6 +109,7 @@ impl Tls {
         Ok(Stream {
             tcp,
             tls: Some(Box::new(session)),
+            notified: false,
         })
     }
 }
@@ -177,6 +178,8 @@ impl ServerCertVerifier for AnyCertificate {
 pub struct Stream {
     tcp: TcpStream,
     tls: Option<Box<ClientConnection>>,
+    /// Our close_notify was queued.
+    notified: bool,
 }
 
 impl std::fmt::Debug for Stream {
@@ -189,7 +192,11 @@ impl std::fmt::Debug for Stream {
 
 impl From<TcpStream> for Stream {
     fn from(tcp: TcpStream) -> Stream {
-        Stream { tcp, tls: None }
+        Stream {
+            tcp,
+            tls: None,
+            notified: false,
+        }
     }
 }
 
@@ -222,10 +229,15 @@ impl Stream {
         self.tcp.shutdown(how)
     }
 
-    /// Sends close_notify (TLS only; it goes out with the next flush).
+    /// Sends close_notify (TLS only, once; what the socket does not take goes out with
+    /// the next flush).
     pub fn close_notify(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
+        if let Some(tls) = self.tls.as_mut()
+            && !self.notified
+        {
+            self.notified = true;
             tls.send_close_notify();
+            let _ = send_records(tls, &mut self.tcp);
         }
     }
 
@@ -269,7 +281,16 @@ impl Read for Stream {
         let mut filled = 0;
         loop {
             match tls.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok(filled),
+                Ok(0) => {
+                    // The server's close_notify: answer with ours (TLS asks each side
+                    // to send one before it closes), once.
+                    if !self.notified {
+                        self.notified = true;
+                        tls.send_close_notify();
+                        let _ = send_records(tls, &mut self.tcp);
+                    }
+                    return Ok(filled);
+                }
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {

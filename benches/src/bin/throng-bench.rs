@@ -19,6 +19,7 @@ usage:
                        [--only echo,latency,memory,handshakes,broadcast,pubsub]
                        [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
                        [--latency-conns N] [--latency-rate MSGS_PER_S]
+  throng-bench wss [--quick | --smoke] [--rounds N] [--markdown FILE] [--json FILE] [--quiet]
   throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
                      [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
                      [--out DIR] [--no-limits] [--native-string-ops]
@@ -28,6 +29,9 @@ usage:
 
 compare: by default each server gets 1 worker thread pinned to the first allowed CPU and the
 load generator runs on the other CPUs; the SVG chart goes to target/throng-bench/compare.svg.
+wss: throng (io_uring, epoll) over wss:// against tokio-tungstenite over tokio-rustls, same
+rustls, certificate and config: memory per idle connection (15,000), echo 64 B x 1,000,
+throng's wss/ws ratio, handshakes/s; the certificate goes to target/throng-bench/wss.
 count: needs valgrind and throng-load beside this binary (cargo build --release -p throng-load);
 dumps go to target/throng-bench/count; exit status 1 when a check or a limit in
 benches/count-limits.txt fails.";
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("compare") => compare_cmd(&args[1..]),
         Some("count") => return count_cmd(&args[1..]),
+        Some("wss") => wss_cmd(&args[1..]),
         Some("serve") => match serve_options(&args[1..]) {
             Ok(o) => return servers::serve(&o),
             Err(e) => Err(e),
@@ -247,6 +252,58 @@ fn compare_cmd(args: &[String]) -> Result<(), String> {
             serde_json::to_string_pretty(&report::json(&report)).map_err(|e| e.to_string())?;
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("json: {}", path.display());
+    }
+    if let Some(path) = markdown {
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn wss_cmd(args: &[String]) -> Result<(), String> {
+    use throng_bench::wss;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut plan = wss::Plan::full();
+    let (mut json, mut markdown, mut rounds) = (None::<PathBuf>, None::<PathBuf>, None);
+    let mut quiet = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--quick" => plan = wss::Plan::quick(),
+            "--smoke" => plan = wss::Plan::smoke(),
+            "--quiet" => quiet = true,
+            "--json" => json = Some(PathBuf::from(value()?)),
+            "--markdown" => markdown = Some(PathBuf::from(value()?)),
+            "--rounds" => {
+                rounds = Some(
+                    value()?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--rounds: {e}"))?
+                        .clamp(1, 100),
+                )
+            }
+            _ => return Err(String::new()),
+        }
+    }
+    if let Some(r) = rounds {
+        plan.rounds = r;
+    }
+    let mut options = wss::Options::new(plan, exe);
+    options.progress = !quiet;
+    options.command = format!(
+        "cargo run --release -p throng-bench -- wss {}",
+        args.join(" ")
+    );
+    let report = wss::run(&options).map_err(|e| e.to_string())?;
+    let md = wss::markdown(&report);
+    println!("{md}");
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&wss::json(&report)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = markdown {
         std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
