@@ -123,8 +123,10 @@ impl<S> Core<S> {
     pub(super) fn deflate_closed(&mut self, key: usize) {
         if let Some(d) = self.deflate.as_mut()
             && !d.contexts.is_empty()
+            && let Some(c) = d.contexts.remove(&(key as u32))
         {
-            d.contexts.remove(&(key as u32));
+            let streams = u64::from(c.deflater.is_some()) + u64::from(c.inflater.is_some());
+            self.stats.deflate_streams = self.stats.deflate_streams.saturating_sub(streams);
         }
     }
 
@@ -153,9 +155,11 @@ impl<S> Core<S> {
         }
     }
 
-    /// A complete compressed message (`pieces` in order): inflated in the shared stream,
-    /// its text validated, handed to the handler. A bad one fails the connection (1007 for
-    /// data that is not deflate or text that is not UTF-8, 1009 past the message limit).
+    /// A complete compressed message (`pieces` in order): inflated (in the connection's
+    /// own stream when it keeps context, else the shared one), its text validated, handed
+    /// to the handler. A bad one is a protocol violation (counted in `protocol_errors`)
+    /// that fails the connection: 1007 for data that is not deflate or text that is not
+    /// UTF-8, 1009 past the message limit (a bomb).
     pub(super) fn deliver_compressed<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -168,13 +172,19 @@ impl<S> Core<S> {
         }
         let Some(d) = self.deflate.as_mut() else {
             // The decoder accepts RSV1 only on deflate connections; kept as a guard.
-            let e = ProtocolError::ReservedBits;
-            return self.fail(h, key, e.close_code(), e.reason());
+            return self.violation(h, key, ProtocolError::ReservedBits);
         };
         let mut buf = std::mem::take(&mut d.inflated);
         let max = d.max_message;
         let result = match d.contexts.get_mut(&(key as u32)) {
-            Some(c) if c.client_bits != 0 => inflate_kept(c, kind, pieces, max, &mut buf),
+            Some(c) if c.client_bits != 0 => {
+                let made = c.inflater.is_none();
+                let result = inflate_kept(c, kind, pieces, max, &mut buf);
+                if made && c.inflater.is_some() {
+                    self.stats.deflate_streams += 1;
+                }
+                result
+            }
             _ => d
                 .codec()
                 .inflater
@@ -183,7 +193,7 @@ impl<S> Core<S> {
         self.stats.deflate_inflations += 1;
         match result {
             Ok(message) => self.call_on_message(h, key, message),
-            Err(e) => self.fail(h, key, e.close_code(), e.reason()),
+            Err(e) => self.violation(h, key, e),
         }
         buf.clear();
         if buf.capacity() > KEEP {
@@ -216,7 +226,11 @@ impl<S> Core<S> {
             .filter(|c| c.server_bits != 0);
         let ok = match context {
             Some(c) => {
+                let made = c.deflater.is_none();
                 let ok = compress_kept(c, level, mem_level, payload, &mut out);
+                if made && c.deflater.is_some() {
+                    self.stats.deflate_streams += 1;
+                }
                 // Sent plain instead: the peer will not see what the stream took in.
                 if !(ok && out.len() < payload.len()) {
                     c.stale |= c.deflater.is_some();
