@@ -19,6 +19,7 @@ pub mod callgrind;
 pub mod compare;
 #[allow(unsafe_code)] // CPU affinity for the server under valgrind
 pub mod count;
+pub mod deflate;
 pub mod report;
 pub mod servers;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc

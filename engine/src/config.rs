@@ -86,10 +86,12 @@ pub struct MessageRate {
     pub burst: u32,
 }
 
-/// permessage-deflate (RFC 7692) in shared mode: each worker keeps one compressor and
-/// one inflater, reset after every message, and connections keep no compression state
-/// (an idle connection with deflate costs what one without does). The server answers
-/// every acceptable offer with `server_no_context_takeover; client_no_context_takeover`.
+/// permessage-deflate (RFC 7692). In shared mode (the default) each worker keeps one
+/// compressor and one inflater, reset after every message, and connections keep no
+/// compression state (an idle connection with deflate costs what one without does): the
+/// server answers every acceptable offer with `server_no_context_takeover;
+/// client_no_context_takeover`. Dedicated mode ([`DeflateMode::Dedicated`]) keeps
+/// context per connection for better ratios, at the memory its [`DeflateWindow`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeflateConfig {
@@ -101,6 +103,55 @@ pub struct DeflateConfig {
     pub threshold: usize,
     /// Compression level, 0 (stored) to 9 (smallest). Default 1 (fastest).
     pub level: u32,
+    /// Shared streams (default) or a context per connection.
+    pub mode: DeflateMode,
+}
+
+/// Whether connections keep compression context between messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeflateMode {
+    /// No context takeover: the worker's one pair of streams serves every connection.
+    #[default]
+    Shared,
+    /// Context takeover each way the client allows, in streams of this window that a
+    /// connection gets when it first compresses or inflates a message (not at the
+    /// upgrade) and frees at close. Whichever way the client declines context (or, for
+    /// its own messages, does not accept the window limit when the window is below 15
+    /// bits) goes through the shared streams. A publish is still compressed once, in the
+    /// shared stream: a dedicated subscriber gets that frame and its compressor starts
+    /// afresh for its next message.
+    Dedicated(DeflateWindow),
+}
+
+/// The size of a connection's own deflate streams (C zlib), and so its memory. Measured
+/// bytes per connection are in the README (section permessage-deflate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateWindow {
+    /// LZ77 window bits, 9..=15, each way: the server compresses with this window and
+    /// limits the client's to it with `client_max_window_bits`.
+    pub bits: u8,
+    /// zlib's memory level for the compressor, 1..=9 (hash table and block buffer).
+    pub mem_level: u8,
+}
+
+impl DeflateWindow {
+    /// 512-byte windows, memory level 1: about 9 KB of compressor and 8 KB of inflater.
+    pub const SMALL: DeflateWindow = DeflateWindow {
+        bits: 9,
+        mem_level: 1,
+    };
+    /// 4 KiB windows, memory level 4: about 30 KB and 11 KB.
+    pub const MEDIUM: DeflateWindow = DeflateWindow {
+        bits: 12,
+        mem_level: 4,
+    };
+    /// zlib's defaults (32 KiB windows, memory level 8): about 270 KB and 40 KB, the best
+    /// ratio.
+    pub const DEFAULT: DeflateWindow = DeflateWindow {
+        bits: 15,
+        mem_level: 8,
+    };
 }
 
 impl Default for DeflateConfig {
@@ -108,6 +159,17 @@ impl Default for DeflateConfig {
         DeflateConfig {
             threshold: 256,
             level: 1,
+            mode: DeflateMode::Shared,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// The defaults in dedicated mode with `window`.
+    pub fn dedicated(window: DeflateWindow) -> DeflateConfig {
+        DeflateConfig {
+            mode: DeflateMode::Dedicated(window),
+            ..DeflateConfig::default()
         }
     }
 }
@@ -545,6 +607,20 @@ impl Config {
             && d.level > 9
         {
             return fail("deflate", format!("level {} is not in 0..=9", d.level));
+        }
+        if let Some(DeflateConfig {
+            mode: DeflateMode::Dedicated(w),
+            ..
+        }) = self.deflate
+            && (!(9..=15).contains(&w.bits) || !(1..=9).contains(&w.mem_level))
+        {
+            return fail(
+                "deflate",
+                format!(
+                    "window bits {} not in 9..=15 or memory level {} not in 1..=9",
+                    w.bits, w.mem_level
+                ),
+            );
         }
         if self.uring_wait_batch == 0 {
             return fail(

@@ -64,8 +64,8 @@ mod worker;
 mod ws;
 
 pub use config::{
-    BackendChoice, BackendKind, Backpressure, Config, ConfigError, DeflateConfig, MessageRate,
-    MetricsEndpoint,
+    BackendChoice, BackendKind, Backpressure, Config, ConfigError, DeflateConfig, DeflateMode,
+    DeflateWindow, MessageRate, MetricsEndpoint,
 };
 pub use connections::Connections;
 pub use error::Error;

@@ -70,6 +70,9 @@ pub struct WorkerStats {
     pub deflate_compressions: u64,
     /// Compressed messages inflated.
     pub deflate_inflations: u64,
+    /// Dedicated-mode zlib streams alive now (a gauge): a connection's compressor or
+    /// inflater, made at its first message that way, freed at its close.
+    pub deflate_streams: u64,
     /// WebSocket connections whose close was decided, by who closed ([`Closer`]) and
     /// close code (slots of [`CLOSE_CODES`]; the last slot is any other code).
     pub closed: [[u64; CLOSE_SLOTS]; 3],
@@ -229,6 +232,7 @@ impl std::ops::AddAssign for WorkerStats {
         self.tls_truncated += s.tls_truncated;
         self.deflate_compressions += s.deflate_compressions;
         self.deflate_inflations += s.deflate_inflations;
+        self.deflate_streams += s.deflate_streams;
         for (a, b) in self
             .closed
             .iter_mut()

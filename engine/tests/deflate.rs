@@ -1,6 +1,7 @@
 //! permessage-deflate (RFC 7692) in shared mode, on each backend: negotiation, compressed
 //! echo both ways against a raw client and Python `websockets`, the violations that fail
-//! a connection (a bomb 1009, RSV1 misplaced 1002, bad data or text 1007), and publish
+//! a connection (a bomb 1009, RSV1 misplaced 1002, bad data or text 1007; each counted in
+//! `protocol_errors`), and publish
 //! compressing once for all deflate subscribers.
 
 mod common;
@@ -256,6 +257,9 @@ fn violations_fail_the_connection_with_the_right_code() {
             );
             raw.expect_closed();
         }
+        // Each counts as a protocol violation, the inflating ones (bomb, bad data, bad
+        // text) as well as those the decoder catches.
+        assert_eq!(stats(&server).protocol_errors, 6, "{backend:?}");
         // The worker goes on: a fresh connection still echoes compressed.
         let (mut raw, _) = open_with(addr, OFFER);
         let text = json(2000);

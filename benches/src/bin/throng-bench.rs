@@ -1,6 +1,7 @@
 //! `throng-bench compare [--quick] [--json FILE]`: throng against tokio-tungstenite,
 //! fastwebsockets and Bun, every figure with its ratio to tokio-tungstenite.
 //! `throng-bench count [--smoke] ...`: instructions per echoed message under callgrind.
+//! `throng-bench deflate ...`: permessage-deflate echo, broadcast and memory figures.
 //! `throng-bench serve ...`: one of the servers, as `compare` starts them.
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ usage:
   throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
                      [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
                      [--out DIR] [--no-limits] [--native-string-ops]
+  throng-bench deflate [--seconds S] [--conns N] [--subs N] [--markdown FILE]
   throng-bench serve --server throng|tungstenite|fastws|floor|bun [--backend uring|epoll]
                      [--threads N] [--addr HOST:PORT] [--cpus LIST]
                      [--tls-cert PEM --tls-key PEM (throng, tungstenite: wss://)]
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Some("compare") => compare_cmd(&args[1..]),
         Some("count") => return count_cmd(&args[1..]),
         Some("wss") => wss_cmd(&args[1..]),
+        Some("deflate") => return throng_bench::deflate::main(&args[1..]),
         Some("serve") => match serve_options(&args[1..]) {
             Ok(o) => return servers::serve(&o),
             Err(e) => Err(e),

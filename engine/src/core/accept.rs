@@ -102,6 +102,7 @@ impl<S> Core<S> {
         if conn.has(TLS) {
             self.close_tls(key);
         }
+        self.deflate_closed(key);
         if conn.phase == Phase::Handshake
             && let Some(s) = conn.spill.as_ref()
         {

@@ -161,13 +161,13 @@ impl<S> Core<S> {
                 Some(buf.len())
             }
             Decision::Accept { state, protocol } => {
-                let deflate = self.deflate_offer(&upgrade);
+                let deflate = self.deflate_offer(key, &upgrade);
                 self.scratch.clear();
                 handshake::write_accept(
                     &mut self.scratch,
                     &upgrade,
                     protocol,
-                    deflate.map(|(answer, _)| answer),
+                    deflate.as_ref().map(|(answer, _)| answer.as_str()),
                 );
                 let head = std::mem::take(&mut self.scratch);
                 let _ = self.send_raw(key, &head);

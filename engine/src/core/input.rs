@@ -136,7 +136,12 @@ impl<S> Core<S> {
     /// violation's close code. Cold and out of line, off the decoding loop's path.
     #[cold]
     #[inline(never)]
-    fn violation<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, e: ProtocolError) {
+    pub(super) fn violation<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        e: ProtocolError,
+    ) {
         self.stats.protocol_errors += 1;
         tracing::info!(
             worker = self.worker,

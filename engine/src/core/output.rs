@@ -59,7 +59,7 @@ impl<S> Core<S> {
             return Err(SendError::Closed);
         }
         if deflate::compresses(self.conns[key].flags)
-            && let Some(compressed) = self.compress(payload.as_slice())
+            && let Some(compressed) = self.compress(Some(key), payload.as_slice())
         {
             let len = compressed.len();
             let head = data_head(kind, len as u64).with_rsv(RSV1);
@@ -67,6 +67,9 @@ impl<S> Core<S> {
                 .admit(key, head.encoded_len() + len)
                 .and_then(|()| self.send_frame(key, head, Payload::Borrowed(&compressed)));
             self.deflate_done(compressed);
+            if sent.is_err() {
+                self.deflate_lost(key);
+            }
             return sent;
         }
         let len = payload.as_slice().len() as u64;

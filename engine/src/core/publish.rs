@@ -84,7 +84,9 @@ impl<S> Core<S> {
             if Some(key) == except || !self.conns.contains(key) {
                 return;
             }
-            let compressed = if super::deflate::compresses(self.conns[key].flags) {
+            let compressed = if super::deflate::compresses(self.conns[key].flags)
+                && self.takes_shared_frame(key)
+            {
                 deflated
                     .get_or_insert_with(|| self.deflated_frame(frame))
                     .as_ref()

@@ -32,40 +32,19 @@ impl Deflater {
     /// stream failed, which it does only on misuse; the caller then sends the message
     /// uncompressed. The stream is reset either way.
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
-        let start = out.len();
-        let ok = self.run(input, out);
+        let ok = compress_message(self, input, out);
         self.stream.reset();
-        if ok && out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-            true
-        } else {
-            out.truncate(start);
-            false
-        }
+        ok
     }
+}
 
-    fn run(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
-        let mut pos = 0;
-        loop {
-            if out.capacity() - out.len() < 64 {
-                // Deflate rarely grows text past its size; reserve about half of what is
-                // left, then more if that was not enough.
-                out.reserve((input.len() - pos) / 2 + 64);
-            }
-            let before = self.stream.total_in();
-            if self
-                .stream
-                .compress_vec(&input[pos..], out, FlushCompress::Sync)
-                .is_err()
-            {
-                return false;
-            }
-            pos += (self.stream.total_in() - before) as usize;
-            // The flush is complete once it returns with output space to spare.
-            if pos == input.len() && out.len() < out.capacity() {
-                return true;
-            }
-        }
+impl Compressor for Deflater {
+    fn sync(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let before = self.stream.total_in();
+        self.stream
+            .compress_vec(input, out, FlushCompress::Sync)
+            .ok()?;
+        Some((self.stream.total_in() - before) as usize)
     }
 }
 
@@ -103,12 +82,12 @@ impl Inflater {
         out: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
         let start = out.len();
-        let result = self.run(pieces, start.saturating_add(max), out);
+        let result = inflate_message(self, pieces, start.saturating_add(max), out);
         self.stream.reset(false);
         if result.is_err() {
             out.truncate(start);
         }
-        result
+        result.map(drop)
     }
 
     /// [`Inflater::inflate`] into `out` (cleared first), as a message of `kind`: text is
@@ -129,48 +108,19 @@ impl Inflater {
                 .ok_or(ProtocolError::InvalidUtf8),
         }
     }
+}
 
-    fn run(
-        &mut self,
-        pieces: &[&[u8]],
-        limit: usize,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
-        for piece in pieces.iter().copied().chain([&TAIL[..]]) {
-            let mut pos = 0;
-            loop {
-                if out.len() == out.capacity() {
-                    if out.len() > limit {
-                        return Err(ProtocolError::MessageTooBig);
-                    }
-                    // Double, but never past one byte over the cap: that byte tells a
-                    // message of exactly `max` from a longer one.
-                    let grow = out.capacity().max(4096).min(limit + 1 - out.len());
-                    out.reserve_exact(grow);
-                }
-                let (before_in, before_out) = (self.stream.total_in(), self.stream.total_out());
-                let status = self
-                    .stream
-                    .decompress_vec(&piece[pos..], out, FlushDecompress::None)
-                    .map_err(|_| ProtocolError::InvalidDeflate)?;
-                pos += (self.stream.total_in() - before_in) as usize;
-                if out.len() > limit {
-                    return Err(ProtocolError::MessageTooBig);
-                }
-                if status == Status::StreamEnd {
-                    return Ok(());
-                }
-                let progressed =
-                    self.stream.total_in() != before_in || self.stream.total_out() != before_out;
-                if pos == piece.len() && out.len() < out.capacity() {
-                    break; // this piece is in, and nothing more is pending
-                }
-                if !progressed && out.len() < out.capacity() {
-                    return Err(ProtocolError::InvalidDeflate);
-                }
-            }
-        }
-        Ok(())
+impl Decompressor for Inflater {
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
+        let before = self.stream.total_in();
+        let status = self
+            .stream
+            .decompress_vec(input, out, FlushDecompress::None)
+            .ok()?;
+        Some((
+            (self.stream.total_in() - before) as usize,
+            status == Status::StreamEnd,
+        ))
     }
 }
 
@@ -193,4 +143,93 @@ impl SharedCodec {
             inflater: Inflater::new(),
         }
     }
+}
+
+/// One step of a compressor with a sync flush.
+pub(crate) trait Compressor {
+    /// Compresses what it can of `input` into `out`'s spare capacity with a sync flush;
+    /// returns the input bytes taken, or `None` if the stream failed.
+    fn sync(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize>;
+}
+
+/// One step of an inflater.
+pub(crate) trait Decompressor {
+    /// Inflates what it can of `input` into `out`'s spare capacity; returns the input
+    /// bytes taken and whether a final block ended the stream, or `None` for data that
+    /// is not deflate.
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)>;
+}
+
+/// Appends `input` compressed by `c` to `out` as a permessage-deflate payload: a sync
+/// flush with its 4-byte tail stripped. Returns false (and leaves `out` as it was) if
+/// the stream failed.
+pub(crate) fn compress_message<C: Compressor>(c: &mut C, input: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let mut pos = 0;
+    let ok = loop {
+        if out.capacity() - out.len() < 64 {
+            // Deflate rarely grows text past its size; reserve about half of what is
+            // left, then more if that was not enough.
+            out.reserve((input.len() - pos) / 2 + 64);
+        }
+        let Some(taken) = c.sync(&input[pos..], out) else {
+            break false;
+        };
+        pos += taken;
+        // The flush is complete once it returns with output space to spare.
+        if pos == input.len() && out.len() < out.capacity() {
+            break true;
+        }
+    };
+    if ok && out[start..].ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+        true
+    } else {
+        out.truncate(start);
+        false
+    }
+}
+
+/// Inflates the message whose compressed payload is `pieces` (the tail appended here)
+/// with `d` into `out`, failing once `out` would pass `limit` bytes: the buffer never
+/// grows past `limit + 1`. Returns whether a final block ended the stream.
+pub(crate) fn inflate_message<D: Decompressor>(
+    d: &mut D,
+    pieces: &[&[u8]],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<bool, ProtocolError> {
+    for piece in pieces.iter().copied().chain([&TAIL[..]]) {
+        let mut pos = 0;
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() > limit {
+                    return Err(ProtocolError::MessageTooBig);
+                }
+                // Double, but never past one byte over the cap: that byte tells a
+                // message of exactly `max` from a longer one.
+                let grow = out.capacity().max(4096).min(limit + 1 - out.len());
+                out.reserve_exact(grow);
+            }
+            let before_out = out.len();
+            let (taken, ended) = d
+                .step(&piece[pos..], out)
+                .ok_or(ProtocolError::InvalidDeflate)?;
+            pos += taken;
+            if out.len() > limit {
+                return Err(ProtocolError::MessageTooBig);
+            }
+            if ended {
+                return Ok(true);
+            }
+            let progressed = taken != 0 || out.len() != before_out;
+            if pos == piece.len() && out.len() < out.capacity() {
+                break; // this piece is in, and nothing more is pending
+            }
+            if !progressed && out.len() < out.capacity() {
+                return Err(ProtocolError::InvalidDeflate);
+            }
+        }
+    }
+    Ok(false)
 }

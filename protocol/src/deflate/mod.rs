@@ -14,10 +14,18 @@
 //! output cap, which an inflate bomb needs.
 
 mod codec;
+#[allow(unsafe_code)]
+mod context;
 mod offer;
 
+#[cfg(test)]
+mod context_tests;
 #[cfg(test)]
 mod tests;
 
 pub use codec::{Deflater, Inflater, SharedCodec, TAIL};
-pub use offer::{Agreement, Offer, OfferError, SERVER_WINDOW_BITS, negotiate, parse_offer};
+pub use context::{ContextDeflater, ContextInflater};
+pub use offer::{
+    Agreement, Mode, Offer, OfferError, Response, SERVER_WINDOW_BITS, negotiate, negotiate_mode,
+    parse_offer,
+};
