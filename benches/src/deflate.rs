@@ -34,23 +34,7 @@ const OFFER: &str = "permessage-deflate; server_no_context_takeover; client_no_c
 /// What dedicated-mode connections offer: websockets' and Chromium's default.
 const OFFER_CONTEXT: &str = "permessage-deflate; client_max_window_bits";
 
-/// `n` bytes of chat-like JSON, ASCII (as `protocol/benches/deflate.rs`).
-pub fn json(n: usize) -> Vec<u8> {
-    let mut s = String::from("[");
-    let mut i = 0u64;
-    while s.len() < n {
-        let id = i.wrapping_mul(2_654_435_761) % 100_000;
-        s.push_str(&format!(
-            "{{\"id\":{id},\"user\":\"user-{:05}\",\"online\":{},\"text\":\"message {i} in room {}\"}},",
-            id * 7 % 100_000,
-            i.is_multiple_of(3),
-            id % 17
-        ));
-        i += 1;
-    }
-    s.truncate(n);
-    s.into_bytes()
-}
+pub use crate::json::json;
 
 // ---------------------------------------------------------------- the throng server
 

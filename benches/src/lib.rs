@@ -20,6 +20,7 @@ pub mod compare;
 #[allow(unsafe_code)] // CPU affinity for the server under valgrind
 pub mod count;
 pub mod deflate;
+pub mod json;
 pub mod report;
 pub mod servers;
 #[allow(unsafe_code)] // sockets and CPU affinity through libc

@@ -8,23 +8,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use throng_protocol::DataKind;
 use throng_protocol::deflate::SharedCodec;
 
-/// `n` bytes of chat-like JSON (ids, names, flags, short notes), ASCII.
-fn json(n: usize) -> Vec<u8> {
-    let mut s = String::from("[");
-    let mut i = 0u64;
-    while s.len() < n {
-        let id = i.wrapping_mul(2_654_435_761) % 100_000;
-        s.push_str(&format!(
-            "{{\"id\":{id},\"user\":\"user-{:05}\",\"online\":{},\"text\":\"message {i} in room {}\"}},",
-            id * 7 % 100_000,
-            i.is_multiple_of(3),
-            id % 17
-        ));
-        i += 1;
-    }
-    s.truncate(n);
-    s.into_bytes()
-}
+#[path = "../../benches/src/json.rs"]
+mod payload;
+use payload::json;
 
 const SIZES: [usize; 8] = [64, 128, 256, 512, 1024, 4096, 16384, 65536];
 
