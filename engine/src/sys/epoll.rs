@@ -348,7 +348,7 @@ fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
     // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call and the kernel
     // only reads from these buffers; no address or control data is passed.
-    match syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
+    match syscall!(raw SYS_sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
@@ -360,11 +360,13 @@ fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
 /// [`write_vectored`]). `Ok(0)` with non-empty input means the socket is full.
 fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
-    let res = syscall!(send(
+    let res = syscall!(raw SYS_sendto(
         fd,
-        buf.as_ptr().cast(),
+        buf.as_ptr(),
         buf.len(),
-        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        std::ptr::null::<libc::sockaddr>(),
+        0
     ));
     match res {
         Ok(n) => Ok(n as usize),
@@ -378,7 +380,7 @@ fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
-        match syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) {
+        match syscall!(raw SYS_read(fd, buf.as_mut_ptr(), buf.len())) {
             Ok(n) => return Ok(Some(n as usize)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
