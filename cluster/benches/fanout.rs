@@ -13,7 +13,8 @@
 //!   system (a message is in flight until all its deliveries arrived); delivered
 //!   messages per second;
 //! - **latency**: a fixed publish rate, the same for every system (a quarter of what the
-//!   Node baseline sustained in its throughput phase, so no system is saturated);
+//!   Node baseline sustained in its throughput phase, so no system is saturated), the
+//!   publishers' sends spread evenly over each interval rather than sent together;
 //!   publish-to-delivery p50/p99 over all deliveries and over cross-node ones only.
 //!
 //! Nodes are separate processes (this binary re-run as `node ...`, and `node
@@ -372,7 +373,11 @@ fn drive(targets: &[SocketAddr], nodes: &[u32], plan: Plan) -> io::Result<(Figur
                 let lat_start = drain_end + Duration::from_millis(300);
                 let lat_end = lat_start + plan.lat_measure;
                 let interval = Duration::from_secs_f64(n as f64 / plan.rate.max(1e-9));
-                let mut next_send = lat_start - Duration::from_millis(300);
+                // The load threads' publishes interleave evenly (thread i a fraction i/n
+                // of the interval later): started together they would land in bursts of
+                // n at once, and the latency measured would be that burst's queueing.
+                let mut next_send =
+                    lat_start - Duration::from_millis(300) + interval.mul_f64(i as f64 / n as f64);
                 let mut tp = Figures::default();
                 let mut lat = Figures::default();
                 let (mut tp_mark, mut lat_mark) = (None, None);
