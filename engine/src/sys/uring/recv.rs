@@ -31,27 +31,38 @@ pub(super) struct Held {
 
 impl Uring {
     pub(super) fn on_recv(&mut self, token: Token, res: i32, flags: u32, sink: &mut impl Sink) {
-        let live = sink.alive(token);
+        // Whether the connection was live before this completion was handled; only asked
+        // when the answer matters (held input, the end of the multishot receive), since
+        // `Sink::input` itself ignores a stale token: one lookup per receive, not three.
+        let mut live = None;
         if res > 0 {
             let bid = cqueue::buffer_select(flags).unwrap_or(0);
             let len = res as usize;
             let start = self.bufs.claim(bid, len);
-            if live {
-                let held = match self.held.is_empty() {
-                    true => None,
-                    false => self.held.get_mut(&token.key),
-                };
-                if let Some(held) = held {
+            let held = match self.held.is_empty() {
+                true => None,
+                false => self.held.get_mut(&token.key),
+            };
+            if let Some(held) = held {
+                if *live.get_or_insert_with(|| sink.alive(token)) {
                     held.push(Held {
                         bid,
                         start,
                         len: len as u32,
                     });
                     self.pins[bid as usize] += 1;
-                } else if !sink.input(token, self.bufs.bytes(bid, start, len)) && sink.alive(token)
-                {
+                }
+            } else if !sink.input(token, self.bufs.bytes(bid, start, len)) {
+                // False for a stale token too (input is a no-op then), and for one the
+                // input just closed; either is no longer alive, which `input` returning
+                // true implies it still is.
+                let alive = sink.alive(token);
+                live = Some(alive);
+                if alive {
                     self.pause(token);
                 }
+            } else {
+                live = Some(true);
             }
             if self.bufs.finished(flags) {
                 self.release(bid);
@@ -64,7 +75,7 @@ impl Uring {
         }
         // The multishot receive ended. A connection that is gone had its state dropped by
         // `close`; its key may already name a new connection, whose state stays.
-        if !live || !sink.alive(token) {
+        if !live.unwrap_or_else(|| sink.alive(token)) || !sink.alive(token) {
             return;
         }
         let state = self.recv.remove(&token.key);
