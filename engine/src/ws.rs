@@ -90,6 +90,13 @@ impl<'w, S> WebSocket<'w, S> {
         self.core.conn_id(self.key)
     }
 
+    /// The connection's socket, for socket options and measurement (uWebSockets'
+    /// `getNativeHandle`). The engine owns it: never close it, and know that bytes
+    /// written to it bypass the engine's framing, ordering, TLS and accounting.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.core.conns[self.key].fd
+    }
+
     /// Sends a message (text or binary), copying the payload only if the kernel does not
     /// take it at once.
     pub fn send(&mut self, message: Message<'_>) -> Result<Sent, SendError> {

@@ -19,7 +19,10 @@
 //!    (default: every N/30,000 s within 5..30 s, so about 30,000 pings/s), and reports the
 //!    CPU the heartbeats cost;
 //! 4. broadcasts one 64-byte message to every connection (one publish to a topic every
-//!    connection subscribed to at open) and reports when the last client had it;
+//!    connection subscribed to at open) and reports when the last client had it; then,
+//!    except over TLS, the floor: the same frame written to every socket by a bare
+//!    `send` loop in the same server processes (`floor` command), time and server CPU,
+//!    and throng's ratio to it;
 //! 5. reports memory: server user space per connection (RSS of the server processes after
 //!    the ramp minus before, over N) and kernel memory per connection (Slab in
 //!    /proc/meminfo, same method; both ends are on this host, so half the growth per
@@ -537,6 +540,34 @@ fn run(args: &Args) -> Result<u64, Stop> {
         b.received,
         b.first_ns.saturating_sub(start_ns) as f64 / 1e6
     ));
+    // 5. the floor: the same frame written to every socket by a bare loop in the same
+    // server processes (not over TLS: the bytes would not be records).
+    let floor = if args.tls {
+        None
+    } else {
+        load.expect_broadcast()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let cpu_before = measure::cpu_sum(&server_pids);
+        let start_ns = clients::monotonic_ns();
+        for s in &mut servers {
+            s.tell(&format!("floor {BROADCAST_BYTES}"))?;
+        }
+        for s in &mut servers {
+            s.read_line()?;
+        }
+        let f = load.wait_broadcast(Duration::from_secs(60 + n as u64 / 10_000))?;
+        let ms = f.last_ns.saturating_sub(start_ns) as f64 / 1e6;
+        let cpu_ms = (measure::cpu_sum(&server_pids) - cpu_before) * 1e3;
+        say.line(format!(
+            "floor (a bare send() loop over the same sockets, same processes): {} clients got \
+             it, the last after {ms:.1} ms; server CPU {cpu_ms:.0} ms; throng/floor: time \
+             {:.2}x, server CPU {:.2}x",
+            f.received,
+            broadcast_ms / ms.max(1e-9),
+            broadcast_server_cpu_ms / cpu_ms.max(1e-9)
+        ));
+        Some((ms, cpu_ms, f.received))
+    };
     let rss_end = measure::rss_sum(&server_pids);
     let user_per_conn_end = rss_end.saturating_sub(rss_before) as f64 / n as f64;
     let pool_end = pool_stats(&mut servers)?;
@@ -650,6 +681,9 @@ fn run(args: &Args) -> Result<u64, Stop> {
             "client_cpu_pct": (100.0 * client_cpu / hold_secs * 100.0).round() / 100.0,
             "broadcast_ms": (broadcast_ms * 100.0).round() / 100.0,
             "broadcast_server_cpu_ms": broadcast_server_cpu_ms.round(),
+            "floor_broadcast_ms": floor.map(|f| (f.0 * 100.0).round() / 100.0),
+            "floor_broadcast_server_cpu_ms": floor.map(|f| f.1.round()),
+            "floor_broadcast_received": floor.map(|f| f.2),
             "broadcast_client_cpu_ms": broadcast_client_cpu_ms.round(),
             "subscribed": !args.no_subscribe,
             "spill_records_allocated": pool_end[3],

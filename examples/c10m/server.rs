@@ -4,7 +4,8 @@
 //!
 //! At start: `ready PORT BACKEND`, or `unsupported MESSAGE` (the backend asked for is not
 //! available) or `error MESSAGE`.
-//! `count` -> `count OPEN`; `broadcast SIZE` -> `published REACHED DROPPED`;
+//! `count` -> `count OPEN`; `broadcast SIZE` -> `published REACHED DROPPED`; `floor SIZE`
+//! (the same message written to every socket by a bare loop) -> `published REACHED DROPPED`;
 //! `mem` -> `mem SLOTS POOL_IN_USE POOL_FREE POOL_ALLOCATED` (summed over the workers);
 //! `quit` (or EOF) -> graceful shutdown, then `report AT_SHUTDOWN CLEAN FORCED OPENED
 //! CLOSED_CLEANLY CLOSED_ABNORMALLY TIMED_OUT REFUSED_FULL DROPPED`.
@@ -137,6 +138,17 @@ pub fn run(opts: Options) -> std::io::Result<()> {
                 };
                 writeln!(out, "published {} {}", p.reached, p.dropped)?;
             }
+            Some("floor") => {
+                // The write-loop floor of a broadcast: the same frame written straight to
+                // every connection's socket, one `send` each, on the workers' threads.
+                let size: usize = words.next().and_then(|s| s.parse().ok()).unwrap_or(64);
+                let frame = Bytes::from(binary_frame(&vec![b'b'; size]));
+                let mut p = Published::default();
+                for one in on_workers(&handle, move |c| write_to_all(c, &frame)) {
+                    p += one;
+                }
+                writeln!(out, "published {} {}", p.reached, p.dropped)?;
+            }
             Some("quit") | None => break,
             Some(other) => writeln!(out, "error unknown command {other}")?,
         }
@@ -192,6 +204,50 @@ fn send_to_all(conns: &mut Connections<'_, ()>, payload: &Bytes) -> Published {
         {
             Some(Ok(_)) => p.reached += 1,
             _ => p.dropped += 1,
+        }
+    }
+    p
+}
+
+/// An unmasked, final binary frame (payload at most 65,535 bytes).
+fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x82];
+    match payload.len() {
+        n @ 0..=125 => f.push(n as u8),
+        n => {
+            let n = u16::try_from(n).expect("floor frames are at most 65,535 bytes");
+            f.push(126);
+            f.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The floor: `frame` written to each open connection's socket with one `send`, no
+/// engine in between (what any server must at least do per connection). A socket that
+/// does not take the whole frame at once counts as dropped.
+fn write_to_all(conns: &mut Connections<'_, ()>, frame: &Bytes) -> Published {
+    let mut p = Published::default();
+    for id in conns.ids() {
+        let Some(fd) = conns.get(id).map(|ws| ws.raw_fd()) else {
+            p.dropped += 1;
+            continue;
+        };
+        // SAFETY: `frame` is valid for reads of its length for the call; `fd` is an open
+        // socket of this worker (the job runs on the worker's thread, between its turns).
+        let n = unsafe {
+            libc::send(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == frame.len() as isize {
+            p.reached += 1;
+        } else {
+            p.dropped += 1;
         }
     }
     p
