@@ -171,13 +171,6 @@ fn numbers(line: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A free port on 127.0.0.1 for a server process.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Progress for a person: stdout normally, stderr with `--json` so stdout is the object.
 struct Say {
     json: bool,
@@ -282,12 +275,9 @@ fn run(args: &Args) -> Result<u64, Stop> {
     // A port per server process: the engine refuses a port that another process's
     // `SO_REUSEPORT` group holds (so that two servers never split one port's traffic by
     // accident), so the processes cannot share one; client process i connects to server i.
-    let ports: Vec<u16> = (0..procs).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let port_list = if procs > 1 {
-        format!("ports {}..{}", ports[0], ports[procs - 1])
-    } else {
-        format!("port {}", ports[0])
-    };
+    // Each binds port 0 and reports the port it got: a port picked here and bound there
+    // later could be taken meanwhile by anything else on the host.
+    let mut ports: Vec<u16> = Vec::with_capacity(procs);
     // wss://: one self-signed pair for every server process, trusted by every client.
     let pem = if args.tls {
         Some(tls::Pair::new()?)
@@ -298,16 +288,16 @@ fn run(args: &Args) -> Result<u64, Stop> {
         say.line(format!(
             "RLIMIT_NOFILE is {nofile} here (the hard limit; it cannot be raised): one process \
              holds at most {per_process} connections, so the engine runs in {procs} processes, \
-             one worker each, on {port_list}"
+             one worker each, each on a port of its own"
         ));
     }
 
     // 1. the server processes
     let mut servers: Vec<ServerProc> = Vec::with_capacity(procs);
     let mut backend = String::new();
-    for port in &ports {
+    for _ in 0..procs {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve", &port.to_string()])
+            .args(["--serve", "0"])
             .args(["--backend", backend_name(args.backend)])
             .args(["--ping-interval", &ping_interval.to_string()])
             .args(["--pong-timeout", &pong_timeout.to_string()])
@@ -326,7 +316,14 @@ fn run(args: &Args) -> Result<u64, Stop> {
         let ready = s.read_line()?;
         let (word, rest) = ready.split_once(' ').unwrap_or((&ready, ""));
         match word {
-            "ready" => backend = rest.split_whitespace().nth(1).unwrap_or("?").to_owned(),
+            "ready" => {
+                let mut words = rest.split_whitespace();
+                let port = words.next().and_then(|p| p.parse().ok()).ok_or_else(|| {
+                    Stop::Error(std::io::Error::other(format!("bad ready line: {ready}")))
+                })?;
+                ports.push(port);
+                backend = words.next().unwrap_or("?").to_owned();
+            }
             "unsupported" => return Err(Stop::Unsupported(rest.to_owned())),
             _ => {
                 return Err(Stop::Error(std::io::Error::other(format!(
@@ -336,6 +333,12 @@ fn run(args: &Args) -> Result<u64, Stop> {
         }
         servers.push(s);
     }
+    let port_list = match &ports[..] {
+        [one] => format!("port {one}"),
+        [a, b] => format!("ports {a}, {b}"),
+        [a, .., z] => format!("ports {a}, ..., {z}"),
+        [] => unreachable!("at least one server process"),
+    };
     say.line(format!(
         "server: {procs} process(es), backend {backend}, {port_list}{}; a ping after \
          {ping_interval} s of silence, pong timeout {pong_timeout} s (so every {} s); \
