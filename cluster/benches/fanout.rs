@@ -1,7 +1,9 @@
 //! Cross-node fan-out in one run, on this machine: three throng nodes joined through
 //! Redis, against the pattern users write today (Node `ws` + the `redis` npm client, one
 //! process per node: `benches/node/baseline.js`), and against one throng node with three
-//! workers and no Redis (what the Redis hop costs).
+//! workers and no Redis (what the Redis hop costs), and against a floor: that node with each
+//! publish written to every subscriber's socket by a bare `send` loop on each worker, no
+//! engine in between (what any server's delivery costs on this host; latency only).
 //!
 //! ```text
 //! (cd cluster/benches/node && npm install)        # ws + redis for the baseline
@@ -31,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use throng_cluster::{Cluster, Options, Publisher};
 use throng_engine::{
-    BackendChoice, Config, Decision, Handler, Message, Server, UpgradeRequest, WebSocket,
+    BackendChoice, Config, Decision, Handler, Message, Server, ServerHandle, UpgradeRequest,
+    WebSocket,
 };
 use throng_load::fleet::{Conn, Driver, Fleet, Msg};
 use throng_load::frame;
@@ -47,6 +50,9 @@ const PUB: u16 = 2;
 
 struct BenchNode {
     cluster: Arc<OnceLock<Publisher>>,
+    /// The floor node: a publish is written to every subscriber's socket by a bare loop
+    /// on each worker (posted to each as a job, as the engine's own publish is mailed).
+    floor: Arc<OnceLock<ServerHandle<BenchNode>>>,
 }
 
 impl Handler for BenchNode {
@@ -67,6 +73,14 @@ impl Handler for BenchNode {
         if !*ws.state() {
             return;
         }
+        if let Some(handle) = self.floor.get() {
+            let frame: Arc<[u8]> = binary_frame(message.as_bytes()).into();
+            for w in 0..handle.workers() {
+                let frame = frame.clone();
+                handle.post(w, move |_, conns| write_to_subscribers(conns, &frame));
+            }
+            return;
+        }
         match self.cluster.get() {
             Some(c) => {
                 c.publish(TOPIC, message);
@@ -79,23 +93,62 @@ impl Handler for BenchNode {
     }
 }
 
-/// `node PORT WORKERS BACKEND [REDIS_URL]`: serves until stdin closes.
+/// An unmasked, final binary frame of a short payload (the benchmark's 64 bytes).
+fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 125, "floor frames are short");
+    let mut f = vec![0x82, payload.len() as u8];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The floor's delivery: `frame` written to each subscriber's socket with one `send`, no
+/// engine in between (a socket that does not take it whole loses it; idle ones do).
+fn write_to_subscribers(conns: &mut throng_engine::Connections<'_, bool>, frame: &[u8]) {
+    for id in conns.ids() {
+        let Some(fd) = conns
+            .get(id)
+            .and_then(|mut ws| (!*ws.state()).then(|| ws.raw_fd()))
+        else {
+            continue;
+        };
+        // SAFETY: `frame` is valid for reads of its length for the call; `fd` is an open
+        // socket of this worker (the job runs on the worker's thread, between its turns).
+        let _ = unsafe {
+            libc::send(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+    }
+}
+
+/// `node PORT WORKERS BACKEND [REDIS_URL | floor]`: serves until stdin closes.
 fn node(args: &[String]) -> ExitCode {
     let port: u16 = args[0].parse().expect("port");
     let workers: usize = args[1].parse().expect("workers");
     let backend: BackendChoice = args[2].parse().expect("backend");
+    let floor_mode = args.get(3).map(String::as_str) == Some("floor");
     let slot: Arc<OnceLock<Publisher>> = Arc::default();
     let handlers = slot.clone();
+    let floor: Arc<OnceLock<ServerHandle<BenchNode>>> = Arc::default();
+    let floor_handlers = floor.clone();
     let config = Config::new(SocketAddr::from(([127, 0, 0, 1], port)))
         .with_workers(workers)
         .with_pinning(false)
         .with_backend(backend);
     let server = Server::start(config, move |_| BenchNode {
         cluster: handlers.clone(),
+        floor: floor_handlers.clone(),
     })
     .expect("node starts");
+    if floor_mode {
+        let _ = floor.set(server.handle());
+    }
     let cluster = args
         .get(3)
+        .filter(|_| !floor_mode)
         .map(|url| Cluster::join(url, &server.handle(), Options::default()).expect("joins"));
     if let Some(c) = &cluster {
         let _ = slot.set(c.publisher());
@@ -468,13 +521,23 @@ fn throng_nodes(
     workers: usize,
     backend: &str,
 ) -> (Vec<Proc>, Vec<SocketAddr>) {
+    throng_nodes_with(redis.map(Redis::url), count, workers, backend)
+}
+
+/// Like [`throng_nodes`], with the node's last argument given (a Redis URL or `floor`).
+fn throng_nodes_with(
+    last: Option<String>,
+    count: usize,
+    workers: usize,
+    backend: &str,
+) -> (Vec<Proc>, Vec<SocketAddr>) {
     (0..count)
         .map(|_| {
             let port = free_port();
             let mut cmd = Command::new(exe());
             cmd.args(["node", &port.to_string(), &workers.to_string(), backend]);
-            if let Some(r) = redis {
-                cmd.arg(r.url());
+            if let Some(a) = &last {
+                cmd.arg(a);
             }
             let p = Proc::start(cmd, "throng node");
             (p, SocketAddr::from(([127, 0, 0, 1], port)))
@@ -593,6 +656,13 @@ fn main() -> ExitCode {
     let (s_tp, s_lat) = drive(&one, &[0, 0, 0], plan).expect("single node runs");
     drop(procs);
 
+    // The floor: the same node, each publish written to every subscriber by a bare
+    // `send` loop on each worker instead of the engine's publish.
+    let (procs, addrs) = throng_nodes_with(Some("floor".into()), 1, 3, &backend);
+    let one = [addrs[0]; 3];
+    let (f_tp, f_lat) = drive(&one, &[0, 0, 0], plan).expect("floor node runs");
+    drop(procs);
+
     println!(
         "\n{:<28} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "system", "delivered/s", "msgs/s", "p50 ms", "p99 ms", "p50 x ms", "p99 x ms", "lat m/s"
@@ -600,6 +670,10 @@ fn main() -> ExitCode {
     row("node ws + redis, 3 procs", &node_tp, &node_lat);
     row("throng-cluster, 3 nodes", &t_tp, &t_lat);
     row("throng, 1 node x 3 workers", &s_tp, &s_lat);
+    // Its throughput phase is not a figure: a bare loop drops what a full socket does not
+    // take (no backpressure), and a dropped delivery stalls the closed loop's window.
+    let _ = f_tp;
+    row("floor: 1 node, bare send loop", &Figures::default(), &f_lat);
     let rate_ratio = t_tp.rate() / node_tp.rate().max(1e-9);
     let p99_ratio = t_lat.all.quantile(0.99) as f64 / node_lat.all.quantile(0.99).max(1) as f64;
     println!(
@@ -612,6 +686,10 @@ fn main() -> ExitCode {
         t_tp.rate() / s_tp.rate().max(1e-9),
         t_lat.all.quantile(0.5) as f64 / s_lat.all.quantile(0.5).max(1) as f64,
         t_lat.all.quantile(0.99) as f64 / s_lat.all.quantile(0.99).max(1) as f64,
+    );
+    println!(
+        "floor / node: p99 {:.2}x (what any server's delivery costs on this host, against the 0.5x target)",
+        f_lat.all.quantile(0.99) as f64 / node_lat.all.quantile(0.99).max(1) as f64,
     );
     println!(
         "latency phase: {:.0} publishes/s offered to every system (a quarter of the baseline's throughput)",
