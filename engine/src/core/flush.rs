@@ -39,12 +39,15 @@ impl<S> Core<S> {
     ) {
         match result {
             Ok(n) => {
-                let token = self.token(key);
                 let c = &mut self.conns[key];
                 if ended {
                     c.flags &= !SENDING;
                 }
                 if let Some(s) = c.spill.as_mut() {
+                    let token = Token {
+                        key: key as u32,
+                        generation: c.generation,
+                    };
                     let n = n.min(s.out_bytes);
                     s.out_bytes -= n;
                     self.guards.output_gone(n);
@@ -166,7 +169,27 @@ impl<S> Core<S> {
 
     /// Output went out: resume reading and fire `on_drain` at the low mark, finish a
     /// draining connection, give back an empty spill record.
-    fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+    ///
+    /// Most often there is nothing to do: a connection with no spill record (so nothing
+    /// buffered), no mark crossed, not broken, in a phase that does not end once flushed,
+    /// and no broken connection to reap. That is one test here; the rest is
+    /// [`Core::after_output_general`], which would do nothing in that case either.
+    #[inline]
+    pub(super) fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        let c = &self.conns[key];
+        if c.flags & (BROKEN | READ_PAUSED | DRAIN_WANTED) == 0
+            && c.spill.is_none()
+            && !matches!(c.phase, Phase::Http | Phase::Draining)
+            && self.broken.is_empty()
+        {
+            return;
+        }
+        self.after_output_general(h, key)
+    }
+
+    /// [`Core::after_output`] for every case.
+    #[inline(never)]
+    pub(super) fn after_output_general<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
         let token = self.token(key);
         let low = self.limits.low_water;
         let c = &mut self.conns[key];
