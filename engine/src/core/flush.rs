@@ -30,6 +30,10 @@ impl<S> Core<S> {
 
     /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
     /// `ended`, is over; or the socket failed.
+    ///
+    /// A direct piece's send (no spill record) is only the flag and [`Core::after_output`];
+    /// counted output and a failure are out of line.
+    #[inline]
     pub fn sent<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -43,30 +47,42 @@ impl<S> Core<S> {
                 if ended {
                     c.flags &= !SENDING;
                 }
-                if let Some(s) = c.spill.as_mut() {
-                    let token = Token {
-                        key: key as u32,
-                        generation: c.generation,
-                    };
-                    let n = n.min(s.out_bytes);
-                    s.out_bytes -= n;
-                    self.guards.output_gone(n);
-                    if ended && s.has_output() && !c.has(DIRTY) {
-                        c.flags |= DIRTY;
-                        self.dirty.push(Dirty {
-                            token,
-                            direct: None,
-                        });
-                    }
+                if c.spill.is_some() {
+                    self.sent_counted(key, n, ended);
                 }
                 self.after_output(h, key);
             }
-            Err(_) => {
-                self.conns[key].flags &= !SENDING;
-                self.broke(key);
-                self.reap(h);
+            Err(_) => self.send_failed(h, key),
+        }
+    }
+
+    /// `n` bytes of counted output went out (the spill's): uncount them; with `ended`, put
+    /// the connection back on the flush list if more waits.
+    #[inline(never)]
+    fn sent_counted(&mut self, key: usize, n: usize, ended: bool) {
+        let token = self.token(key);
+        let c = &mut self.conns[key];
+        if let Some(s) = c.spill.as_mut() {
+            let n = n.min(s.out_bytes);
+            s.out_bytes -= n;
+            self.guards.output_gone(n);
+            if ended && s.has_output() && !c.has(DIRTY) {
+                c.flags |= DIRTY;
+                self.dirty.push(Dirty {
+                    token,
+                    direct: None,
+                });
             }
         }
+    }
+
+    /// A completion backend's send failed: the socket is gone.
+    #[cold]
+    #[inline(never)]
+    fn send_failed<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        self.conns[key].flags &= !SENDING;
+        self.broke(key);
+        self.reap(h);
     }
 
     /// Hands every dirty outbox to the backend. Runs once per turn of the run loop, after

@@ -15,6 +15,7 @@ use super::{Core, Dirty, Payload};
 use crate::config::Backpressure;
 use crate::conn::*;
 use crate::output::Piece;
+use crate::output::arena::header_len;
 use crate::sys::Token;
 use crate::ws::{SendError, Sent};
 
@@ -54,7 +55,7 @@ impl<S> Core<S> {
     /// The common case (a borrowed payload to an open connection with nothing pending)
     /// takes [`Core::send_fresh`], the rest [`Core::send_general`]; the two give the same
     /// result, stats and staged bytes (the tests below check every size and state).
-    #[inline]
+    #[inline(always)]
     pub fn send_message(
         &mut self,
         key: usize,
@@ -78,7 +79,7 @@ impl<S> Core<S> {
     /// hold; `admit` passes (nothing is buffered, so the connection's cap cannot refuse,
     /// and the worker's applies only above `direct_max`); `stage` takes the `fresh`
     /// branch; `backed_up` says `Written` (no spill output, no `DRAIN_WANTED`).
-    #[inline]
+    #[inline(always)]
     fn send_fresh(&mut self, key: usize, kind: DataKind, payload: &[u8]) -> bool {
         const NOT_FRESH: u16 = CLOSE_SENT | BROKEN | DIRTY | SENDING | DEFLATE | DRAIN_WANTED;
         let len = payload.len() + header_len(payload.len());
@@ -341,17 +342,6 @@ impl<S> Core<S> {
             self.stats.reads_paused += 1;
         }
         !c.has(DIRTY)
-    }
-}
-
-/// Bytes of the header of an unmasked frame of `n` payload bytes (as
-/// `FrameHead::encoded_len`).
-#[inline]
-fn header_len(n: usize) -> usize {
-    match n {
-        0..=125 => 2,
-        126..=0xFFFF => 4,
-        _ => 10,
     }
 }
 

@@ -87,6 +87,17 @@ impl Chunk {
     }
 }
 
+/// Bytes of the header of an unmasked frame of `n` payload bytes (as
+/// `FrameHead::encoded_len`): 2, 4 or 10.
+#[inline]
+pub fn header_len(n: usize) -> usize {
+    match n {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
 /// The header of a whole unmasked frame of `n` payload bytes whose first byte is `b0`, in
 /// the shortest length form (RFC 6455 5.2), and its length: 2, 4 or 10 bytes.
 #[inline]
@@ -191,24 +202,27 @@ impl Arena {
     #[inline]
     pub fn stage_frame(&mut self, b0: u8, payload: &[u8]) -> Piece {
         let n = payload.len();
-        let (head, hlen) = short_header(b0, n);
+        let hlen = header_len(n);
         let len = hlen + n;
         debug_assert!(len <= CHUNK);
         self.make_room(len);
         let off = self.cur.filled.get();
         debug_assert!(matches!(self.cur.own, Own::Heap(_)));
         debug_assert!(off + len <= self.cur.cap);
-        // SAFETY: `off + len <= cap` (`make_room` made the room), so both writes lie in the
-        // chunk's allocation; they are past `filled`, which no piece refers to, so nothing
-        // reads that memory meanwhile; `head` is a local and `payload` a separate borrow,
-        // neither of which can overlap memory not yet handed out.
+        // SAFETY: `off + len <= cap` (`make_room` made the room), so every write below lies
+        // in the chunk's allocation (the header's `hlen` bytes, then the payload's `n`);
+        // they are past `filled`, which no piece refers to, so nothing reads that memory
+        // meanwhile; the header is a local value and `payload` a separate borrow, neither
+        // of which can overlap memory not yet handed out. The stores are unaligned writes.
         unsafe {
             let dst = self.cur.ptr.add(off);
-            // Constant lengths: a few stores, not a call.
+            // Constant lengths: one store each, not a call.
             match hlen {
-                2 => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 2),
-                4 => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 4),
-                _ => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 10),
+                2 => dst.cast::<[u8; 2]>().write_unaligned([b0, n as u8]),
+                4 => dst
+                    .cast::<[u8; 4]>()
+                    .write_unaligned([b0, 126, (n >> 8) as u8, n as u8]),
+                _ => dst.cast::<[u8; 10]>().write_unaligned(short_header(b0, n).0),
             }
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(hlen), n);
         }
