@@ -49,8 +49,10 @@ impl<S> Core<S> {
                 }
                 if c.spill.is_some() {
                     self.sent_counted(key, n, ended);
+                    self.after_output(h, key);
+                } else if !nothing_after_output(c, &self.broken) {
+                    self.after_output_general(h, key);
                 }
-                self.after_output(h, key);
             }
             Err(_) => self.send_failed(h, key),
         }
@@ -59,7 +61,7 @@ impl<S> Core<S> {
     /// `n` bytes of counted output went out (the spill's): uncount them; with `ended`, put
     /// the connection back on the flush list if more waits.
     #[inline(never)]
-    fn sent_counted(&mut self, key: usize, n: usize, ended: bool) {
+    pub(super) fn sent_counted(&mut self, key: usize, n: usize, ended: bool) {
         let token = self.token(key);
         let c = &mut self.conns[key];
         if let Some(s) = c.spill.as_mut() {
@@ -115,10 +117,15 @@ impl<S> Core<S> {
         backend: &mut B,
         d: Dirty,
     ) {
-        let Some(key) = self.lookup(d.token) else {
+        // `lookup`, keeping the reference it finds (one slab index, not two).
+        let key = d.token.key as usize;
+        let Some(c) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == d.token.generation)
+        else {
             return;
         };
-        let c = &mut self.conns[key];
         c.flags &= !(DIRTY | DIRECT);
         // A direct piece is only staged while nothing is in flight.
         debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
@@ -192,15 +199,9 @@ impl<S> Core<S> {
     /// [`Core::after_output_general`], which would do nothing in that case either.
     #[inline]
     pub(super) fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
-        let c = &self.conns[key];
-        if c.flags & (BROKEN | READ_PAUSED | DRAIN_WANTED) == 0
-            && c.spill.is_none()
-            && !matches!(c.phase, Phase::Http | Phase::Draining)
-            && self.broken.is_empty()
-        {
-            return;
+        if !nothing_after_output(&self.conns[key], &self.broken) {
+            self.after_output_general(h, key)
         }
-        self.after_output_general(h, key)
     }
 
     /// [`Core::after_output`] for every case.
@@ -234,4 +235,15 @@ impl<S> Core<S> {
             self.reap(h);
         }
     }
+}
+
+/// Whether [`Core::after_output_general`] would do nothing for this connection: no spill
+/// record (so nothing buffered and nothing to give back), no mark crossed, not broken, in
+/// a phase that does not end once flushed, and no broken connection waiting to be reaped.
+#[inline]
+pub(super) fn nothing_after_output<S>(c: &Conn<S>, broken: &[Token]) -> bool {
+    c.flags & (BROKEN | READ_PAUSED | DRAIN_WANTED) == 0
+        && c.spill.is_none()
+        && !matches!(c.phase, Phase::Http | Phase::Draining)
+        && broken.is_empty()
 }

@@ -414,8 +414,8 @@ fn after_output_early_return_matches_the_general_path() {
             // 0: no spill; 1: an idle spill; 2: counted output; 3: input held.
             for spill in 0..4 {
                 for other_broken in [false, true] {
-                    let mut cores = [core(&config), core(&config)];
-                    let mut handlers = [Recorder::default(), Recorder::default()];
+                    let mut cores = [core(&config), core(&config), core(&config), core(&config)];
+                    let mut handlers: [Recorder; 4] = Default::default();
                     let mut key = 0;
                     for c in &mut cores {
                         key = open(c);
@@ -437,8 +437,19 @@ fn after_output_early_return_matches_the_general_path() {
                             c.broke(other);
                         }
                     }
-                    let [a, b] = &mut cores;
-                    let [ha, hb] = &mut handlers;
+                    let [a, b, c, d] = &mut cores;
+                    let [ha, hb, hc, hd] = &mut handlers;
+                    // A completion backend's report of a send that ended: `sent` against
+                    // its steps done the general way.
+                    c.sent(hc, key, Ok(3), true);
+                    d.conns[key].flags &= !SENDING;
+                    if d.conns[key].spill.is_some() {
+                        d.sent_counted(key, 3, true);
+                    }
+                    d.after_output_general(hd, key);
+                    let case = format!("sent: flags {flags:#x} {phase:?} spill {spill} other {other_broken}");
+                    assert_eq!(snap(c, key), snap(d, key), "{case}");
+                    assert_eq!((hc.drains, hc.closes), (hd.drains, hd.closes), "{case}");
                     let took_early = {
                         let c = &a.conns[key];
                         c.flags & (BROKEN | READ_PAUSED | DRAIN_WANTED) == 0
@@ -446,6 +457,10 @@ fn after_output_early_return_matches_the_general_path() {
                             && !matches!(c.phase, Phase::Http | Phase::Draining)
                             && a.broken.is_empty()
                     };
+                    assert_eq!(
+                        took_early,
+                        super::super::flush::nothing_after_output(&a.conns[key], &a.broken)
+                    );
                     early += usize::from(took_early);
                     a.after_output(ha, key);
                     b.after_output_general(hb, key);
