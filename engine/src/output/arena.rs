@@ -222,7 +222,9 @@ impl Arena {
                 4 => dst
                     .cast::<[u8; 4]>()
                     .write_unaligned([b0, 126, (n >> 8) as u8, n as u8]),
-                _ => dst.cast::<[u8; 10]>().write_unaligned(short_header(b0, n).0),
+                _ => dst
+                    .cast::<[u8; 10]>()
+                    .write_unaligned(short_header(b0, n).0),
             }
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(hlen), n);
         }

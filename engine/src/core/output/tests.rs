@@ -222,7 +222,12 @@ fn fast_and_general_send_agree_at_the_direct_max_boundary() {
         let direct_max = core(&config).direct_max;
         let lo = direct_max.saturating_sub(14);
         for n in lo..=direct_max + 2 {
-            for before in [Before::Fresh, Before::Direct, Before::Input, Before::WorkerFull] {
+            for before in [
+                Before::Fresh,
+                Before::Direct,
+                Before::Input,
+                Before::WorkerFull,
+            ] {
                 same_send(&config, before, 0, Phase::Open, DataKind::Binary, n);
             }
         }
@@ -238,7 +243,11 @@ fn fast_and_general_send_agree_at_the_direct_max_boundary() {
             let sent = c.send_message(k, DataKind::Binary, Payload::Borrowed(&p));
             assert!(sent.is_ok());
             // Past the low mark the spilled frame asks for `on_drain`: `Queued`.
-            assert_eq!(sent == Ok(Sent::Written), direct, "{n} bytes, low mark {low}");
+            assert_eq!(
+                sent == Ok(Sent::Written),
+                direct,
+                "{n} bytes, low mark {low}"
+            );
             assert_eq!(c.conns[k].has(DIRECT), direct, "{n} bytes, low mark {low}");
             let staged = match &c.dirty[0].direct {
                 Some(piece) => piece.as_slice().to_vec(),
@@ -316,7 +325,11 @@ fn a_burst_to_one_connection_is_the_same_on_both_paths() {
             }
         }
         for key in [0, 1] {
-            assert_eq!(snap(&fast, key), snap(&general, key), "{n} bytes, conn {key}");
+            assert_eq!(
+                snap(&fast, key),
+                snap(&general, key),
+                "{n} bytes, conn {key}"
+            );
         }
     }
 }
@@ -332,7 +345,10 @@ fn stage_frame_writes_the_encoded_header_and_payload() {
             let b0 = super::first_byte(kind);
             let want = reference_frame(kind, &p);
             assert_eq!(short_header(b0, n).1, header_len(n));
-            assert_eq!(&short_header(b0, n).0[..header_len(n)], &want[..header_len(n)]);
+            assert_eq!(
+                &short_header(b0, n).0[..header_len(n)],
+                &want[..header_len(n)]
+            );
             if want.len() > crate::output::CHUNK {
                 continue;
             }
@@ -378,7 +394,12 @@ impl Handler for Recorder {
         let _ = ws.send(Message::Text("more"));
     }
 
-    fn on_close(&mut self, _ws: &mut WebSocket<'_, ()>, _code: throng_protocol::CloseCode, _r: &str) {
+    fn on_close(
+        &mut self,
+        _ws: &mut WebSocket<'_, ()>,
+        _code: throng_protocol::CloseCode,
+        _r: &str,
+    ) {
         self.closes += 1;
     }
 }
@@ -447,7 +468,9 @@ fn after_output_early_return_matches_the_general_path() {
                         d.sent_counted(key, 3, true);
                     }
                     d.after_output_general(hd, key);
-                    let case = format!("sent: flags {flags:#x} {phase:?} spill {spill} other {other_broken}");
+                    let case = format!(
+                        "sent: flags {flags:#x} {phase:?} spill {spill} other {other_broken}"
+                    );
                     assert_eq!(snap(c, key), snap(d, key), "{case}");
                     assert_eq!((hc.drains, hc.closes), (hd.drains, hd.closes), "{case}");
                     let took_early = {
@@ -464,7 +487,8 @@ fn after_output_early_return_matches_the_general_path() {
                     early += usize::from(took_early);
                     a.after_output(ha, key);
                     b.after_output_general(hb, key);
-                    let case = format!("flags {flags:#x} {phase:?} spill {spill} other {other_broken}");
+                    let case =
+                        format!("flags {flags:#x} {phase:?} spill {spill} other {other_broken}");
                     assert_eq!(snap(a, key), snap(b, key), "{case}");
                     assert_eq!((ha.drains, ha.closes), (hb.drains, hb.closes), "{case}");
                 }
