@@ -29,7 +29,9 @@ impl FrameArena {
     /// slice of header and payload.
     pub fn stage_parts(&mut self, kind: throng_protocol::DataKind, payload: &[u8]) -> usize {
         let head = match kind {
-            throng_protocol::DataKind::Text => throng_protocol::FrameHead::text(payload.len() as u64),
+            throng_protocol::DataKind::Text => {
+                throng_protocol::FrameHead::text(payload.len() as u64)
+            }
             throng_protocol::DataKind::Binary => {
                 throng_protocol::FrameHead::binary(payload.len() as u64)
             }

@@ -24,8 +24,10 @@ use crate::sys::Token;
 use crate::ws::{SendError, Sent, WebSocket};
 
 fn config(low_water: Option<usize>) -> Config {
-    let mut config = Config::default();
-    config.max_connections = 8;
+    let mut config = Config {
+        max_connections: 8,
+        ..Config::default()
+    };
     if let Some(low) = low_water {
         config.write_low_water = low;
     }
