@@ -10,6 +10,38 @@ pub fn encode_frame(kind: throng_protocol::DataKind, payload: &[u8]) -> Bytes {
     crate::core::encode_frame(kind, payload)
 }
 
+/// The worker's output arena, staging whole frames as a send to a connection with
+/// nothing pending does.
+#[derive(Debug, Default)]
+pub struct FrameArena(crate::output::Arena);
+
+impl FrameArena {
+    /// The send fast path's way: header written in place, then the payload (one copy).
+    /// Returns the staged length; the piece is dropped, as after a flush.
+    pub fn stage_frame(&mut self, kind: throng_protocol::DataKind, payload: &[u8]) -> usize {
+        let b0 = match kind {
+            throng_protocol::DataKind::Text => 0x81,
+            throng_protocol::DataKind::Binary => 0x82,
+        };
+        self.0.stage_frame(b0, payload).len()
+    }
+    /// The general path's way: `FrameHead::encode` into a header buffer, then the parts
+    /// slice of header and payload.
+    pub fn stage_parts(&mut self, kind: throng_protocol::DataKind, payload: &[u8]) -> usize {
+        let head = match kind {
+            throng_protocol::DataKind::Text => {
+                throng_protocol::FrameHead::text(payload.len() as u64)
+            }
+            throng_protocol::DataKind::Binary => {
+                throng_protocol::FrameHead::binary(payload.len() as u64)
+            }
+        };
+        let mut hb = throng_protocol::HeaderBuf::default();
+        let header = head.encode(&mut hb);
+        self.0.stage(&[header, payload]).len()
+    }
+}
+
 /// A spill record lent by [`SpillPool`].
 pub struct Spill(Box<crate::pool::Spill>);
 

@@ -30,6 +30,10 @@ impl<S> Core<S> {
 
     /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
     /// `ended`, is over; or the socket failed.
+    ///
+    /// A direct piece's send (no spill record) is only the flag and [`Core::after_output`];
+    /// counted output and a failure are out of line.
+    #[inline]
     pub fn sent<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -39,31 +43,48 @@ impl<S> Core<S> {
     ) {
         match result {
             Ok(n) => {
-                let token = self.token(key);
                 let c = &mut self.conns[key];
                 if ended {
                     c.flags &= !SENDING;
                 }
-                if let Some(s) = c.spill.as_mut() {
-                    let n = n.min(s.out_bytes);
-                    s.out_bytes -= n;
-                    self.guards.output_gone(n);
-                    if ended && s.has_output() && !c.has(DIRTY) {
-                        c.flags |= DIRTY;
-                        self.dirty.push(Dirty {
-                            token,
-                            direct: None,
-                        });
-                    }
+                if c.spill.is_some() {
+                    self.sent_counted(key, n, ended);
+                    self.after_output(h, key);
+                } else if !nothing_after_output(c, &self.broken) {
+                    self.after_output_general(h, key);
                 }
-                self.after_output(h, key);
             }
-            Err(_) => {
-                self.conns[key].flags &= !SENDING;
-                self.broke(key);
-                self.reap(h);
+            Err(_) => self.send_failed(h, key),
+        }
+    }
+
+    /// `n` bytes of counted output went out (the spill's): uncount them; with `ended`, put
+    /// the connection back on the flush list if more waits.
+    #[inline(never)]
+    pub(super) fn sent_counted(&mut self, key: usize, n: usize, ended: bool) {
+        let token = self.token(key);
+        let c = &mut self.conns[key];
+        if let Some(s) = c.spill.as_mut() {
+            let n = n.min(s.out_bytes);
+            s.out_bytes -= n;
+            self.guards.output_gone(n);
+            if ended && s.has_output() && !c.has(DIRTY) {
+                c.flags |= DIRTY;
+                self.dirty.push(Dirty {
+                    token,
+                    direct: None,
+                });
             }
         }
+    }
+
+    /// A completion backend's send failed: the socket is gone.
+    #[cold]
+    #[inline(never)]
+    fn send_failed<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        self.conns[key].flags &= !SENDING;
+        self.broke(key);
+        self.reap(h);
     }
 
     /// Hands every dirty outbox to the backend. Runs once per turn of the run loop, after
@@ -96,10 +117,15 @@ impl<S> Core<S> {
         backend: &mut B,
         d: Dirty,
     ) {
-        let Some(key) = self.lookup(d.token) else {
+        // `lookup`, keeping the reference it finds (one slab index, not two).
+        let key = d.token.key as usize;
+        let Some(c) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == d.token.generation)
+        else {
             return;
         };
-        let c = &mut self.conns[key];
         c.flags &= !(DIRTY | DIRECT);
         // A direct piece is only staged while nothing is in flight.
         debug_assert!(!(c.has(SENDING) && d.direct.is_some()));
@@ -166,7 +192,21 @@ impl<S> Core<S> {
 
     /// Output went out: resume reading and fire `on_drain` at the low mark, finish a
     /// draining connection, give back an empty spill record.
-    fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+    ///
+    /// Most often there is nothing to do: a connection with no spill record (so nothing
+    /// buffered), no mark crossed, not broken, in a phase that does not end once flushed,
+    /// and no broken connection to reap. That is one test here; the rest is
+    /// [`Core::after_output_general`], which would do nothing in that case either.
+    #[inline]
+    pub(super) fn after_output<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
+        if !nothing_after_output(&self.conns[key], &self.broken) {
+            self.after_output_general(h, key)
+        }
+    }
+
+    /// [`Core::after_output`] for every case.
+    #[inline(never)]
+    pub(super) fn after_output_general<H: Handler<State = S>>(&mut self, h: &mut H, key: usize) {
         let token = self.token(key);
         let low = self.limits.low_water;
         let c = &mut self.conns[key];
@@ -195,4 +235,15 @@ impl<S> Core<S> {
             self.reap(h);
         }
     }
+}
+
+/// Whether [`Core::after_output_general`] would do nothing for this connection: no spill
+/// record (so nothing buffered and nothing to give back), no mark crossed, not broken, in
+/// a phase that does not end once flushed, and no broken connection waiting to be reaped.
+#[inline]
+pub(super) fn nothing_after_output<S>(c: &Conn<S>, broken: &[Token]) -> bool {
+    c.flags & (BROKEN | READ_PAUSED | DRAIN_WANTED) == 0
+        && c.spill.is_none()
+        && !matches!(c.phase, Phase::Http | Phase::Draining)
+        && broken.is_empty()
 }
