@@ -643,7 +643,9 @@ fn check(report: &mut Report) {
                 l.max
             );
             if per > l.max {
-                failed.push(format!("{text}: over the limit (benches/count-limits.txt)"));
+                failed.push(format!(
+                    "{text}: over the limit (benches/count-limits.txt, or the file given with --limits)"
+                ));
             } else {
                 passed.push(text);
             }

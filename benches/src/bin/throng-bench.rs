@@ -23,7 +23,7 @@ usage:
   throng-bench wss [--quick | --smoke] [--rounds N] [--markdown FILE] [--json FILE] [--quiet]
   throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
                      [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
-                     [--out DIR] [--no-limits] [--native-string-ops]
+                     [--out DIR] [--no-limits | --limits FILE] [--native-string-ops]
   throng-bench deflate [--seconds S] [--conns N] [--subs N] [--markdown FILE]
   throng-bench serve --server throng|tungstenite|fastws|floor|bun [--backend uring|epoll]
                      [--threads N] [--addr HOST:PORT] [--cpus LIST]
@@ -36,7 +36,8 @@ rustls, certificate and config: memory per idle connection (15,000), echo 64 B x
 throng's wss/ws ratio, handshakes/s; the certificate goes to target/throng-bench/wss.
 count: needs valgrind and throng-load beside this binary (cargo build --release -p throng-load);
 dumps go to target/throng-bench/count; exit status 1 when a check or a limit in
-benches/count-limits.txt fails.";
+benches/count-limits.txt (the release profile's; --limits FILE for another build, as CI's
+benches/count-limits-ci.txt) fails.";
 
 fn cpus(list: &str) -> Result<Vec<usize>, String> {
     list.split(',')
@@ -358,6 +359,13 @@ fn count_run(args: &[String]) -> Result<bool, String> {
             "--smoke" => {}
             "--quiet" => o.progress = false,
             "--no-limits" => o.limits.clear(),
+            "--limits" => {
+                let path = value()?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("--limits {path}: {e}"))?;
+                o.limits =
+                    count::parse_limits(&text).map_err(|e| format!("--limits {path}: {e}"))?;
+            }
             "--native-string-ops" => o.vector_string_ops = false,
             "--json" => json = Some(PathBuf::from(value()?)),
             "--markdown" => markdown = Some(PathBuf::from(value()?)),
