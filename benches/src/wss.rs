@@ -135,6 +135,8 @@ pub struct Options {
     /// The cgroup CPU quota of each server in the rate figures, in CPUs (`None`:
     /// uncapped, on its own CPU).
     pub cap: Option<f64>,
+    /// Figures to run (`memory`, `echo`, `handshakes`); empty: all.
+    pub only: Vec<String>,
     /// Print progress to stderr.
     pub progress: bool,
     /// The command line, for the report.
@@ -155,6 +157,7 @@ impl Options {
             server_cpus: placed.server_cpus,
             load_cpus: placed.load_cpus,
             cap: None,
+            only: Vec::new(),
             progress: true,
             command: String::new(),
         };
@@ -412,12 +415,13 @@ pub fn run(options: &Options) -> io::Result<Report> {
         run.pair.0.display()
     ));
     let quota = options.cap.unwrap_or(1.0);
+    let wanted = |f: &str| options.only.is_empty() || options.only.iter().any(|o| o == f);
     for round in 0..plan.rounds {
         let order = |live: Vec<ServerKind>| -> Vec<ServerKind> {
             let n = live.len().max(1);
             (0..live.len()).map(|i| live[(i + round) % n]).collect()
         };
-        for server in order(run.live()) {
+        for server in order(run.live()).into_iter().filter(|_| wanted("memory")) {
             let Some(m) = run.with_server(server, true, false, |t| {
                 client::idle_memory(t, &wss, plan.idle_conns, plan.idle_settle)
             })?
@@ -432,7 +436,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
             ));
             run.report.push(MEMORY, server, m.per_connection());
         }
-        for server in order(run.live()) {
+        for server in order(run.live()).into_iter().filter(|_| wanted("echo")) {
             let throng = server != ServerKind::Tungstenite;
             // throng's ws echo right before its wss echo: the ratio compares neighbours.
             let modes: &[bool] = if throng { &[false, true] } else { &[true] };
@@ -463,7 +467,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 run.report.push(cpu, server, r.server_ns_per_message());
             }
         }
-        for server in order(run.live()) {
+        for server in order(run.live()).into_iter().filter(|_| wanted("handshakes")) {
             let Some(h) = run.with_server(server, true, true, |t| {
                 client::handshakes(t, &wss, plan.handshake_concurrency, plan.window)
             })?

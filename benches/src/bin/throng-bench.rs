@@ -20,7 +20,8 @@ usage:
                        [--only echo,latency,memory,handshakes,broadcast,pubsub]
                        [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
                        [--latency-conns N] [--latency-rate MSGS_PER_S]
-  throng-bench wss [--quick | --smoke] [--rounds N] [--server-cpu F] [--markdown FILE] [--json FILE] [--quiet]
+  throng-bench wss [--quick | --smoke] [--rounds N] [--server-cpu F]
+                   [--only memory,echo,handshakes] [--markdown FILE] [--json FILE] [--quiet]
   throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
                      [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
                      [--out DIR] [--no-limits] [--native-string-ops]
@@ -271,6 +272,7 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
     let (mut json, mut markdown, mut rounds) = (None::<PathBuf>, None::<PathBuf>, None);
     let mut quiet = false;
     let mut cap = None::<Option<f64>>;
+    let mut only = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -284,6 +286,7 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
             "--quiet" => quiet = true,
             "--json" => json = Some(PathBuf::from(value()?)),
             "--markdown" => markdown = Some(PathBuf::from(value()?)),
+            "--only" => only = value()?.split(',').map(str::to_owned).collect(),
             "--server-cpu" => {
                 let v = value()?
                     .parse::<f64>()
@@ -308,6 +311,7 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
     if let Some(c) = cap {
         options.set_cap(c);
     }
+    options.only = only;
     options.progress = !quiet;
     options.command = format!(
         "cargo run --release -p throng-bench -- wss {}",
