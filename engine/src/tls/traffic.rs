@@ -42,6 +42,8 @@ const KEY_UPDATE: u8 = 24;
 /// Records in a row with no plaintext a peer may send (rustls' own cap for the records
 /// it reads, `ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX`): each costs a decryption and
 /// moves nothing, so an endless stream of them is a way to keep the worker busy.
+/// (Records read before the trade are counted by rustls itself; the count starts again
+/// at the trade, so a run across it is capped at twice this.)
 pub(crate) const MAX_EMPTY_RECORDS: u8 = 32;
 
 /// Why the connection failed: the alert to send (if any) and the error to report.
