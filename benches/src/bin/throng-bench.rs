@@ -35,7 +35,7 @@ load generator runs on the other CPUs; the SVG chart goes to target/throng-bench
 wss: throng (io_uring, epoll) over wss:// against tokio-tungstenite over tokio-rustls, same
 rustls, certificate and config: memory per idle connection (15,000), echo 64 B x 1,000,
 throng's wss/ws ratio, handshakes/s; the certificate goes to target/throng-bench/wss.
-In the echo and handshake rows each server is capped at --server-cpu CPUs (default 0.5; 0:
+In the echo and handshake rows each server is capped at --server-cpu CPUs (default 0.4; 0:
 no cap) by a cgroup v1 CPU quota and the load runs on every CPU, so the server bounds the rate.
 count: needs valgrind and throng-load beside this binary (cargo build --release -p throng-load);
 dumps go to target/throng-bench/count; exit status 1 when a check or a limit in
