@@ -446,9 +446,8 @@ impl CpuCap {
             period_us,
         };
         let set = |file: &str, value: String| {
-            std::fs::write(cap.dir.join(file), value).map_err(|e| {
-                io::Error::new(e.kind(), format!("{}/{file}: {e}", cap.dir.display()))
-            })
+            std::fs::write(cap.dir.join(file), value)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", cap.dir.display())))
         };
         set("cpu.cfs_period_us", period_us.to_string())?;
         set("cpu.cfs_quota_us", quota.to_string())?;

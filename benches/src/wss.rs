@@ -183,7 +183,11 @@ impl Options {
                     .copied()
                     .filter(|c| !self.server_cpus.contains(c))
                     .collect();
-                if rest.is_empty() { all.last().copied().into_iter().collect() } else { rest }
+                if rest.is_empty() {
+                    all.last().copied().into_iter().collect()
+                } else {
+                    rest
+                }
             }
         };
     }
@@ -470,7 +474,10 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 run.report.push(cpu, server, r.server_ns_per_message());
             }
         }
-        for server in order(run.live()).into_iter().filter(|_| wanted("handshakes")) {
+        for server in order(run.live())
+            .into_iter()
+            .filter(|_| wanted("handshakes"))
+        {
             let Some(h) = run.with_server(server, true, true, |t| {
                 client::handshakes(t, &wss, plan.handshake_concurrency, plan.window)
             })?

@@ -560,7 +560,11 @@ fn a_forged_record_and_an_unprotected_one_after_the_handshake_get_their_alerts()
 fn tls13_with_send_key(
     addr: SocketAddr,
     pem: &(String, String),
-) -> (TcpStream, Box<dyn rustls::crypto::cipher::MessageEncrypter>, u64) {
+) -> (
+    TcpStream,
+    Box<dyn rustls::crypto::cipher::MessageEncrypter>,
+    u64,
+) {
     let mut config = (*client_config(&pem.0, &[&rustls::version::TLS13])).clone();
     config.enable_secret_extraction = true;
     let s = tls_stream(addr, &Arc::new(config)).expect("TLS handshake");
@@ -614,11 +618,9 @@ fn endless_empty_records_are_capped_as_rustls_caps_them_and_counted() {
         for _ in 0..32 {
             bytes.extend(app_record(&mut *enc, &mut seq, &[]));
         }
-        let request = format!(
-            "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        let request = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        );
+             Sec-WebSocket-Version: 13\r\n\r\n";
         bytes.extend(app_record(&mut *enc, &mut seq, request.as_bytes()));
         for _ in 0..32 {
             bytes.extend(app_record(&mut *enc, &mut seq, &[]));
@@ -634,7 +636,10 @@ fn endless_empty_records_are_capped_as_rustls_caps_them_and_counted() {
         bytes.extend(app_record(&mut *enc, &mut seq, &[]));
         sock.write_all(&bytes).unwrap();
         let rest = read_to_end(&mut sock);
-        assert!(!rest.is_empty(), "the 101 and the alert come before the FIN");
+        assert!(
+            !rest.is_empty(),
+            "the 101 and the alert come before the FIN"
+        );
         assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
         assert_eq!(stats(&server).tls_errors, 1, "the flood is counted");
         // A flood in one write, without any plaintext at all: the same.
