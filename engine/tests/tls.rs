@@ -554,6 +554,59 @@ fn a_forged_record_and_an_unprotected_one_after_the_handshake_get_their_alerts()
     }
 }
 
+#[test]
+fn many_small_messages_queued_at_once_are_echoed_in_order_through_shared_records() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let mut ws = wss(server.local_addr(), &client);
+        // Sent in one burst: the echoes queue up in the outbox together and leave in
+        // records shared by many messages (sizes 0..=300, in order).
+        for round in 0..3u64 {
+            for size in 0..=300usize {
+                ws.write(TMessage::binary(pattern(round * 1000 + size as u64, size)))
+                    .unwrap();
+            }
+            ws.flush().unwrap();
+            for size in 0..=300usize {
+                let want = TMessage::binary(pattern(round * 1000 + size as u64, size));
+                assert_eq!(wss_read_data(&mut ws), want, "round {round}, size {size}");
+            }
+        }
+        // Publishes queue one shared frame each: 301 of them in one worker turn leave in
+        // records each spanning many frames.
+        let id = events.opened();
+        let handle = server.handle();
+        for w in 0..handle.workers() {
+            assert!(handle.post(w, move |_, conns| {
+                let Some(mut ws) = conns.get(id) else {
+                    return;
+                };
+                ws.subscribe("t");
+                drop(ws);
+                for size in 0..=300usize {
+                    conns.publish(
+                        "t",
+                        throng_engine::DataKind::Binary,
+                        &pattern(size as u64, size),
+                    );
+                }
+            }));
+        }
+        for size in 0..=300usize {
+            let want = TMessage::binary(pattern(size as u64, size));
+            assert_eq!(wss_read_data(&mut ws), want, "published, size {size}");
+        }
+        ws.close(None).unwrap();
+        wss_read_close(&mut ws);
+        expect_close_notify(&mut ws);
+        let st = stats(&server);
+        assert_eq!(st.tls_errors, 0, "{st:?}");
+        server.shutdown().unwrap();
+    }
+}
+
 /// A TLS 1.3 connection to `addr` whose client keys the test holds: handshake done, then
 /// rustls' client traded for its send key (to write records rustls would not write) and
 /// the socket.
