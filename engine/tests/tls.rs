@@ -580,11 +580,10 @@ fn many_small_messages_queued_at_once_are_echoed_in_order_through_shared_records
         let handle = server.handle();
         for w in 0..handle.workers() {
             assert!(handle.post(w, move |_, conns| {
-                let Some(mut ws) = conns.get(id) else {
-                    return;
+                match conns.get(id) {
+                    Some(mut ws) => ws.subscribe("t"),
+                    None => return,
                 };
-                ws.subscribe("t");
-                drop(ws);
                 for size in 0..=300usize {
                     conns.publish(
                         "t",
