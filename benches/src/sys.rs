@@ -468,18 +468,6 @@ impl CpuCap {
     pub fn period_us(&self) -> u64 {
         self.period_us
     }
-
-    /// CPU the group's tasks used so far (`cpuacct` is not needed: the CFS quota's own
-    /// accounting, `cpu.stat`'s throttled periods), as (periods, throttled periods).
-    pub fn throttling(&self) -> (u64, u64) {
-        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).unwrap_or_default();
-        let field = |name: &str| {
-            stat.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("nr_periods "), field("nr_throttled "))
-    }
 }
 
 impl Drop for CpuCap {
