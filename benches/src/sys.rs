@@ -410,3 +410,78 @@ fn read_first_line(
         }
     }
 }
+
+/// The cgroup v1 CPU controller's root, where [`CpuCap`] makes its groups.
+const CPU_CGROUP: &str = "/sys/fs/cgroup/cpu";
+
+/// A CPU cap on one server process: a child group of the cgroup v1 CPU controller with a
+/// CFS quota, so that the server, not the load generator, is what bounds a rate. The
+/// process (all its threads, and any it starts later) is moved in at [`CpuCap::new`];
+/// [`Drop`] moves whatever is left back to the root group and removes the group.
+#[derive(Debug)]
+pub struct CpuCap {
+    dir: std::path::PathBuf,
+    /// The quota, in CPUs (0.5: half of one CPU per period).
+    pub cpus: f64,
+    period_us: u64,
+}
+
+impl CpuCap {
+    /// Caps `pid` at `cpus` CPUs (per `period_us` microseconds of wall time it may run
+    /// `cpus * period_us`).
+    pub fn new(pid: u32, cpus: f64, period_us: u64) -> io::Result<CpuCap> {
+        let quota = (cpus * period_us as f64).round() as u64;
+        if pid == 0 || quota < 1000 || !(1000..=1_000_000).contains(&period_us) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU cap {cpus} of {period_us} us for pid {pid}"),
+            ));
+        }
+        let dir = Path::new(CPU_CGROUP).join(format!("throng-bench-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let cap = CpuCap {
+            dir,
+            cpus,
+            period_us,
+        };
+        let set = |file: &str, value: String| {
+            std::fs::write(cap.dir.join(file), value)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", cap.dir.display())))
+        };
+        set("cpu.cfs_period_us", period_us.to_string())?;
+        set("cpu.cfs_quota_us", quota.to_string())?;
+        set("cgroup.procs", pid.to_string())?;
+        Ok(cap)
+    }
+
+    /// Whether caps can be made here (a writable cgroup v1 CPU controller): tries one
+    /// empty group.
+    pub fn available() -> bool {
+        let dir = Path::new(CPU_CGROUP).join(format!("throng-bench-probe-{}", std::process::id()));
+        let ok = std::fs::create_dir(&dir).is_ok() && dir.join("cpu.cfs_quota_us").exists();
+        let _ = std::fs::remove_dir(&dir);
+        ok
+    }
+
+    /// The period, microseconds.
+    pub fn period_us(&self) -> u64 {
+        self.period_us
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // A group with tasks cannot be removed: hand any still there back to the root.
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let _ = std::fs::write(Path::new(CPU_CGROUP).join("cgroup.procs"), pid);
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -16,6 +16,14 @@
 //!
 //! Every measurement gets a fresh server process; servers take turns within each round
 //! and the median of the rounds is reported.
+//!
+//! The rates measure the servers, not the load generator: for the echo and handshake
+//! figures each server process (either server, the same way) is capped at
+//! [`DEFAULT_CAP`] of a CPU with a cgroup v1 CFS quota ([`CpuCap`]), and the load
+//! generator runs on every CPU, so it has about four times the server's CPU. The table
+//! checks that each server used ~100% of its quota in every rate row; without a writable
+//! cgroup (not root) the servers run uncapped on their own CPU as before, and the table
+//! says so. The memory figure is not capped (it reads RSS, not a rate).
 
 use std::fmt::Write as _;
 use std::io;
@@ -28,7 +36,16 @@ use throng_load::tls::Tls;
 
 use crate::compare::{self, median};
 use crate::servers::ServerKind;
-use crate::sys::{ServerProcess, Started};
+use crate::sys::{CpuCap, ServerProcess, Started};
+
+/// The CPU quota of each server in the rate figures, in CPUs. Below half a CPU on
+/// purpose: a load thread shares the server's CPU, and at 0.5 CFS's fair share of that
+/// CPU (half) was just the quota, so the server sometimes waited for the load thread
+/// (88-89% of its quota in the handshake rows of a 0.5 run).
+pub const DEFAULT_CAP: f64 = 0.4;
+/// The CFS period of the cap: short, so that a capped server is throttled in many small
+/// steps rather than stopped for tens of milliseconds at a time.
+pub const CAP_PERIOD_US: u64 = 10_000;
 
 /// Servers of the wss comparison, in table order.
 pub const SERVERS: [ServerKind; 3] = [
@@ -118,6 +135,11 @@ pub struct Options {
     pub server_cpus: Vec<usize>,
     /// CPUs the load generator runs on (one thread each).
     pub load_cpus: Vec<usize>,
+    /// The cgroup CPU quota of each server in the rate figures, in CPUs (`None`:
+    /// uncapped, on its own CPU).
+    pub cap: Option<f64>,
+    /// Figures to run (`memory`, `echo`, `handshakes`); empty: all.
+    pub only: Vec<String>,
     /// Print progress to stderr.
     pub progress: bool,
     /// The command line, for the report.
@@ -125,20 +147,49 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults: 1 worker thread on the first allowed CPU, the load on the others (as
-    /// `compare` places them).
+    /// Defaults: 1 worker thread on the first allowed CPU; where cgroups allow, that
+    /// server capped at [`DEFAULT_CAP`] and the load on every CPU, otherwise uncapped and
+    /// the load on the other CPUs (as `compare` places them).
     pub fn new(plan: Plan, server_exe: PathBuf) -> Options {
         let placed = compare::Options::new(compare::Profile::Smoke, server_exe.clone());
-        Options {
+        let mut o = Options {
             plan,
             server_exe,
             dir: PathBuf::from("target/throng-bench/wss"),
             threads: 1,
             server_cpus: placed.server_cpus,
             load_cpus: placed.load_cpus,
+            cap: None,
+            only: Vec::new(),
             progress: true,
             command: String::new(),
+        };
+        if CpuCap::available() {
+            o.set_cap(Some(DEFAULT_CAP));
         }
+        o
+    }
+
+    /// Caps each server at `cpus` CPUs in the rate figures (the load on every CPU), or
+    /// not at all (the load on the CPUs the servers do not use).
+    pub fn set_cap(&mut self, cpus: Option<f64>) {
+        let all = crate::sys::allowed_cpus();
+        self.cap = cpus;
+        self.load_cpus = match cpus {
+            Some(_) => all,
+            None => {
+                let rest: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|c| !self.server_cpus.contains(c))
+                    .collect();
+                if rest.is_empty() {
+                    all.last().copied().into_iter().collect()
+                } else {
+                    rest
+                }
+            }
+        };
     }
 }
 
@@ -171,6 +222,8 @@ pub struct Report {
     pub command: String,
     /// Machine description.
     pub machine: String,
+    /// The servers' CPU cap in the rate figures (`None`: uncapped).
+    pub cap: Option<f64>,
 }
 
 impl Report {
@@ -215,6 +268,17 @@ pub const ECHO_WS_CPU: &str = "ws_echo_cpu_ns";
 /// TLS work bounds the rate, this is what still tells the servers apart).
 pub const HANDSHAKE_CPU: &str = "wss_handshake_cpu_us";
 
+/// How busy the server was in the wss echo window: its CPU over its quota (or over one
+/// CPU when uncapped), percent. ~100 means the server bounded the rate.
+pub const ECHO_BUSY: &str = "wss_echo_server_busy_pct";
+/// The same for throng's ws echo.
+pub const ECHO_WS_BUSY: &str = "ws_echo_server_busy_pct";
+/// The same for the handshake window.
+pub const HANDSHAKE_BUSY: &str = "wss_handshake_server_busy_pct";
+/// The load generator's CPU in the handshake window over the CPUs it had (all of its
+/// threads' CPUs, minus the server's quota), percent.
+pub const HANDSHAKE_LOAD_BUSY: &str = "wss_handshake_load_busy_pct";
+
 /// Writes a self-signed pair for 127.0.0.1 into `dir`: (cert, key).
 pub fn write_pair(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
@@ -246,12 +310,13 @@ impl Run<'_> {
             .collect()
     }
 
-    /// Starts `server` (over TLS when `tls`), runs `f` against it, stops it. `None`: it
-    /// cannot run here.
+    /// Starts `server` (over TLS when `tls`; under the run's CPU cap when `capped`), runs
+    /// `f` against it, stops it. `None`: it cannot run here.
     fn with_server<T>(
         &mut self,
         server: ServerKind,
         tls: bool,
+        capped: bool,
         f: impl FnOnce(Target) -> io::Result<T>,
     ) -> io::Result<Option<T>> {
         let o = self.options;
@@ -286,6 +351,11 @@ impl Run<'_> {
                 return Ok(None);
             }
             (None, Started::Listening(_)) => unreachable!("a listening server has a process"),
+        };
+        // Dropped before `process`: the group is emptied and removed, then the server ends.
+        let _cap = match o.cap.filter(|_| capped) {
+            Some(cpus) => Some(CpuCap::new(process.pid(), cpus, CAP_PERIOD_US)?),
+            None => None,
         };
         std::thread::sleep(Duration::from_millis(50));
         let result = f(Target {
@@ -340,6 +410,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
             command: options.command.clone(),
             machine,
             plan: Some(plan.clone()),
+            cap: options.cap,
             ..Report::default()
         },
     };
@@ -350,13 +421,15 @@ pub fn run(options: &Options) -> io::Result<Report> {
         options.load_cpus,
         run.pair.0.display()
     ));
+    let quota = options.cap.unwrap_or(1.0);
+    let wanted = |f: &str| options.only.is_empty() || options.only.iter().any(|o| o == f);
     for round in 0..plan.rounds {
         let order = |live: Vec<ServerKind>| -> Vec<ServerKind> {
             let n = live.len().max(1);
             (0..live.len()).map(|i| live[(i + round) % n]).collect()
         };
-        for server in order(run.live()) {
-            let Some(m) = run.with_server(server, true, |t| {
+        for server in order(run.live()).into_iter().filter(|_| wanted("memory")) {
+            let Some(m) = run.with_server(server, true, false, |t| {
                 client::idle_memory(t, &wss, plan.idle_conns, plan.idle_settle)
             })?
             else {
@@ -370,21 +443,23 @@ pub fn run(options: &Options) -> io::Result<Report> {
             ));
             run.report.push(MEMORY, server, m.per_connection());
         }
-        for server in order(run.live()) {
+        for server in order(run.live()).into_iter().filter(|_| wanted("echo")) {
             let throng = server != ServerKind::Tungstenite;
             // throng's ws echo right before its wss echo: the ratio compares neighbours.
             let modes: &[bool] = if throng { &[false, true] } else { &[true] };
             for &tls in modes {
                 let l = if tls { &wss } else { &ws };
-                let Some(r) = run.with_server(server, tls, |t| {
+                let Some(r) = run.with_server(server, tls, true, |t| {
                     client::echo(t, l, plan.echo_conns, plan.echo_size, plan.window)
                 })?
                 else {
                     break;
                 };
                 let key = if tls { ECHO } else { ECHO_WS };
+                let busy = busy_pct(r.server_cpu_ns, r.seconds, quota);
                 run.say(format_args!(
-                    "[{} echo {} B x {} r{}] {server}: {:.0} msg/s, {:.0} ns server CPU/msg",
+                    "[{} echo {} B x {} r{}] {server}: {:.0} msg/s, {:.0} ns server CPU/msg, \
+                     server {busy:.0}% busy",
                     if tls { "wss" } else { "ws" },
                     plan.echo_size,
                     plan.echo_conns,
@@ -392,25 +467,36 @@ pub fn run(options: &Options) -> io::Result<Report> {
                     r.rate(),
                     r.server_ns_per_message()
                 ));
+                run.report
+                    .push(if tls { ECHO_BUSY } else { ECHO_WS_BUSY }, server, busy);
                 run.report.push(key, server, r.rate());
                 let cpu = if tls { ECHO_CPU } else { ECHO_WS_CPU };
                 run.report.push(cpu, server, r.server_ns_per_message());
             }
         }
-        for server in order(run.live()) {
-            let Some(h) = run.with_server(server, true, |t| {
+        for server in order(run.live())
+            .into_iter()
+            .filter(|_| wanted("handshakes"))
+        {
+            let Some(h) = run.with_server(server, true, true, |t| {
                 client::handshakes(t, &wss, plan.handshake_concurrency, plan.window)
             })?
             else {
                 continue;
             };
+            let busy = busy_pct(h.server_cpu_ns, h.seconds, quota);
+            let load_cpus = options.load_cpus.len().max(1) as f64 - options.cap.unwrap_or(0.0);
+            let load_busy = busy_pct(h.load_cpu_ns, h.seconds, load_cpus);
             run.say(format_args!(
-                "[wss handshakes r{}] {server}: {:.0}/s ({} failed), server CPU {:.0} us each",
+                "[wss handshakes r{}] {server}: {:.0}/s ({} failed), server CPU {:.0} us each, \
+                 server {busy:.0}% busy, load {load_busy:.0}% of its {load_cpus:.1} CPUs",
                 round + 1,
                 h.rate(),
                 h.failed,
                 h.server_cpu_ns as f64 / 1e3 / h.handshakes.max(1) as f64
             ));
+            run.report.push(HANDSHAKE_BUSY, server, busy);
+            run.report.push(HANDSHAKE_LOAD_BUSY, server, load_busy);
             run.report.push(HANDSHAKES, server, h.rate());
             run.report.push(
                 HANDSHAKE_CPU,
@@ -421,6 +507,11 @@ pub fn run(options: &Options) -> io::Result<Report> {
     }
     run.report.elapsed = began.elapsed();
     Ok(run.report)
+}
+
+/// `cpu_ns` over `seconds` of `cpus` CPUs, percent.
+fn busy_pct(cpu_ns: u64, seconds: f64, cpus: f64) -> f64 {
+    cpu_ns as f64 / 1e9 / (seconds * cpus).max(1e-9) * 100.0
 }
 
 /// A target and whether throng met it: (text, met).
@@ -548,6 +639,30 @@ fn rows(r: &Report) -> Vec<[String; 6]> {
             "-".into(),
             "-".into(),
         ]);
+        let busy = |s: ServerKind| {
+            [ECHO_BUSY, ECHO_WS_BUSY, HANDSHAKE_BUSY]
+                .map(|k| r.median(k, s))
+                .map(|v| v.map_or("-".into(), |v| format!("{v:.0}")))
+                .join(" / ")
+        };
+        let all_busy = [ECHO_BUSY, ECHO_WS_BUSY, HANDSHAKE_BUSY]
+            .iter()
+            .flat_map(|k| [r.median(k, throng), r.median(k, tung)])
+            .flatten()
+            .all(|v| v >= 90.0);
+        out.push([
+            format!(
+                "check: server busy, % of its CPU, in wss echo / ws echo / handshakes ({backend})"
+            ),
+            busy(throng),
+            busy(tung),
+            match r.cap {
+                Some(c) => format!("cap {c} CPU"),
+                None => "no cap".into(),
+            },
+            "~100".into(),
+            if all_busy { "yes" } else { "**no**" }.into(),
+        ]);
     }
     out
 }
@@ -560,12 +675,24 @@ pub fn markdown(r: &Report) -> String {
         s,
         "# wss://: throng against tokio-tungstenite over tokio-rustls\n"
     );
+    let placed = match r.cap {
+        Some(c) => format!(
+            "each server one worker thread pinned to a CPU and, in the echo and handshake \
+             rows, capped at {c} CPU by a cgroup v1 CFS quota (period {} ms; either server \
+             the same way) while the load generator runs on every CPU, so that the server \
+             bounds each rate (the check row: server CPU over its quota in each window)",
+            CAP_PERIOD_US / 1000
+        ),
+        None => "each server one worker thread pinned to its CPU, uncapped (no writable \
+                 cgroup here), the load generator on the other CPUs (the check row: server \
+                 CPU over one CPU in each window)"
+            .into(),
+    };
     let _ = writeln!(
         s,
         "`{}` on {}; {} round(s), medians; {:.0} s in all. Same rustls (ring), same \
-         certificate, same `ServerConfig`; each server one worker thread pinned to its \
-         CPU; the load generator is throng-load's rustls client (full handshakes, no \
-         resumption).\n",
+         certificate, same `ServerConfig`; {placed}; the load generator is throng-load's \
+         rustls client (full handshakes, no resumption).\n",
         r.command,
         r.machine,
         plan.rounds,
@@ -588,7 +715,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "\nMemory: server RSS growth over {} idle wss connections, each used once (one 64 B \
-         echo), over the count. Echo: {} connections, one {} B message in flight each. \
+         echo), over the count (no CPU cap). Echo: {} connections, one {} B message in flight each. \
          Handshakes: TCP connect, full TLS handshake, upgrade, reset after the 101, {} in \
          progress.",
         crate::report::group(plan.idle_conns as u64),
@@ -609,6 +736,7 @@ pub fn json(r: &Report) -> Value {
     json!({
         "command": r.command,
         "machine": r.machine,
+        "server_cpu_cap": r.cap,
         "seconds": r.elapsed.as_secs_f64(),
         "figures": figures,
         "unavailable": r.unavailable.iter().map(|(s, w)| json!({"server": s.id(), "why": w})).collect::<Vec<_>>(),

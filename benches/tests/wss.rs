@@ -57,7 +57,7 @@ fn every_server_answers_every_wss_figure() {
         .collect();
     assert_eq!(
         rows.len(),
-        6 * ran
+        7 * ran
             .iter()
             .filter(|s| **s != ServerKind::Tungstenite)
             .count()

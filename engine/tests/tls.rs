@@ -555,6 +555,161 @@ fn a_forged_record_and_an_unprotected_one_after_the_handshake_get_their_alerts()
 }
 
 #[test]
+fn many_small_messages_queued_at_once_are_echoed_in_order_through_shared_records() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, events) = start(tls_server_config(backend, &pem));
+        let mut ws = wss(server.local_addr(), &client);
+        // Sent in one burst: the echoes queue up in the outbox together and leave in
+        // records shared by many messages (sizes 0..=300, in order).
+        for round in 0..3u64 {
+            for size in 0..=300usize {
+                ws.write(TMessage::binary(pattern(round * 1000 + size as u64, size)))
+                    .unwrap();
+            }
+            ws.flush().unwrap();
+            for size in 0..=300usize {
+                let want = TMessage::binary(pattern(round * 1000 + size as u64, size));
+                assert_eq!(wss_read_data(&mut ws), want, "round {round}, size {size}");
+            }
+        }
+        // Publishes queue one shared frame each: 301 of them in one worker turn leave in
+        // records each spanning many frames.
+        let id = events.opened();
+        let handle = server.handle();
+        for w in 0..handle.workers() {
+            assert!(handle.post(w, move |_, conns| {
+                match conns.get(id) {
+                    Some(mut ws) => ws.subscribe("t"),
+                    None => return,
+                };
+                for size in 0..=300usize {
+                    conns.publish(
+                        "t",
+                        throng_engine::DataKind::Binary,
+                        &pattern(size as u64, size),
+                    );
+                }
+            }));
+        }
+        for size in 0..=300usize {
+            let want = TMessage::binary(pattern(size as u64, size));
+            assert_eq!(wss_read_data(&mut ws), want, "published, size {size}");
+        }
+        ws.close(None).unwrap();
+        wss_read_close(&mut ws);
+        expect_close_notify(&mut ws);
+        let st = stats(&server);
+        assert_eq!(st.tls_errors, 0, "{st:?}");
+        server.shutdown().unwrap();
+    }
+}
+
+/// A TLS 1.3 connection to `addr` whose client keys the test holds: handshake done, then
+/// rustls' client traded for its send key (to write records rustls would not write) and
+/// the socket.
+fn tls13_with_send_key(
+    addr: SocketAddr,
+    pem: &(String, String),
+) -> (
+    TcpStream,
+    Box<dyn rustls::crypto::cipher::MessageEncrypter>,
+    u64,
+) {
+    let mut config = (*client_config(&pem.0, &[&rustls::version::TLS13])).clone();
+    config.enable_secret_extraction = true;
+    let s = tls_stream(addr, &Arc::new(config)).expect("TLS handshake");
+    // Our Finished reaches the server alone, so its records below all meet the engine's
+    // record layer (rustls counts the empty records it reads itself, up to the trade).
+    std::thread::sleep(Duration::from_millis(100));
+    let suite = match s.conn.negotiated_cipher_suite() {
+        Some(rustls::SupportedCipherSuite::Tls13(suite)) => suite,
+        other => panic!("TLS 1.3 expected, got {other:?}"),
+    };
+    let StreamOwned { conn, sock } = s;
+    let secrets = conn.dangerous_extract_secrets().unwrap();
+    let (seq, tx) = secrets.tx;
+    let (key, iv) = match tx {
+        rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => unreachable!("a TLS 1.3 AEAD"),
+    };
+    (sock, suite.aead_alg.encrypter(key, iv), seq)
+}
+
+/// An application data record holding `payload`, sealed with `enc` at `*seq`.
+fn app_record(
+    enc: &mut dyn rustls::crypto::cipher::MessageEncrypter,
+    seq: &mut u64,
+    payload: &[u8],
+) -> Vec<u8> {
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    let msg = OutboundPlainMessage {
+        typ: rustls::ContentType::ApplicationData,
+        version: rustls::ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(payload),
+    };
+    let record = enc.encrypt(msg, *seq).unwrap().encode();
+    *seq += 1;
+    record
+}
+
+#[test]
+fn endless_empty_records_are_capped_as_rustls_caps_them_and_counted() {
+    let pem = cert();
+    let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);
+    for backend in backends() {
+        let (server, _events) = start(tls_server_config(backend, &pem));
+        let addr = server.local_addr();
+        // 32 empty records in a row are allowed (rustls' own cap), and any record with
+        // plaintext starts the count again: 32, the upgrade request, 32 more.
+        let (mut sock, mut enc, mut seq) = tls13_with_send_key(addr, &pem);
+        let mut bytes = Vec::new();
+        for _ in 0..32 {
+            bytes.extend(app_record(&mut *enc, &mut seq, &[]));
+        }
+        let request = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n";
+        bytes.extend(app_record(&mut *enc, &mut seq, request.as_bytes()));
+        for _ in 0..32 {
+            bytes.extend(app_record(&mut *enc, &mut seq, &[]));
+        }
+        sock.write_all(&bytes).unwrap();
+        // The upgrade happened, the connection is open and nothing failed.
+        assert!(eventually(EVENT_TIMEOUT, || stats(&server).opened >= 1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(stats(&server).tls_errors, 0, "32 in a row are allowed");
+        assert_eq!(conn_count(&server), 1);
+        // The 33rd in a row ends the connection (an alert, then FIN), counted.
+        bytes.clear();
+        bytes.extend(app_record(&mut *enc, &mut seq, &[]));
+        sock.write_all(&bytes).unwrap();
+        let rest = read_to_end(&mut sock);
+        assert!(
+            !rest.is_empty(),
+            "the 101 and the alert come before the FIN"
+        );
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        assert_eq!(stats(&server).tls_errors, 1, "the flood is counted");
+        // A flood in one write, without any plaintext at all: the same.
+        let (mut sock, mut enc, mut seq) = tls13_with_send_key(addr, &pem);
+        let mut flood = Vec::new();
+        for _ in 0..10_000 {
+            flood.extend(app_record(&mut *enc, &mut seq, &[]));
+        }
+        let _ = sock.write_all(&flood);
+        let _ = read_to_end(&mut sock);
+        assert!(eventually(EVENT_TIMEOUT, || conn_count(&server) == 0));
+        assert_eq!(stats(&server).tls_errors, 2);
+        still_serves(addr, &client);
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
 fn a_client_key_update_is_followed_and_answered_on_both_sides() {
     let pem = cert();
     let client = client_config(&pem.0, rustls::DEFAULT_VERSIONS);

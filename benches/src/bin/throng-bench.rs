@@ -20,7 +20,8 @@ usage:
                        [--only echo,latency,memory,handshakes,broadcast,pubsub]
                        [--echo-sizes 64,16384] [--echo-conns 100,1000,10000] [--measure-ms MS]
                        [--latency-conns N] [--latency-rate MSGS_PER_S]
-  throng-bench wss [--quick | --smoke] [--rounds N] [--markdown FILE] [--json FILE] [--quiet]
+  throng-bench wss [--quick | --smoke] [--rounds N] [--server-cpu F]
+                   [--only memory,echo,handshakes] [--markdown FILE] [--json FILE] [--quiet]
   throng-bench count [--smoke] [--servers LIST] [--sizes 64,16384] [--connections N]
                      [--seconds S] [--warmup S] [--top N] [--json FILE] [--markdown FILE]
                      [--out DIR] [--no-limits | --limits FILE] [--native-string-ops]
@@ -34,6 +35,8 @@ load generator runs on the other CPUs; the SVG chart goes to target/throng-bench
 wss: throng (io_uring, epoll) over wss:// against tokio-tungstenite over tokio-rustls, same
 rustls, certificate and config: memory per idle connection (15,000), echo 64 B x 1,000,
 throng's wss/ws ratio, handshakes/s; the certificate goes to target/throng-bench/wss.
+In the echo and handshake rows each server is capped at --server-cpu CPUs (default 0.4; 0:
+no cap) by a cgroup v1 CPU quota and the load runs on every CPU, so the server bounds the rate.
 count: needs valgrind and throng-load beside this binary (cargo build --release -p throng-load);
 dumps go to target/throng-bench/count; exit status 1 when a check or a limit in
 benches/count-limits.txt (the release profile's; --limits FILE for another build, as CI's
@@ -269,6 +272,8 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
     let mut plan = wss::Plan::full();
     let (mut json, mut markdown, mut rounds) = (None::<PathBuf>, None::<PathBuf>, None);
     let mut quiet = false;
+    let mut cap = None::<Option<f64>>;
+    let mut only = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -282,6 +287,13 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
             "--quiet" => quiet = true,
             "--json" => json = Some(PathBuf::from(value()?)),
             "--markdown" => markdown = Some(PathBuf::from(value()?)),
+            "--only" => only = value()?.split(',').map(str::to_owned).collect(),
+            "--server-cpu" => {
+                let v = value()?
+                    .parse::<f64>()
+                    .map_err(|e| format!("--server-cpu: {e}"))?;
+                cap = Some((v > 0.0).then_some(v.clamp(0.1, 64.0)));
+            }
             "--rounds" => {
                 rounds = Some(
                     value()?
@@ -297,6 +309,10 @@ fn wss_cmd(args: &[String]) -> Result<(), String> {
         plan.rounds = r;
     }
     let mut options = wss::Options::new(plan, exe);
+    if let Some(c) = cap {
+        options.set_cap(c);
+    }
+    options.only = only;
     options.progress = !quiet;
     options.command = format!(
         "cargo run --release -p throng-bench -- wss {}",

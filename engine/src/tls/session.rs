@@ -43,27 +43,33 @@ pub(crate) enum Refused {
 }
 
 /// Who runs the connection's records.
+// The big variant is the one every idle connection lives in, held inline on purpose
+// (boxing it again would cost a pointer chase per record and an allocation each).
+#[allow(clippy::large_enum_variant)]
 enum Layer {
     /// rustls' connection: the handshake, and all along for TLS 1.2 or a config without
     /// `enable_secret_extraction`.
     Rustls(Box<UnbufferedServerConnection>),
-    /// After a TLS 1.3 handshake.
-    Traffic(Box<Traffic>),
+    /// After a TLS 1.3 handshake: held inline (the session is boxed already), so a
+    /// record reaches its keys through one pointer fewer.
+    Traffic(Traffic),
     /// Only while one is traded for the other.
     Gone,
 }
 
-/// A server-side TLS connection.
+/// A server-side TLS connection. `repr(C)`: the flags every record checks first, then
+/// the layer (whose own hot fields come first, see [`Traffic`]).
+#[repr(C)]
 pub(crate) struct Session {
-    layer: Layer,
+    peer_closed: bool,
+    failed: bool,
+    notified: bool,
     /// Whether the config lets rustls hand the keys over (see [`Layer::Traffic`]).
     compact: bool,
     /// Handshake records rustls produced outside [`Session::read`] (a key update due
     /// before the next record), waiting for the next output; normally empty.
     held: Vec<u8>,
-    peer_closed: bool,
-    failed: bool,
-    notified: bool,
+    layer: Layer,
 }
 
 impl std::fmt::Debug for Session {
@@ -141,7 +147,7 @@ impl Session {
         let Layer::Rustls(conn) = std::mem::replace(&mut self.layer, Layer::Gone) else {
             unreachable!("checked above");
         };
-        self.layer = Layer::Traffic(Box::new(Traffic::new(*conn, suite)?));
+        self.layer = Layer::Traffic(Traffic::new(*conn, suite)?);
         Ok(())
     }
 
@@ -327,6 +333,37 @@ impl Session {
         Err(Refused::Closed)
     }
 
+    /// Whether [`Session::encrypt_chunks`] takes several chunks at once (the compact
+    /// TLS 1.3 layer; rustls' own connection takes one slice at a time).
+    pub fn coalesces(&self) -> bool {
+        matches!(self.layer, Layer::Traffic(_)) && !self.failed && !self.notified
+    }
+
+    /// Most bytes [`Session::encrypt_chunks`] writes for `len` bytes of plaintext.
+    pub fn sealed_len_of(&self, len: usize) -> usize {
+        match &self.layer {
+            Layer::Traffic(t) => t.sealed_len(len),
+            _ => sealed_len(len),
+        }
+    }
+
+    /// Encrypts the concatenation of `chunks` into `out`, in as few records as their
+    /// length allows; returns the bytes written. On `Err`, `out` holds nothing of it.
+    /// Only when [`Session::coalesces`]: otherwise `Refused::Closed`.
+    pub fn encrypt_chunks(&mut self, chunks: &[&[u8]], out: &mut [u8]) -> Result<usize, Refused> {
+        if self.failed || self.notified {
+            return Err(Refused::Closed);
+        }
+        let Layer::Traffic(t) = &mut self.layer else {
+            return Err(Refused::Closed);
+        };
+        let need = t.sealed_len(chunks.iter().map(|c| c.len()).sum());
+        if out.len() < need {
+            return Err(Refused::Need(need));
+        }
+        t.encrypt_chunks(chunks, out).map_err(|_| Refused::Closed)
+    }
+
     /// Appends our close_notify to `out` (once; nothing when the handshake has not
     /// completed or the connection failed, when only the FIN follows).
     pub fn close_notify(&mut self, out: &mut Vec<u8>) {
@@ -483,6 +520,66 @@ mod tests {
             state.peer_has_closed(),
             "our close_notify reaches the client"
         );
+    }
+
+    /// Our record layer's records read back by rustls, and rustls' records read by it,
+    /// at every plaintext size 0..=300 and around 16 KiB (one record either side of
+    /// the 2^14 limit), from one slice and from several.
+    #[test]
+    fn the_compact_layer_and_rustls_read_each_others_records_at_every_size() {
+        let (mut s, mut c) = connect(&[&rustls::version::TLS13]);
+        assert!(s.is_compact());
+        let sizes = (0..=300).chain((16 << 10) - 300..=(16 << 10) + 300);
+        for (i, size) in sizes.enumerate() {
+            let msg: Vec<u8> = (0..size).map(|k| (k * 31 + i) as u8).collect();
+            // Ours to rustls: one slice, then split in up to three at rotating points.
+            let a = if size == 0 { 0 } else { i % (size + 1) };
+            let b = a + (size - a) / 2;
+            let splits: [&[&[u8]]; 2] = [&[&msg], &[&msg[..a], &msg[a..b], &msg[b..]]];
+            for chunks in splits {
+                let mut out = vec![0; s.sealed_len_of(size)];
+                let n = if chunks.len() == 1 {
+                    s.encrypt(chunks[0], &mut out).unwrap()
+                } else {
+                    s.encrypt_chunks(chunks, &mut out).unwrap()
+                };
+                let records = size.div_ceil(16 << 10).max(1);
+                assert_eq!(
+                    n,
+                    size + records * (5 + 16 + 1),
+                    "size {size}: one record per 2^14 B"
+                );
+                let mut rd = &out[..n];
+                while !rd.is_empty() {
+                    c.read_tls(&mut rd).unwrap();
+                    c.process_new_packets().unwrap();
+                }
+                let mut got = vec![0; size];
+                if size > 0 {
+                    c.reader().read_exact(&mut got).unwrap();
+                }
+                assert_eq!(got, msg, "ours to rustls, size {size}");
+            }
+            // rustls to ours, cut at a rotating point between two reads.
+            if size > 0 {
+                c.writer().write_all(&msg).unwrap();
+                let mut wire = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut wire).unwrap();
+                }
+                let cut = i % wire.len();
+                let (mut plain, mut out) = (Vec::new(), Vec::new());
+                let mut first = wire[..cut].to_vec();
+                let r = s.read(&mut first, &mut plain, &mut out);
+                assert!(r.error.is_none());
+                let mut rest = wire[r.used..].to_vec();
+                let r2 = s.read(&mut rest, &mut plain, &mut out);
+                assert!(r2.error.is_none(), "{:?}", r2.error);
+                assert_eq!(r2.used, rest.len());
+                assert_eq!(plain, msg, "rustls to ours, size {size}");
+                assert!(out.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,12 @@ const MAX_PLAINTEXT: usize = 16 << 10;
 const HEADER: usize = 5;
 /// Handshake message type of a KeyUpdate (RFC 8446 4.6.3).
 const KEY_UPDATE: u8 = 24;
+/// Records in a row with no plaintext a peer may send (rustls' own cap for the records
+/// it reads, `ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX`): each costs a decryption and
+/// moves nothing, so an endless stream of them is a way to keep the worker busy.
+/// (Records read before the trade are counted by rustls itself; the count starts again
+/// at the trade, so a run across it is capped at twice this.)
+pub(crate) const MAX_EMPTY_RECORDS: u8 = 32;
 
 /// Why the connection failed: the alert to send (if any) and the error to report.
 #[derive(Debug)]
@@ -64,13 +70,20 @@ pub(crate) struct Records {
 }
 
 /// The record layer of a TLS 1.3 connection after its handshake.
+///
+/// `repr(C)`, hot fields first: what every record touches (the sequence numbers and the
+/// two AEAD pointers) shares the first cache line with the session's flags, and the
+/// key schedule (`kernel`, ~570 bytes, used only at a KeyUpdate) comes last.
+#[repr(C)]
 pub(crate) struct Traffic {
-    kernel: KernelConnection<ServerConnectionData>,
-    suite: &'static Tls13CipherSuite,
-    enc: Box<dyn MessageEncrypter>,
-    dec: Box<dyn MessageDecrypter>,
     tx_seq: u64,
     rx_seq: u64,
+    enc: Box<dyn MessageEncrypter>,
+    dec: Box<dyn MessageDecrypter>,
+    /// Records in a row whose plaintext was empty (capped at [`MAX_EMPTY_RECORDS`]).
+    empty: u8,
+    suite: &'static Tls13CipherSuite,
+    kernel: KernelConnection<ServerConnectionData>,
 }
 
 fn key_iv(
@@ -99,12 +112,13 @@ impl Traffic {
         let (tk, ti) = key_iv(tx);
         let (rk, ri) = key_iv(rx);
         Ok(Traffic {
-            kernel,
-            suite,
-            enc: suite.aead_alg.encrypter(tk, ti),
-            dec: suite.aead_alg.decrypter(rk, ri),
             tx_seq,
             rx_seq,
+            enc: suite.aead_alg.encrypter(tk, ti),
+            dec: suite.aead_alg.decrypter(rk, ri),
+            empty: 0,
+            suite,
+            kernel,
         })
     }
 
@@ -163,6 +177,21 @@ impl Traffic {
             self.rx_seq += 1;
             if record.payload.len() > MAX_PLAINTEXT {
                 return Err(fail(alert::RECORD_OVERFLOW, "plaintext longer than 2^14"));
+            }
+            if record.payload.is_empty() {
+                // Only application data may be empty (an empty alert or handshake
+                // record fails below); a run of them is capped as rustls caps it.
+                if self.empty >= MAX_EMPTY_RECORDS {
+                    return Err(Failure {
+                        alert: Some(alert::UNEXPECTED_MESSAGE),
+                        error: rustls::Error::PeerMisbehaved(
+                            rustls::PeerMisbehaved::TooManyEmptyFragments,
+                        ),
+                    });
+                }
+                self.empty += 1;
+            } else {
+                self.empty = 0;
             }
             match record.typ {
                 ContentType::ApplicationData => plain.extend_from_slice(record.payload),
@@ -260,10 +289,20 @@ impl Traffic {
 
     /// One record of `typ` holding `payload` (at most 2^14 bytes), encrypted.
     fn record(&mut self, typ: ContentType, payload: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.record_of(typ, OutboundChunks::Single(payload))
+    }
+
+    /// One record of `typ` holding `payload` (at most 2^14 bytes, in one slice or
+    /// several), encrypted.
+    fn record_of(
+        &mut self,
+        typ: ContentType,
+        payload: OutboundChunks<'_>,
+    ) -> Result<Vec<u8>, rustls::Error> {
         let msg = OutboundPlainMessage {
             typ,
             version: ProtocolVersion::TLSv1_2,
-            payload: OutboundChunks::Single(payload),
+            payload,
         };
         let record = self.enc.encrypt(msg, self.tx_seq)?.encode();
         self.tx_seq += 1;
@@ -273,6 +312,19 @@ impl Traffic {
     /// Encrypts `plain` as application data records into `out`; returns the bytes
     /// written. `out` must hold [`Traffic::sealed_len`] bytes.
     pub fn encrypt(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, rustls::Error> {
+        self.encrypt_chunks(&[plain], out)
+    }
+
+    /// Encrypts the concatenation of `chunks` as application data records into `out`,
+    /// as few as 2^14-byte records allow (one record may span several chunks, so many
+    /// small queued messages leave in one record, not one each); returns the bytes
+    /// written. `out` must hold [`Traffic::sealed_len`] of their total length.
+    pub fn encrypt_chunks(
+        &mut self,
+        chunks: &[&[u8]],
+        out: &mut [u8],
+    ) -> Result<usize, rustls::Error> {
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
         let mut at = 0;
         let mut put = |bytes: &[u8], at: &mut usize| -> Result<(), rustls::Error> {
             let end = *at + bytes.len();
@@ -285,22 +337,26 @@ impl Traffic {
             *at = end;
             Ok(())
         };
-        let chunks: &mut dyn Iterator<Item = &[u8]> = if plain.is_empty() {
-            &mut std::iter::once(plain)
-        } else {
-            &mut plain.chunks(MAX_PLAINTEXT)
-        };
-        for chunk in chunks {
+        let mut rest = OutboundChunks::new(chunks);
+        let mut left = total;
+        // An empty input is one empty record (as rustls' `WriteTraffic::encrypt` writes).
+        loop {
+            let take = left.min(MAX_PLAINTEXT);
+            let (record, tail) = rest.split_at(take);
+            rest = tail;
+            left -= take;
             if self.tx_seq >= self.suite.common.confidentiality_limit {
                 // rustls renews the key itself at this point; so does this layer.
                 let mut update = Vec::new();
                 self.update_tx(&mut update).map_err(|f| f.error)?;
                 put(&update, &mut at)?;
             }
-            let record = self.record(ContentType::ApplicationData, chunk)?;
+            let record = self.record_of(ContentType::ApplicationData, record)?;
             put(&record, &mut at)?;
+            if left == 0 {
+                return Ok(at);
+            }
         }
-        Ok(at)
     }
 
     /// Appends an alert record (fatal, or our close_notify) to `out`.
