@@ -3,7 +3,7 @@
 
 use throng_protocol::decoder::{Decoded, Event};
 use throng_protocol::frame::FrameHead;
-use throng_protocol::{CloseCode, ProtocolError};
+use throng_protocol::{CloseCode, Message, ProtocolError};
 
 use super::{Core, Payload};
 use crate::conn::*;
@@ -96,12 +96,30 @@ impl<S> Core<S> {
         let mut used = 0;
         while self.receiving(key) {
             let c = &self.conns[key];
-            let mut decoder = c.decoder;
             let config = if c.has(DEFLATE) {
                 &self.deflate_decoder
             } else {
                 &self.decoder
             };
+            // The common frame first: a whole single-frame message, read without copying
+            // the decoder out and back and without building an event. Whatever it
+            // declines goes to `decode` below untouched.
+            match c.decoder.decode_message(config, &mut buf[used..]) {
+                Some(Ok((message, consumed))) => {
+                    used += consumed;
+                    self.whole_message(h, key, message);
+                    if used == buf.len() {
+                        return used; // as below: no call just to hear "need more"
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.violation(h, key, e);
+                    return buf.len();
+                }
+                None => {}
+            }
+            let mut decoder = c.decoder;
             let result = decoder.decode(config, &mut buf[used..]);
             self.conns[key].decoder = decoder;
             match result {
@@ -153,6 +171,18 @@ impl<S> Core<S> {
         self.fail(h, key, e.close_code(), e.reason());
     }
 
+    /// A whole uncompressed message: counted, rate-checked, handed to the handler.
+    #[inline]
+    fn whole_message<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, message: Message<'_>) {
+        if self.conns[key].has(CLOSE_SENT) {
+            return; // the peer has not seen our close yet; its data is moot
+        }
+        self.stats.messages_in += 1;
+        if self.within_rate(key) {
+            self.call_on_message(h, key, message);
+        }
+    }
+
     fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
         match event {
             Event::Data(piece) => {
@@ -160,11 +190,7 @@ impl<S> Core<S> {
                     return; // the peer has not seen our close yet; its data is moot
                 }
                 if let Some(message) = piece.whole() {
-                    self.stats.messages_in += 1;
-                    if self.within_rate(key) {
-                        self.call_on_message(h, key, message);
-                    }
-                    return;
+                    return self.whole_message(h, key, message);
                 }
                 if piece.compressed && piece.first && piece.last {
                     // A whole compressed message: inflated straight from the input.
