@@ -355,8 +355,9 @@ impl Decoder {
     /// be failed, as `decode` would fail it with the same error). The decoder's state is
     /// neither read beyond "between messages" nor changed, so it need not be copied out
     /// of wherever it lives for this call. Checked against `decode` by unit tests at
-    /// every split and by the `fast_path` fuzz target.
-    #[inline]
+    /// every split and by the `fast_path` fuzz target. Always inlined: it is small, and
+    /// called once per message its call and its returned tuple cost a fifth of it.
+    #[inline(always)]
     pub fn decode_message<'a>(
         &self,
         config: &DecoderConfig,
@@ -393,7 +394,12 @@ impl Decoder {
             return None;
         }
         let (head, payload) = buf[..end].split_at_mut(start);
-        let key = [head[start - 4], head[start - 3], head[start - 2], head[start - 1]];
+        let key = [
+            head[start - 4],
+            head[start - 3],
+            head[start - 2],
+            head[start - 1],
+        ];
         apply_mask(payload, key, 0);
         let payload = &*payload;
         let message = if b0 == 0x81 {

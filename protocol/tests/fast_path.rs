@@ -37,11 +37,17 @@ fn check(decoder: &Decoder, config: &DecoderConfig, buf: &[u8]) -> Verdict {
                 panic!("fast path gave a message, decode gave {general:?} for {buf:02x?}");
             };
             assert_eq!(consumed, used);
-            let whole = data.whole().expect("decode gave a piece, not a whole message");
+            let whole = data
+                .whole()
+                .expect("decode gave a piece, not a whole message");
             assert_eq!(owned(whole), message);
             assert_eq!(general_decoder, *decoder, "decode changed the state");
             assert_eq!(fast_buf[..used], general_buf[..used]);
-            assert_eq!(fast_buf[used..], buf[used..], "touched bytes past the frame");
+            assert_eq!(
+                fast_buf[used..],
+                buf[used..],
+                "touched bytes past the frame"
+            );
             Verdict::Message
         }
         Some(Err(e)) => {
@@ -84,9 +90,17 @@ fn non_minimal(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
 
 fn frames() -> Vec<Vec<u8>> {
     let key = Some([0x37, 0xfa, 0x21, 0x3d]);
-    let text = |n: usize| "héllo wörld ✓ ".bytes().cycle().take(n).collect::<Vec<u8>>();
+    let text = |n: usize| {
+        "héllo wörld ✓ "
+            .bytes()
+            .cycle()
+            .take(n)
+            .collect::<Vec<u8>>()
+    };
     let mut out = Vec::new();
-    for n in [0, 1, 3, 4, 5, 31, 32, 33, 64, 125, 126, 127, 200, 1000, 65535, 65536] {
+    for n in [
+        0, 1, 3, 4, 5, 31, 32, 33, 64, 125, 126, 127, 200, 1000, 65535, 65536,
+    ] {
         let ascii = vec![b'a'; n];
         out.push(frame(FrameHead::text(n as u64), &ascii, key));
         out.push(frame(FrameHead::binary(n as u64), &ascii, key));

@@ -172,8 +172,13 @@ impl<S> Core<S> {
     }
 
     /// A whole uncompressed message: counted, rate-checked, handed to the handler.
-    #[inline]
-    fn whole_message<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, message: Message<'_>) {
+    #[inline(always)]
+    fn whole_message<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        message: Message<'_>,
+    ) {
         if self.conns[key].has(CLOSE_SENT) {
             return; // the peer has not seen our close yet; its data is moot
         }
