@@ -44,38 +44,58 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
-        let mut rest = bytes;
-        let stash = match self.conns[key].spill.as_mut() {
-            Some(s) if !s.input.is_empty() => Some(std::mem::take(&mut s.input)),
-            _ => None,
+        let has_stash = self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.input.is_empty());
+        let rest = if has_stash {
+            match self.stashed_input(h, key, bytes) {
+                Some(rest) => rest,
+                None => return,
+            }
+        } else {
+            bytes
         };
-        if let Some(mut stash) = stash {
-            // Complete the stashed header or control frame with just enough new bytes.
-            let old = stash.len();
-            let moved = rest.len().min(MAX_STASH);
-            stash.extend_from_slice(&rest[..moved]);
-            let used = self.decode_all(h, key, &mut stash);
-            if !self.receiving(key) {
-                return;
-            }
-            if used >= old {
-                rest = &mut rest[used - old..];
-                stash.clear();
-                self.spill(key).input = stash;
-            } else {
-                // Only possible when all new bytes were moved and still do not complete it.
-                stash.drain(..used);
-                stash.extend_from_slice(&rest[moved..]);
-                self.spill(key).input = stash;
-                return;
-            }
-        }
         let used = self.decode_all(h, key, rest);
         if self.receiving(key) && used < rest.len() {
             self.spill(key).input.extend_from_slice(&rest[used..]);
         }
         if self.conns.contains(key) {
             self.release_spill(key);
+        }
+    }
+
+    /// Completes the stashed header or control frame with just enough of `bytes`; returns
+    /// the bytes after it, or `None` when there is nothing more to decode now (the
+    /// connection stopped receiving, or all of `bytes` went to the stash and it is still
+    /// incomplete). Out of line: most reads begin at a frame boundary, and so
+    /// [`Core::decode_all`] is inlined once on the common path.
+    #[cold]
+    #[inline(never)]
+    fn stashed_input<'b, H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        rest: &'b mut [u8],
+    ) -> Option<&'b mut [u8]> {
+        let mut stash = std::mem::take(&mut self.spill(key).input);
+        let old = stash.len();
+        let moved = rest.len().min(MAX_STASH);
+        stash.extend_from_slice(&rest[..moved]);
+        let used = self.decode_all(h, key, &mut stash);
+        if !self.receiving(key) {
+            return None;
+        }
+        if used >= old {
+            stash.clear();
+            self.spill(key).input = stash;
+            Some(&mut rest[used - old..])
+        } else {
+            // Only possible when all new bytes were moved and still do not complete it.
+            stash.drain(..used);
+            stash.extend_from_slice(&rest[moved..]);
+            self.spill(key).input = stash;
+            None
         }
     }
 
@@ -87,6 +107,7 @@ impl<S> Core<S> {
     }
 
     /// Decodes and handles events until the input runs out; returns bytes used.
+    #[inline(always)]
     fn decode_all<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
