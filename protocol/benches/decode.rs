@@ -1,5 +1,6 @@
 //! Decoded frames per second: a buffer of masked client frames decoded the way the engine
-//! does (call, drop `consumed`, call again), unmasking and UTF-8 validation included.
+//! does (call, drop `consumed`, call again), unmasking and UTF-8 validation included; and
+//! the same through `Decoder::decode_message`, the engine's fast path for whole messages.
 
 use std::hint::black_box;
 
@@ -43,6 +44,24 @@ fn decode_all(config: &DecoderConfig, buf: &mut [u8]) -> usize {
     events
 }
 
+/// `decode_all` the way the engine reads: the fast path first, `decode` for what it declines.
+fn decode_all_fast(config: &DecoderConfig, buf: &mut [u8]) -> usize {
+    let decoder = Decoder::new();
+    let mut used = 0;
+    let mut events = 0;
+    while used < buf.len() {
+        match decoder.decode_message(config, &mut buf[used..]) {
+            Some(Ok((message, consumed))) => {
+                black_box(message);
+                used += consumed;
+                events += 1;
+            }
+            _ => return events + decode_all(config, &mut buf[used..]),
+        }
+    }
+    events
+}
+
 fn bench(c: &mut Criterion, name: &str, head: FrameHead, payload: &[u8]) {
     let input = stream(head.with_fin(true), payload);
     let config = DecoderConfig::default();
@@ -55,6 +74,14 @@ fn bench(c: &mut Criterion, name: &str, head: FrameHead, payload: &[u8]) {
         b.iter_batched_ref(
             || input.clone(),
             |buf| decode_all(&config, black_box(buf)),
+            BatchSize::LargeInput,
+        )
+    });
+    assert_eq!(decode_all_fast(&config, &mut input.clone()), FRAMES);
+    group.bench_function(format!("{name}_fast_path"), |b| {
+        b.iter_batched_ref(
+            || input.clone(),
+            |buf| decode_all_fast(&config, black_box(buf)),
             BatchSize::LargeInput,
         )
     });

@@ -3,7 +3,7 @@
 
 use throng_protocol::decoder::{Decoded, Event};
 use throng_protocol::frame::FrameHead;
-use throng_protocol::{CloseCode, ProtocolError};
+use throng_protocol::{CloseCode, Message, ProtocolError};
 
 use super::{Core, Payload};
 use crate::conn::*;
@@ -44,38 +44,58 @@ impl<S> Core<S> {
         key: usize,
         bytes: &mut [u8],
     ) {
-        let mut rest = bytes;
-        let stash = match self.conns[key].spill.as_mut() {
-            Some(s) if !s.input.is_empty() => Some(std::mem::take(&mut s.input)),
-            _ => None,
+        let has_stash = self.conns[key]
+            .spill
+            .as_ref()
+            .is_some_and(|s| !s.input.is_empty());
+        let rest = if has_stash {
+            match self.stashed_input(h, key, bytes) {
+                Some(rest) => rest,
+                None => return,
+            }
+        } else {
+            bytes
         };
-        if let Some(mut stash) = stash {
-            // Complete the stashed header or control frame with just enough new bytes.
-            let old = stash.len();
-            let moved = rest.len().min(MAX_STASH);
-            stash.extend_from_slice(&rest[..moved]);
-            let used = self.decode_all(h, key, &mut stash);
-            if !self.receiving(key) {
-                return;
-            }
-            if used >= old {
-                rest = &mut rest[used - old..];
-                stash.clear();
-                self.spill(key).input = stash;
-            } else {
-                // Only possible when all new bytes were moved and still do not complete it.
-                stash.drain(..used);
-                stash.extend_from_slice(&rest[moved..]);
-                self.spill(key).input = stash;
-                return;
-            }
-        }
         let used = self.decode_all(h, key, rest);
         if self.receiving(key) && used < rest.len() {
             self.spill(key).input.extend_from_slice(&rest[used..]);
         }
         if self.conns.contains(key) {
             self.release_spill(key);
+        }
+    }
+
+    /// Completes the stashed header or control frame with just enough of `bytes`; returns
+    /// the bytes after it, or `None` when there is nothing more to decode now (the
+    /// connection stopped receiving, or all of `bytes` went to the stash and it is still
+    /// incomplete). Out of line: most reads begin at a frame boundary, and so
+    /// [`Core::decode_all`] is inlined once on the common path.
+    #[cold]
+    #[inline(never)]
+    fn stashed_input<'b, H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        rest: &'b mut [u8],
+    ) -> Option<&'b mut [u8]> {
+        let mut stash = std::mem::take(&mut self.spill(key).input);
+        let old = stash.len();
+        let moved = rest.len().min(MAX_STASH);
+        stash.extend_from_slice(&rest[..moved]);
+        let used = self.decode_all(h, key, &mut stash);
+        if !self.receiving(key) {
+            return None;
+        }
+        if used >= old {
+            stash.clear();
+            self.spill(key).input = stash;
+            Some(&mut rest[used - old..])
+        } else {
+            // Only possible when all new bytes were moved and still do not complete it.
+            stash.drain(..used);
+            stash.extend_from_slice(&rest[moved..]);
+            self.spill(key).input = stash;
+            None
         }
     }
 
@@ -87,6 +107,7 @@ impl<S> Core<S> {
     }
 
     /// Decodes and handles events until the input runs out; returns bytes used.
+    #[inline(always)]
     fn decode_all<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -96,12 +117,30 @@ impl<S> Core<S> {
         let mut used = 0;
         while self.receiving(key) {
             let c = &self.conns[key];
-            let mut decoder = c.decoder;
             let config = if c.has(DEFLATE) {
                 &self.deflate_decoder
             } else {
                 &self.decoder
             };
+            // The common frame first: a whole single-frame message, read without copying
+            // the decoder out and back and without building an event. Whatever it
+            // declines goes to `decode` below untouched.
+            match c.decoder.decode_message(config, &mut buf[used..]) {
+                Some(Ok((message, consumed))) => {
+                    used += consumed;
+                    self.whole_message(h, key, message);
+                    if used == buf.len() {
+                        return used; // as below: no call just to hear "need more"
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.violation(h, key, e);
+                    return buf.len();
+                }
+                None => {}
+            }
+            let mut decoder = c.decoder;
             let result = decoder.decode(config, &mut buf[used..]);
             self.conns[key].decoder = decoder;
             match result {
@@ -153,6 +192,23 @@ impl<S> Core<S> {
         self.fail(h, key, e.close_code(), e.reason());
     }
 
+    /// A whole uncompressed message: counted, rate-checked, handed to the handler.
+    #[inline(always)]
+    fn whole_message<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        message: Message<'_>,
+    ) {
+        if self.conns[key].has(CLOSE_SENT) {
+            return; // the peer has not seen our close yet; its data is moot
+        }
+        self.stats.messages_in += 1;
+        if self.within_rate(key) {
+            self.call_on_message(h, key, message);
+        }
+    }
+
     fn event<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, event: Event<'_>) {
         match event {
             Event::Data(piece) => {
@@ -160,11 +216,7 @@ impl<S> Core<S> {
                     return; // the peer has not seen our close yet; its data is moot
                 }
                 if let Some(message) = piece.whole() {
-                    self.stats.messages_in += 1;
-                    if self.within_rate(key) {
-                        self.call_on_message(h, key, message);
-                    }
-                    return;
+                    return self.whole_message(h, key, message);
                 }
                 if piece.compressed && piece.first && piece.last {
                     // A whole compressed message: inflated straight from the input.

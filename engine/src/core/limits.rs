@@ -164,10 +164,17 @@ impl<S> Core<S> {
 
     /// A message arrived on `key`: false when it exceeds the connection's rate (the
     /// connection is then closed with 1008 and the message not delivered).
+    #[inline(always)]
     pub(super) fn within_rate(&mut self, key: usize) -> bool {
-        let Some(rate) = self.limits.rate else {
-            return true;
-        };
+        match self.limits.rate {
+            None => true, // the default: no limit, no call
+            Some(rate) => self.within_rate_of(key, rate),
+        }
+    }
+
+    /// [`Core::within_rate`] with a rate set: the connection's token bucket.
+    #[inline(never)]
+    fn within_rate_of(&mut self, key: usize, rate: Rate) -> bool {
         let generation = self.conns[key].generation;
         let now = self.now;
         let b = self.guards.buckets.entry(key as u32).or_insert(Bucket {
