@@ -181,6 +181,18 @@ fn on_threads<R: Send>(
                     .unwrap_or_else(|_| Err(io::Error::other("load thread panicked")))
             })
             .collect();
+        // The thread that failed first, not one that only saw the barrier broken.
+        if let Some(i) = results.iter().position(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.to_string() != "another load thread failed")
+        }) {
+            return Err(results
+                .into_iter()
+                .nth(i)
+                .expect("found")
+                .err()
+                .expect("an error"));
+        }
         results.into_iter().collect()
     })
 }

@@ -97,7 +97,10 @@ impl Chunk {
 
     /// Zeroes `..end` where it was never initialised; the caller checked `end <= cap`.
     fn initialise(&self, end: usize) {
-        let init = self.init.get();
+        // Never below `filled`: those bytes are written and pieces may refer to them
+        // (every writer raises `init` with `filled`; this keeps a missed one from zeroing
+        // staged output, as `stage_frame` once did).
+        let init = self.init.get().max(self.filled.get());
         if end > init {
             debug_assert!(end <= self.cap);
             // SAFETY: `init < end <= cap`, so the range lies in the chunk's allocation;
@@ -250,6 +253,7 @@ impl Arena {
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(hlen), n);
         }
         self.cur.filled.set(off + len);
+        self.cur.init.set(self.cur.init.get().max(off + len));
         Piece {
             chunk: self.cur.clone(),
             off: off as u32,
@@ -435,6 +439,22 @@ mod tests {
         });
         assert_eq!(r.as_slice(), b"0123456789");
         assert_eq!(q.len(), CHUNK);
+    }
+
+    #[test]
+    fn fill_after_stage_frame_keeps_the_staged_frame() {
+        let mut a = Arena::default();
+        let payload = [7u8; 64];
+        let p = a.stage_frame(0x81, &payload);
+        let before = p.as_slice().to_vec();
+        assert_eq!(&before[..2], &[0x81, 64]);
+        let q = a.fill(100, |room| {
+            assert!(room.iter().all(|&b| b == 0));
+            room[..3].copy_from_slice(b"abc");
+            3
+        });
+        assert_eq!(p.as_slice(), &before[..], "fill zeroed a staged frame");
+        assert_eq!(q.as_slice(), b"abc");
     }
 
     #[test]
