@@ -355,6 +355,13 @@ fn behind_haproxy_the_limit_counts_clients() {
         cfg.max_connections_per_ip = Some(1);
         let (server, rx) = start_peer(cfg);
         let (_haproxy, port) = haproxy(server.local_addr());
+        // The readiness probe made haproxy open a backend connection from 127.0.0.1, which
+        // holds the one slot while it lasts: wait until it came (accepted) and went, or the
+        // first client below races it and may get the 429 (seen on a loaded CI machine).
+        // haproxy may also never open one if the probe left first: then only wait for none.
+        let _ = eventually(Duration::from_secs(3), || {
+            stats(&server).accepted >= 1 && conn_count(&server) == 0
+        });
         assert!(eventually(Duration::from_secs(5), || conn_count(&server) == 0));
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut first = Raw::from_stream(TcpStream::connect(addr).unwrap());
