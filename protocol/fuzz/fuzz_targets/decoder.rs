@@ -4,10 +4,12 @@
 //! reach the same messages and the same first error however the input is split.
 #![no_main]
 
+#[path = "common/config.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use throng_protocol::{Assembly, ProtocolError};
 use throng_protocol::decoder::{DataKind, Decoder, DecoderConfig, Event};
-use throng_protocol::frame::{RSV1, RSV2};
+use throng_protocol::{Assembly, ProtocolError};
 
 fuzz_target!(|data: &[u8]| {
     let Some((config, sizes, input)) = split(data) else {
@@ -24,20 +26,7 @@ fuzz_target!(|data: &[u8]| {
 /// are small limits; then a count and that many chunk sizes. The rest is the stream.
 fn split(data: &[u8]) -> Option<(DecoderConfig, Vec<usize>, &[u8])> {
     let (&[flags, frame, message, count], rest) = data.split_first_chunk::<4>()?;
-    let mut config = if flags & 1 == 0 {
-        DecoderConfig::default()
-    } else {
-        DecoderConfig::client()
-    };
-    config.allowed_rsv = [0, RSV1, 0b111, RSV1 | RSV2][usize::from(flags >> 1 & 3)];
-    let limit = |kind: u8, small: u8| match kind & 3 {
-        0 => 16 << 20,
-        1 => u64::from(small),
-        2 => u64::from(small) * 64,
-        _ => u64::MAX,
-    };
-    config.max_frame_size = limit(flags >> 3, frame);
-    config.max_message_size = limit(flags >> 5, message);
+    let config = common::config(flags, frame, message);
     let n = usize::from(count & 3) + 1;
     let sizes = rest.get(..n)?;
     // A size byte with its top bit set stands for a large read.

@@ -5,29 +5,18 @@
 //! `decode` leaves it, or fail with the UTF-8 error `decode` fails with.
 #![no_main]
 
+#[path = "common/config.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use throng_protocol::ProtocolError;
 use throng_protocol::decoder::{Decoded, Decoder, DecoderConfig, Event};
-use throng_protocol::frame::{RSV1, RSV2};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&[flags, frame, message], input)) = data.split_first_chunk::<3>() else {
         return;
     };
-    let mut config = if flags & 1 == 0 {
-        DecoderConfig::default()
-    } else {
-        DecoderConfig::client()
-    };
-    config.allowed_rsv = [0, RSV1, 0b111, RSV1 | RSV2][usize::from(flags >> 1 & 3)];
-    let limit = |kind: u8, small: u8| match kind & 3 {
-        0 => 16 << 20,
-        1 => u64::from(small),
-        2 => u64::from(small) * 64,
-        _ => u64::MAX,
-    };
-    config.max_frame_size = limit(flags >> 3, frame);
-    config.max_message_size = limit(flags >> 5, message);
+    let mut config = common::config(flags, frame, message);
     config.lenient_lengths = flags & 0x80 != 0;
 
     let mut bytes = input.to_vec();
