@@ -91,16 +91,21 @@ impl Chunk {
             unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.ptr.add(at), p.len()) };
             at += p.len();
         }
+        self.written_to(at);
+    }
+
+    /// The bytes up to `at` are written: pieces may refer to them, and they stay
+    /// initialised when the chunk is reused. Every writer ends with this.
+    fn written_to(&self, at: usize) {
         self.filled.set(at);
         self.init.set(self.init.get().max(at));
     }
 
     /// Zeroes `..end` where it was never initialised; the caller checked `end <= cap`.
     fn initialise(&self, end: usize) {
-        // Never below `filled`: those bytes are written and pieces may refer to them
-        // (every writer raises `init` with `filled`; this keeps a missed one from zeroing
-        // staged output, as `stage_frame` once did).
-        let init = self.init.get().max(self.filled.get());
+        // `filled <= init` holds (every writer ends with `written_to`).
+        debug_assert!(self.filled.get() <= self.init.get());
+        let init = self.init.get();
         if end > init {
             debug_assert!(end <= self.cap);
             // SAFETY: `init < end <= cap`, so the range lies in the chunk's allocation;
@@ -252,8 +257,7 @@ impl Arena {
             }
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(hlen), n);
         }
-        self.cur.filled.set(off + len);
-        self.cur.init.set(self.cur.init.get().max(off + len));
+        self.cur.written_to(off + len);
         Piece {
             chunk: self.cur.clone(),
             off: off as u32,
@@ -302,7 +306,7 @@ impl Arena {
         // or writes it meanwhile.
         let room = unsafe { std::slice::from_raw_parts_mut(self.cur.ptr.add(off), max) };
         let len = write(room).min(max);
-        self.cur.filled.set(off + len);
+        self.cur.written_to(off + len);
         Piece {
             chunk: self.cur.clone(),
             off: off as u32,
