@@ -322,6 +322,14 @@ pub struct Config {
     /// processed when the worker asks for them, not by interrupting it. Default on; off
     /// only for A/B measurements.
     pub uring_defer_taskrun: bool,
+    /// io_uring: a direct piece (the common reply, a broadcast delivery) is first written
+    /// by a non-blocking `send` from the worker, and only what the socket does not take
+    /// goes to the ring as a send to complete later. Default on: a ring send costs a
+    /// submission and a completion to reap (~200 user-space instructions of a 64 B echo's
+    /// ~950, callgrind), while the server's CPU per message, kernel included, is the same
+    /// or lower with the write made now (`throng-bench compare`, benches/README.md). Off
+    /// sends every piece through the ring.
+    pub uring_direct_send: bool,
     /// permessage-deflate: negotiated with clients that offer it when set. Default none
     /// (off: offers are declined). A worker allocates its shared streams (about 300 KiB
     /// with zlib-rs) when it first compresses or inflates.
@@ -373,6 +381,7 @@ impl Default for Config {
             uring_wait_batch: 32,
             uring_batch_wait: Duration::from_micros(20),
             uring_defer_taskrun: true,
+            uring_direct_send: true,
             deflate: None,
             metrics: MetricsEndpoint::Off,
         }

@@ -170,6 +170,8 @@ pub struct Uring {
     /// Sends ask the kernel to finish short writes itself (`MSG_WAITALL`); tests turn it
     /// off to drive the backend's own continuation of a partial send.
     waitall: bool,
+    /// Whether a direct piece is written by the worker first ([`Config::uring_direct_send`]).
+    direct_send: bool,
 }
 
 /// The worker's eventfd, written by other threads and read by the ring.
@@ -382,6 +384,7 @@ impl Uring {
                 config.uring_batch_wait,
             ),
             waitall: true,
+            direct_send: config.uring_direct_send,
         };
         u.arm_accept();
         u.arm_wake();
@@ -560,7 +563,19 @@ impl Backend for Uring {
     }
 
     fn send_direct(&mut self, fd: RawFd, token: Token, piece: &Piece) -> io::Result<Handed> {
-        self.send_piece(fd, token, piece);
+        if !self.direct_send {
+            self.send_piece(fd, token, piece);
+            return Ok(Handed::Taken);
+        }
+        // Nothing of this connection's is in flight (the core's rule), so a write now
+        // keeps the order; the ring continues from where the socket stopped taking bytes.
+        let n = send::write_now(fd, piece.as_slice())?;
+        if n == piece.len() {
+            return Ok(Handed::Wrote(n));
+        }
+        let mut rest = piece.clone();
+        rest.advance(n);
+        self.send_piece(fd, token, &rest);
         Ok(Handed::Taken)
     }
 

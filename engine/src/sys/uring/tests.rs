@@ -200,6 +200,65 @@ fn a_send_the_kernel_takes_in_pieces_continues_in_order() {
 }
 
 #[test]
+fn a_direct_piece_is_written_now_and_the_ring_takes_what_the_socket_did_not() {
+    for direct_send in [true, false] {
+        let Some(mut u) = uring((8, 4096, 0)) else {
+            return;
+        };
+        u.direct_send = direct_send;
+        let (fd, mut peer) = pair(Some(4096));
+        let token = Token {
+            key: 2,
+            generation: 3,
+        };
+        let mut sink = Recorder::default();
+        let mut arena = Arena::default();
+
+        // A small reply: written now, nothing left in flight (or, switched off, a ring send).
+        let small = pattern(4, 64);
+        let piece = arena.stage(&[&small]);
+        let handed = u.send_direct(fd, token, &piece).unwrap();
+        drop(piece);
+        if direct_send {
+            assert_eq!(handed, Handed::Wrote(64));
+            assert!(u.sends.is_empty(), "no send record for a write made now");
+        } else {
+            assert_eq!(handed, Handed::Taken);
+            poll_until(&mut u, &mut sink, |s| s.sent.iter().any(|&(_, e)| e));
+        }
+        let mut got = vec![0u8; 64];
+        peer.read_exact(&mut got).unwrap();
+        assert!(got == small, "the reply arrives whole");
+
+        // A piece larger than the socket takes: the first part now, the rest by the ring,
+        // in order, reported once as ended and not counted (a direct piece).
+        sink.sent.clear();
+        let big = pattern(5, 600_000);
+        let want = big.len();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::with_capacity(want);
+            let mut buf = vec![0u8; 8192];
+            while got.len() < want {
+                let n = peer.read(&mut buf).expect("read");
+                assert!(n > 0, "peer saw EOF early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let piece = arena.frame(&Bytes::from(big.clone()));
+        assert_eq!(u.send_direct(fd, token, &piece).unwrap(), Handed::Taken);
+        drop(piece);
+        poll_until(&mut u, &mut sink, |s| s.sent.iter().any(|&(_, e)| e));
+        assert!(reader.join().unwrap() == big, "bytes whole and in order");
+        assert_eq!(sink.sent.iter().map(|&(n, _)| n).sum::<usize>(), 0);
+        assert_eq!(sink.errors, 0);
+        assert!(u.sends.is_empty());
+        u.finish();
+        crate::net::close(fd);
+    }
+}
+
+#[test]
 fn receives_that_find_the_buffer_ring_empty_lose_nothing_and_are_counted() {
     // Two small buffers, taken whole by each receive: a burst on several connections
     // must run the ring dry.
