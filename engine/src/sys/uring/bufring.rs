@@ -137,6 +137,40 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(offset), len) }
     }
 
+    /// Whether a claimed range that ends buffer `bid` is continued by buffer `next`
+    /// claimed from its start: the two ranges are one run of the mapping. Buffers go back
+    /// to the ring in the order the kernel used them, so one connection's next receive
+    /// after a buffer ran out usually lands at the start of the buffer that follows it.
+    pub fn continues(&self, bid: u16, start: u32, len: usize, next: u16) -> bool {
+        let bid = bid % self.entries;
+        self.incremental
+            && self.ends(start, len)
+            && next < self.entries
+            && next == bid + 1
+            && self.used[next as usize] == 0
+    }
+
+    /// Whether a claimed range runs to the end of its buffer.
+    #[inline]
+    pub fn ends(&self, start: u32, len: usize) -> bool {
+        start as usize + len == self.size as usize
+    }
+
+    /// The bytes of a claimed range that may run on into the following buffers, each of
+    /// them claimed from its start for the rest of `len` ([`BufRing::continues`]).
+    ///
+    /// As [`BufRing::bytes`]: the kernel writes none of the range until those buffers
+    /// are given back.
+    pub fn bytes_across(&mut self, bid: u16, start: u32, len: usize) -> &mut [u8] {
+        let bid = (bid % self.entries) as usize;
+        let offset = bid * self.size as usize + start.min(self.size) as usize;
+        let len = len.min(self.mem.len - offset);
+        // SAFETY: `offset + len` lies within the mapping (clamped above); the range was
+        // claimed (the kernel wrote it before posting its completions and writes it again
+        // only after `give`), and the borrow of `self` keeps other slices from coexisting.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(offset), len) }
+    }
+
     /// Whether the kernel is done with the buffer this completion used.
     pub fn finished(&self, cqe_flags: u32) -> bool {
         !self.incremental || cqe_flags & CQE_BUF_MORE == 0

@@ -29,6 +29,8 @@ use crate::output::Arena;
 struct Recorder {
     fds: HashMap<u32, RawFd>,
     input: HashMap<u32, Vec<u8>>,
+    /// The length of each input, in order, per connection.
+    inputs: HashMap<u32, Vec<usize>>,
     /// (counted bytes, ended) per `sent` report.
     sent: Vec<(usize, bool)>,
     errors: usize,
@@ -49,6 +51,7 @@ impl Sink for Recorder {
             .entry(token.key)
             .or_default()
             .extend_from_slice(bytes);
+        self.inputs.entry(token.key).or_default().push(bytes.len());
         true
     }
     fn input_closed(&mut self, _token: Token, _error: Option<io::Error>) {}
@@ -256,6 +259,45 @@ fn a_direct_piece_is_written_now_and_the_ring_takes_what_the_socket_did_not() {
         u.finish();
         crate::net::close(fd);
     }
+}
+
+#[test]
+fn a_receive_cut_by_the_end_of_its_buffer_reaches_the_core_whole_when_the_next_buffer_follows() {
+    // Four 4 KiB buffers consumed incrementally, in ring order 0, 1, 2, 3, 0, ...
+    if probe::probe().is_ok_and(|f| !f.incremental_buffers) {
+        eprintln!("no incremental buffer consumption here (Linux < 6.12): test skipped");
+        return;
+    }
+    let Some(mut u) = uring((4, 4096, bufring::RING_INC)) else {
+        return;
+    };
+    let mut sink = Recorder::default();
+    let mut peer = watched(&mut u, &mut sink, 1, None);
+    let mut sent = Vec::new();
+    let mut write = |peer: &mut UnixStream, sink: &mut Recorder, u: &mut Uring, seed, len| {
+        let data = pattern(seed, len);
+        std::io::Write::write_all(peer, &data).unwrap();
+        sent.extend_from_slice(&data);
+        let want = sent.len();
+        poll_until(u, sink, |s| s.input.get(&1).map_or(0, |b| b.len()) >= want);
+        assert!(sink.input[&1] == sent, "bytes whole and in order");
+        sink.inputs[&1].last().copied().unwrap()
+    };
+    // 3,000 bytes fill buffer 0 to 3,000; the next 3,000 run over its end into buffer 1,
+    // which follows it in memory: one input of 3,000, not 1,096 then 1,904.
+    assert_eq!(write(&mut peer, &mut sink, &mut u, 1, 3000), 3000);
+    assert_eq!(write(&mut peer, &mut sink, &mut u, 2, 3000), 3000);
+    // Buffer 1 to 1,904 + 3,000 = 4,904: over its end into buffer 2.
+    assert_eq!(write(&mut peer, &mut sink, &mut u, 3, 3000), 3000);
+    // Buffer 2 at 808; 7,000 bytes: its 3,288, then 3,712 of buffer 3.
+    assert_eq!(write(&mut peer, &mut sink, &mut u, 4, 7000), 7000);
+    // Buffer 3 at 3,712: its last 384 bytes, then the ring wraps to buffer 0, which is not
+    // next to 3 in memory: two inputs.
+    assert_eq!(write(&mut peer, &mut sink, &mut u, 5, 3000), 2616);
+    assert_eq!(sink.inputs[&1], [3000, 3000, 3000, 7000, 384, 2616]);
+    assert_eq!(sink.input[&1], sent);
+    u.finish();
+    crate::net::close(sink.fds[&1]);
 }
 
 #[test]
