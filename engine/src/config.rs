@@ -261,6 +261,18 @@ pub struct Config {
     pub write_high_water: usize,
     /// Reading resumes and `on_drain` fires when output falls to this. Default 64 KiB.
     pub write_low_water: usize,
+    /// Once a turn has staged this many bytes of replies for its flush, a further reply
+    /// staged while a plain connection's input is handled (the common echo or
+    /// request/response: a direct piece, nothing else pending) is written as soon as that
+    /// input is done, not with the rest at the turn's end. Default 256 KiB: the bytes
+    /// leave while they are still in the CPU's cache (epoll, 100 connections, 16 KiB
+    /// echo: 1.3-1.47x the messages per second of CPU; 1,000 x 4 KiB: 1.14-1.27x), while
+    /// a turn that stays below it (100 x 1 KiB) is written in one run at its end, which is
+    /// cheaper there (writing each at once cost 4% more). Still at most one write per
+    /// input; what the socket does not take waits for the turn's flush as before. `None`:
+    /// every reply waits for the flush; `Some(0)`: every reply is written at once. TLS
+    /// connections always flush at the end of the turn.
+    pub eager_replies_after: Option<usize>,
     /// Hard cap on buffered output per connection; a send beyond it follows
     /// [`Config::backpressure`]. A send into an empty buffer always goes through, so one
     /// message may exceed it. Default 32 MiB.
@@ -370,6 +382,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_high_water: 256 << 10,
             write_low_water: 64 << 10,
+            eager_replies_after: Some(256 << 10),
             max_buffered: 32 << 20,
             backpressure: Backpressure::Drop,
             timer_tick: Duration::from_millis(250),

@@ -125,6 +125,36 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
     }
 }
 
+/// Writes what the socket takes now, never blocking (MSG_DONTWAIT: the io_uring backend's
+/// sockets are blocking, the ring waits for readiness on them), by number, without
+/// glibc's cancellation wrapper. `Ok(0)`: the socket is full. Every plain write of the
+/// engine goes through here: the epoll backend's, io_uring's direct send, and the core's
+/// reply written at the end of an input ([`crate::Config::eager_replies`]).
+#[inline]
+pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let res = syscall!(raw SYS_sendto(
+        fd,
+        buf.as_ptr(),
+        buf.len(),
+        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        std::ptr::null::<libc::sockaddr>(),
+        0
+    ));
+    match res {
+        Ok(n) => Ok(n as usize),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Closes a descriptor the engine owns (a listener it gives up, a connection it refuses).
 pub fn close(fd: RawFd) {
     // SAFETY: the engine owns `fd` and never uses it after this call.

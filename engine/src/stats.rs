@@ -85,6 +85,10 @@ pub struct WorkerStats {
     pub messages_in: u64,
     /// Data messages sent (direct sends and publishes).
     pub messages_out: u64,
+    /// Replies written at the end of the input that staged them, not at the end of the
+    /// turn ([`crate::Config::eager_replies`]; the bytes may be fewer than the reply's
+    /// when the socket was full, the rest going with the turn's flush).
+    pub replies_at_once: u64,
     /// Bytes read from sockets (before TLS, handshakes included).
     pub bytes_in: u64,
     /// Bytes of frames and responses staged for sending.
@@ -251,6 +255,7 @@ impl std::ops::AddAssign for WorkerStats {
         self.http_requests += s.http_requests;
         self.messages_in += s.messages_in;
         self.messages_out += s.messages_out;
+        self.replies_at_once += s.replies_at_once;
         self.bytes_in += s.bytes_in;
         self.bytes_out += s.bytes_out;
         self.pings_sent += s.pings_sent;

@@ -1,8 +1,10 @@
 //! The output path keeps each connection's bytes in the order they were sent, whichever
 //! way a send takes (a direct piece for a connection with nothing pending, an extension of
 //! it, the outbox, a shared frame queued by reference), when replies and publishes to the
-//! same connection interleave within one turn; and a broadcast to many connections leaves
-//! no spill record behind. On each backend, against real tungstenite clients.
+//! same connection interleave within one turn; replies written at once past the turn's
+//! mark (`Config::eager_replies_after`) arrive whole and in order, also when the socket is full;
+//! and a broadcast to many connections leaves no spill record behind. On each backend,
+//! against real tungstenite clients.
 
 mod common;
 
@@ -203,4 +205,95 @@ fn on_workers_one<T: Send + 'static>(
     }));
     rx.recv_timeout(EVENT_TIMEOUT)
         .expect("the worker runs jobs")
+}
+
+#[test]
+fn replies_written_at_once_past_the_turns_mark_arrive_whole_and_in_order() {
+    // 16 clients send 6 x 40 KB each before reading anything; the server's sockets have
+    // small send buffers. With a mark of 0 every reply is written at the end of its
+    // input when nothing of the connection's is in flight, most of them in part (the rest
+    // goes with the turn's flush); the default mark (256 KiB) and off must deliver the
+    // same bytes.
+    const CLIENTS: usize = 16;
+    const EACH: usize = 6;
+    let message = |c: usize, i: usize| pattern((c * 100 + i) as u64, 40_000 + c * 7 + i);
+    for backend in backends() {
+        for mark in [Some(0), Some(256 << 10), None] {
+            let mut config = Config::new("127.0.0.1:0".parse().unwrap())
+                .with_workers(1)
+                .with_pinning(false)
+                .with_backend(backend);
+            config.shutdown_timeout = Duration::from_secs(1);
+            config.eager_replies_after = mark;
+            let server = Server::start(config, move |_| SmallSendBuffer).unwrap();
+            let addr = server.local_addr();
+            // Every fourth client with a small receive buffer (set before it connects, so
+            // its window starts small): the server's writes to it stop short.
+            let mut clients: Vec<Client> = (0..CLIENTS)
+                .map(|c| match c % 4 {
+                    0 => connect_small_window(addr),
+                    _ => connect(addr, "/"),
+                })
+                .collect();
+            for (c, ws) in clients.iter_mut().enumerate() {
+                for i in 0..EACH {
+                    ws.write(TMessage::Binary(message(c, i).into())).unwrap();
+                }
+                ws.flush().unwrap();
+            }
+            for (c, ws) in clients.iter_mut().enumerate() {
+                for i in 0..EACH {
+                    match read_data(ws) {
+                        TMessage::Binary(b) => assert!(
+                            b[..] == message(c, i)[..],
+                            "{backend:?} mark {mark:?}: client {c} reply {i} wrong or out of order"
+                        ),
+                        other => panic!("expected the reply, got {}", describe(&other)),
+                    }
+                }
+            }
+            let at_once = stats(&server).replies_at_once;
+            match mark {
+                Some(0) => assert!(at_once > 0, "{backend:?}: no reply was written at once"),
+                None => assert_eq!(at_once, 0, "{backend:?}: switched off"),
+                _ => {} // depends on how much one turn reads
+            }
+            server.shutdown().unwrap();
+        }
+    }
+}
+
+/// Echoes, on sockets whose send buffer is set small when they open, so that replies are
+/// written in part.
+struct SmallSendBuffer;
+
+impl Handler for SmallSendBuffer {
+    type State = ();
+    fn on_upgrade<'r>(&mut self, _req: &UpgradeRequest<'r>) -> Decision<'r, ()> {
+        Decision::accept(())
+    }
+    fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
+        // SAFETY: the engine keeps the descriptor open for as long as the connection.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ws.raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .set_send_buffer_size(8192)
+            .unwrap();
+    }
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, message: Message<'_>) {
+        let _ = ws.send(message);
+    }
+}
+
+/// A tungstenite client whose socket has a 4 KiB receive buffer from the start.
+fn connect_small_window(addr: std::net::SocketAddr) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    let (ws, response) =
+        tungstenite::client::client(format!("ws://{addr}/"), Tcp(stream)).expect("handshake");
+    assert_eq!(response.status(), 101);
+    ws
 }

@@ -69,10 +69,26 @@ pub fn run(opts: &ServeOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = Config::new(opts.addr)
+    let mut config = Config::new(opts.addr)
         .with_workers(opts.threads)
         .with_backend(backend)
         .with_max_message_size(MAX_MESSAGE);
+    // A/B runs of the engine's fast paths (benches/README.md): THRONG_BENCH_OFF names
+    // the ones to switch off, comma-separated.
+    for name in std::env::var("THRONG_BENCH_OFF")
+        .unwrap_or_default()
+        .split(',')
+    {
+        match name.trim() {
+            "" => {}
+            "eager_replies" => config.eager_replies_after = None,
+            "uring_direct_send" => config.uring_direct_send = false,
+            other => {
+                eprintln!("serve: THRONG_BENCH_OFF: unknown switch {other:?}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let config = match opts.tls_config() {
         Ok(Some(tls)) => config.with_tls(tls),
         Ok(None) => config,

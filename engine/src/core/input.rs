@@ -63,6 +63,7 @@ impl<S> Core<S> {
         if self.conns.contains(key) {
             self.release_spill(key);
         }
+        self.reply_now(h, key);
     }
 
     /// Completes the stashed header or control frame with just enough of `bytes`; returns

@@ -166,6 +166,12 @@ pub(crate) struct Core<S> {
     dirty: Vec<Dirty>,
     /// Index in `dirty` of the last direct entry (where a following send may extend it).
     last_direct: usize,
+    /// Reply bytes a turn leaves for its flush before it writes replies at once
+    /// ([`Config::eager_replies_after`]; usize::MAX when off).
+    defer_replies: usize,
+    /// Bytes of the direct pieces staged this turn (the flush's, unless
+    /// [`Core::reply_now`] wrote them).
+    deferred: usize,
     /// Where a turn's direct pieces are staged.
     arena: Arena,
     /// The largest piece staged outside the spill (and so not counted in `buffered()`
@@ -248,6 +254,8 @@ impl<S> Core<S> {
             broken: Vec::new(),
             dirty: Vec::new(),
             last_direct: usize::MAX,
+            defer_replies: config.eager_replies_after.unwrap_or(usize::MAX),
+            deferred: 0,
             arena: Arena::default(),
             direct_max: crate::output::CHUNK.min(config.write_low_water),
             generation: 0,

@@ -105,6 +105,7 @@ impl<S> Core<S> {
         let piece = self.arena.stage_frame(first_byte(kind), payload);
         self.stats.messages_out += 1;
         self.stats.bytes_out += len as u64;
+        self.deferred += len;
         self.last_direct = self.dirty.len();
         self.dirty.push(Dirty {
             token,
@@ -273,6 +274,7 @@ impl<S> Core<S> {
     /// Puts the connection on the flush list with `piece` as its only output.
     fn push_direct(&mut self, key: usize, piece: Piece) {
         let token = self.token(key);
+        self.deferred += piece.len();
         self.conns[key].flags |= DIRTY | DIRECT;
         self.last_direct = self.dirty.len();
         self.dirty.push(Dirty {

@@ -169,6 +169,12 @@ const FAMILIES: &[Family] = &[
         |w| w.stats.handshake_memory_refused,
     ),
     (
+        "throng_replies_at_once_total",
+        "counter",
+        "Replies written at the end of their input, not with the turn's flush.",
+        |w| w.stats.replies_at_once,
+    ),
+    (
         "throng_recv_enobufs_total",
         "counter",
         "io_uring receives that found the buffer ring empty.",

@@ -225,7 +225,7 @@ impl Backend for Epoll {
     }
 
     fn send_direct(&mut self, fd: RawFd, _token: Token, piece: &Piece) -> io::Result<Handed> {
-        write(fd, piece.as_slice()).map(Handed::Wrote)
+        crate::net::send_now(fd, piece.as_slice()).map(Handed::Wrote)
     }
 
     fn resume_read(&mut self, fd: RawFd, token: Token) {
@@ -349,26 +349,6 @@ fn write_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: IoSlice is ABI-compatible with iovec; `bufs` outlives the call and the kernel
     // only reads from these buffers; no address or control data is passed.
     match syscall!(raw SYS_sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
-        Ok(n) => Ok(n as usize),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes as much of `buf` as the socket takes now (`send` with `MSG_NOSIGNAL`, as
-/// [`write_vectored`]). `Ok(0)` with non-empty input means the socket is full.
-fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
-    let res = syscall!(raw SYS_sendto(
-        fd,
-        buf.as_ptr(),
-        buf.len(),
-        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        std::ptr::null::<libc::sockaddr>(),
-        0
-    ));
-    match res {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),

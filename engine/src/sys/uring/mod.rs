@@ -569,7 +569,7 @@ impl Backend for Uring {
         }
         // Nothing of this connection's is in flight (the core's rule), so a write now
         // keeps the order; the ring continues from where the socket stopped taking bytes.
-        let n = send::write_now(fd, piece.as_slice())?;
+        let n = crate::net::send_now(fd, piece.as_slice())?;
         if n == piece.len() {
             return Ok(Handed::Wrote(n));
         }

@@ -196,30 +196,3 @@ impl Uring {
         }
     }
 }
-
-/// Writes what the socket takes now, without blocking (the socket itself is blocking: the
-/// ring waits for readiness on it), by number as the epoll backend's writes. `Ok(0)`: the
-/// socket is full.
-pub(super) fn write_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
-    let res = crate::syscall::syscall!(raw SYS_sendto(
-        fd,
-        buf.as_ptr(),
-        buf.len(),
-        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        std::ptr::null::<libc::sockaddr>(),
-        0
-    ));
-    match res {
-        Ok(n) => Ok(n as usize),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(0)
-        }
-        Err(e) => Err(e),
-    }
-}
