@@ -130,11 +130,7 @@ impl BufRing {
         let bid = (bid % self.entries) as usize;
         let start = start.min(self.size) as usize;
         let len = len.min(self.size as usize - start);
-        let offset = bid * self.size as usize + start;
-        // SAFETY: `offset + len` lies within buffer `bid` of the mapping (clamped above),
-        // and the range is not written by the kernel until `give(bid)` (see above); the
-        // returned borrow of `self` keeps any other slice of the mapping from coexisting.
-        unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(offset), len) }
+        self.claimed(bid * self.size as usize + start, len)
     }
 
     /// Whether a claimed range that ends buffer `bid` is continued by buffer `next`
@@ -164,10 +160,18 @@ impl BufRing {
     pub fn bytes_across(&mut self, bid: u16, start: u32, len: usize) -> &mut [u8] {
         let bid = (bid % self.entries) as usize;
         let offset = bid * self.size as usize + start.min(self.size) as usize;
-        let len = len.min(self.mem.len - offset);
-        // SAFETY: `offset + len` lies within the mapping (clamped above); the range was
-        // claimed (the kernel wrote it before posting its completions and writes it again
-        // only after `give`), and the borrow of `self` keeps other slices from coexisting.
+        self.claimed(offset, len.min(self.mem.len - offset))
+    }
+
+    /// `len` bytes of the mapping at `offset`, a claimed range its callers clamped to
+    /// the mapping (one buffer for [`BufRing::bytes`]).
+    #[inline(always)]
+    fn claimed(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(offset + len <= self.mem.len);
+        // SAFETY: `offset + len` lies within the mapping (both callers clamp to it); the
+        // range was claimed (the kernel wrote it before posting its completions and writes
+        // it again only after `give`), and the borrow of `self` keeps any other slice of
+        // the mapping from coexisting.
         unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(offset), len) }
     }
 

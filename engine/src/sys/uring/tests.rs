@@ -97,6 +97,25 @@ fn watched(u: &mut Uring, sink: &mut Recorder, key: u32, sndbuf: Option<i32>) ->
     peer
 }
 
+/// Reads `want` bytes from `peer` on a thread of its own, pausing `pause` after each read.
+fn read_all(
+    mut peer: UnixStream,
+    want: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(want);
+        let mut buf = vec![0u8; 8192];
+        while got.len() < want {
+            let n = peer.read(&mut buf).expect("read");
+            assert!(n > 0, "peer saw EOF early");
+            got.extend_from_slice(&buf[..n]);
+            std::thread::sleep(pause);
+        }
+        got
+    })
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -132,7 +151,7 @@ fn a_send_the_kernel_takes_in_pieces_continues_in_order() {
         return;
     };
     u.waitall = false; // let short sends reach the backend
-    let (fd, mut peer) = pair(Some(4096));
+    let (fd, peer) = pair(Some(4096));
     let token = Token {
         key: 1,
         generation: 7,
@@ -160,18 +179,7 @@ fn a_send_the_kernel_takes_in_pieces_continues_in_order() {
     let frame = Bytes::from(pattern(10, 300_000));
     expected.extend_from_slice(&frame);
 
-    let want = expected.len();
-    let reader = std::thread::spawn(move || {
-        let mut got = Vec::with_capacity(want);
-        let mut buf = vec![0u8; 8192];
-        while got.len() < want {
-            let n = peer.read(&mut buf).expect("read");
-            assert!(n > 0, "peer saw EOF early");
-            got.extend_from_slice(&buf[..n]);
-            std::thread::sleep(Duration::from_micros(200)); // a slow reader
-        }
-        got
-    });
+    let reader = read_all(peer, expected.len(), Duration::from_micros(200)); // a slow reader
 
     assert_eq!(u.send(fd, token, &mut out).unwrap(), Handed::Taken);
     assert!(out.is_empty(), "the backend took the whole outbox");
@@ -237,17 +245,7 @@ fn a_direct_piece_is_written_now_and_the_ring_takes_what_the_socket_did_not() {
         // in order, reported once as ended and not counted (a direct piece).
         sink.sent.clear();
         let big = pattern(5, 600_000);
-        let want = big.len();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::with_capacity(want);
-            let mut buf = vec![0u8; 8192];
-            while got.len() < want {
-                let n = peer.read(&mut buf).expect("read");
-                assert!(n > 0, "peer saw EOF early");
-                got.extend_from_slice(&buf[..n]);
-            }
-            got
-        });
+        let reader = read_all(peer, big.len(), Duration::ZERO);
         let piece = arena.frame(&Bytes::from(big.clone()));
         assert_eq!(u.send_direct(fd, token, &piece).unwrap(), Handed::Taken);
         drop(piece);
