@@ -21,7 +21,10 @@ pub fn valgrind_args(out: &Path) -> Vec<String> {
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
         // The profile of the exit is not wanted (the server is killed): only dumps count.
-        "--dump-instr=no".into(),
+        // Costs per instruction on request (`THRONG_COUNT_DUMP_INSTR=1`), for reading a
+        // hot function's machine code with its counts (benches/scripts/count-asm.py).
+        std::env::var("THRONG_COUNT_DUMP_INSTR")
+            .map_or("--dump-instr=no".into(), |_| "--dump-instr=yes".into()),
     ]
 }
 

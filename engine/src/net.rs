@@ -129,7 +129,7 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
 /// sockets are blocking, the ring waits for readiness on them), by number, without
 /// glibc's cancellation wrapper. `Ok(0)`: the socket is full. Every plain write of the
 /// engine goes through here: the epoll backend's, io_uring's direct send, and the core's
-/// reply written at the end of an input ([`crate::Config::eager_replies`]).
+/// reply written at the end of an input ([`crate::Config::eager_replies_after`]).
 #[inline]
 pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.

@@ -86,7 +86,7 @@ pub struct WorkerStats {
     /// Data messages sent (direct sends and publishes).
     pub messages_out: u64,
     /// Replies written at the end of the input that staged them, not at the end of the
-    /// turn ([`crate::Config::eager_replies`]; the bytes may be fewer than the reply's
+    /// turn ([`crate::Config::eager_replies_after`]; the bytes may be fewer than the reply's
     /// when the socket was full, the rest going with the turn's flush).
     pub replies_at_once: u64,
     /// Bytes read from sockets (before TLS, handshakes included).

@@ -91,6 +91,16 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         }
     }
 
+    #[inline]
+    fn ready(&mut self, token: Token, writable: bool) -> Option<RawFd> {
+        let key = self.core.lookup(token)?;
+        if writable {
+            self.core.writable(key);
+        }
+        let c = &self.core.conns[key];
+        (!c.has(crate::conn::READ_PAUSED)).then_some(c.fd)
+    }
+
     fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool) {
         if let Some(key) = self.core.lookup(token) {
             self.core.sent(self.h, key, result, ended);

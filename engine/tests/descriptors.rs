@@ -131,8 +131,10 @@ fn at_the_descriptor_limit_the_worker_backs_off_and_resumes_when_one_is_freed() 
         loop {
             let mut raw = Raw::tcp(addr);
             raw.write(upgrade_request(addr, "/", "").as_bytes());
+            // Long enough that a loaded machine's slow answer is not taken for the limit
+            // (it was once, under a parallel build: one connection then counted twice).
             raw.stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
+                .set_read_timeout(Some(Duration::from_millis(2000)))
                 .unwrap();
             let mut buf = [0u8; 12];
             match raw.stream.0.peek(&mut buf) {

@@ -16,16 +16,25 @@ const KEEP_DIRTY: usize = 1 << 16;
 
 impl<S> Core<S> {
     /// The socket can take more (readiness backends): flush at the end of this turn.
+    /// Inline for its test: an edge-triggered socket reports writable with nearly every
+    /// readable event, and nearly always nothing waits.
+    #[inline(always)]
     pub fn writable(&mut self, key: usize) {
         let c = &self.conns[key];
         if !c.has(DIRTY) && c.spill.as_ref().is_some_and(|s| s.has_output()) {
-            let token = self.token(key);
-            self.conns[key].flags |= DIRTY;
-            self.dirty.push(Dirty {
-                token,
-                direct: None,
-            });
+            self.flush_later(key);
         }
+    }
+
+    /// Puts the connection's waiting output on this turn's flush list.
+    #[inline(never)]
+    fn flush_later(&mut self, key: usize) {
+        let token = self.token(key);
+        self.conns[key].flags |= DIRTY;
+        self.dirty.push(Dirty {
+            token,
+            direct: None,
+        });
     }
 
     /// A completion backend's send progressed (`Ok(n)` counted bytes went out) and, with
@@ -134,6 +143,7 @@ impl<S> Core<S> {
             return;
         }
         if let Some(piece) = d.direct {
+            let tls = c.has(TLS);
             match c.spill.as_mut() {
                 Some(s) if s.has_output() => {
                     // Joined by later output: it leaves first, in the same write, and is
@@ -141,6 +151,17 @@ impl<S> Core<S> {
                     s.out_bytes += piece.len();
                     self.guards.buffered += piece.len();
                     s.out.head = Some(piece);
+                }
+                None if !tls => {
+                    // The usual reply: plaintext, nothing else of the connection's waiting.
+                    // Written with the connection in hand, without looking it up again.
+                    let sent = backend.send_direct(c.fd, d.token, &piece);
+                    if matches!(sent, Ok(Handed::Wrote(n)) if n >= piece.len())
+                        && nothing_after_output(c, &self.broken)
+                    {
+                        return;
+                    }
+                    return self.direct_handed(h, key, &piece, sent);
                 }
                 _ => return self.flush_direct(h, backend, key, d.token, piece),
             }
@@ -240,7 +261,19 @@ impl<S> Core<S> {
         token: Token,
         piece: Piece,
     ) {
-        match self.wire_send(backend, key, token, Out::Piece(&piece)) {
+        let sent = self.wire_send(backend, key, token, Out::Piece(&piece));
+        self.direct_handed(h, key, &piece, sent);
+    }
+
+    /// What follows the hand-over of a direct piece.
+    fn direct_handed<H: Handler<State = S>>(
+        &mut self,
+        h: &mut H,
+        key: usize,
+        piece: &Piece,
+        sent: std::io::Result<Handed>,
+    ) {
+        match sent {
             Ok(Handed::Taken) => self.conns[key].flags |= SENDING,
             Ok(Handed::Wrote(n)) if n >= piece.len() => self.after_output(h, key),
             Ok(Handed::Wrote(n)) => {

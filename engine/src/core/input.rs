@@ -57,10 +57,15 @@ impl<S> Core<S> {
             bytes
         };
         let used = self.decode_all(h, key, rest);
-        if self.receiving(key) && used < rest.len() {
-            self.spill(key).input.extend_from_slice(&rest[used..]);
-        }
-        if self.conns.contains(key) {
+        // One slab lookup for what follows: the connection may be gone.
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if used < rest.len() && receives(c) {
+            let pool = &mut self.pool;
+            let spill = c.spill.get_or_insert_with(|| pool.take());
+            spill.input.extend_from_slice(&rest[used..]);
+        } else if c.spill.is_some() {
             self.release_spill(key);
         }
         self.reply_now(h, key);
@@ -102,9 +107,7 @@ impl<S> Core<S> {
 
     /// Whether frames from this connection are still being read.
     fn receiving(&self, key: usize) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN))
+        self.conns.get(key).is_some_and(receives)
     }
 
     /// Decodes and handles events until the input runs out; returns bytes used.
@@ -264,4 +267,10 @@ impl<S> Core<S> {
             Event::Close(close) => self.peer_close(h, key, close),
         }
     }
+}
+
+/// Whether frames from `c` are still being read.
+#[inline(always)]
+fn receives<S>(c: &Conn<S>) -> bool {
+    matches!(c.phase, Phase::Open | Phase::Closing) && !c.has(BROKEN)
 }

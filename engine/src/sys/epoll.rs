@@ -282,18 +282,17 @@ impl Backend for Epoll {
                 WAKER => sink.woken(),
                 t => {
                     let token = decode(t);
-                    if event.is_writable() {
-                        sink.writable(token);
-                    }
                     let closed = event.is_read_closed() || event.is_error();
                     if event.is_readable() || closed {
                         // The sink resolves the token to its descriptor; a stale token
                         // (connection gone) makes `input` a no-op.
                         // A paused connection is skipped: its edge is not lost, because
                         // resume_read puts it on the `again` list to read until it would block.
-                        if let Some(fd) = sink.reader(token) {
+                        if let Some(fd) = sink.ready(token, event.is_writable()) {
                             self.read_conn(fd, token, closed, sink);
                         }
+                    } else if event.is_writable() {
+                        sink.writable(token);
                     }
                 }
             }

@@ -55,6 +55,14 @@ pub trait Sink {
     fn input_closed(&mut self, token: Token, error: Option<io::Error>);
     /// The connection can take more output (readiness backends).
     fn writable(&mut self, token: Token);
+    /// A readiness event: [`Sink::writable`] when `writable`, then [`Sink::reader`]. One
+    /// call so that a sink can resolve the token once per event rather than twice.
+    fn ready(&mut self, token: Token, writable: bool) -> Option<RawFd> {
+        if writable {
+            self.writable(token);
+        }
+        self.reader(token)
+    }
     /// A send the backend took over (completion backends) progressed: `Ok(n)` bytes of
     /// counted output (taken from an [`Outbox`]; 0 for a direct piece, which the core does
     /// not count) went out, and `ended` says the send is over, so the connection may hand
