@@ -83,6 +83,7 @@ pub fn run(opts: &ServeOptions) -> ExitCode {
             "" => {}
             "eager_replies" => config.eager_replies_after = None,
             "uring_direct_send" => config.uring_direct_send = false,
+            "uring_adaptive_ring" => config.uring_recv_buffers_min = config.uring_recv_buffers,
             other => {
                 eprintln!("serve: THRONG_BENCH_OFF: unknown switch {other:?}");
                 return ExitCode::FAILURE;

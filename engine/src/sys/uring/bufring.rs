@@ -71,11 +71,35 @@ pub struct BufRing {
     /// Bytes of each buffer already handed out (incremental mode).
     used: Box<[u32]>,
     incremental: bool,
+    /// The buffers that circulate are `0..active`; one above it that comes back is
+    /// parked instead of going back to the ring (incremental mode only; all otherwise).
+    active: u16,
+    /// The least `active` may fall to.
+    min_active: u16,
+    /// Buffers in the ring that no receive has started yet (incremental mode).
+    free: u16,
+    /// The fewest `free` seen since the last resize check.
+    low: u16,
+    /// Claims since the last resize check.
+    claims: u32,
+    /// Buffers at or above `active` that came back and wait outside the ring.
+    parked: Box<[bool]>,
 }
 
+/// Claims between two checks of whether the ring could circulate fewer buffers.
+const RESIZE_EVERY: u32 = 4096;
+
 impl BufRing {
-    /// Maps, registers and fills a ring. `entries` must be a power of two.
-    pub fn new(uring: &IoUring, entries: u16, size: u32, flags: u16) -> io::Result<BufRing> {
+    /// Maps, registers and fills a ring. `entries` must be a power of two; with
+    /// incremental consumption only `min_active` of them circulate at first (see
+    /// [`BufRing::claim`]).
+    pub fn new(
+        uring: &IoUring,
+        entries: u16,
+        size: u32,
+        flags: u16,
+        min_active: u16,
+    ) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two());
         let ring = Mapping::new(entries as usize * size_of::<BufRingEntry>())?;
         let mem = Mapping::new(entries as usize * size as usize)?;
@@ -90,6 +114,12 @@ impl BufRing {
                 flags,
             )?;
         }
+        let incremental = flags & RING_INC != 0;
+        let min_active = if incremental {
+            min_active.clamp(1, entries)
+        } else {
+            entries
+        };
         let mut b = BufRing {
             ring,
             mem,
@@ -97,13 +127,25 @@ impl BufRing {
             size,
             tail: 0,
             used: vec![0; entries as usize].into_boxed_slice(),
-            incremental: flags & RING_INC != 0,
+            incremental,
+            active: min_active,
+            min_active,
+            free: 0,
+            low: u16::MAX,
+            claims: 0,
+            parked: vec![false; entries as usize].into_boxed_slice(),
         };
         for bid in 0..entries {
             b.give(bid);
         }
         b.publish();
         Ok(b)
+    }
+
+    /// Buffers that circulate now.
+    #[cfg(test)]
+    pub fn active(&self) -> usize {
+        self.active as usize
     }
 
     /// Number of buffers.
@@ -113,13 +155,77 @@ impl BufRing {
 
     /// Accounts for the `len` bytes a receive completion put in buffer `bid`; returns
     /// where in the buffer they start.
+    ///
+    /// Why only some buffers circulate: the kernel takes buffers in ring order and each
+    /// goes back to the tail, so every buffer in the ring is written once per lap. With
+    /// all 64 x 64 KiB in the ring a lap is 4 MiB, as large as this machine's L2 cache,
+    /// and the core unmasked and copied 16 KiB messages the kernel had written a lap
+    /// before, out of cache. So the ring circulates the fewest buffers that keep it from
+    /// running dry: more as soon as fewer than a quarter of those circulating are left
+    /// unstarted (or a receive found none), fewer when a long stretch never used half.
+    /// The circulating set is always the lowest buffer ids, so that buffers that follow
+    /// each other in memory mostly follow each other in the ring too
+    /// ([`BufRing::continues`]).
+    #[inline]
     pub fn claim(&mut self, bid: u16, len: usize) -> u32 {
         let bid = (bid % self.entries) as usize;
         let start = self.used[bid].min(self.size);
         if self.incremental {
+            if start == 0 {
+                self.started();
+            }
             self.used[bid] = (start + len as u32).min(self.size);
         }
         start
+    }
+
+    /// A receive started a buffer from the ring.
+    #[inline]
+    fn started(&mut self) {
+        self.free = self.free.saturating_sub(1);
+        self.low = self.low.min(self.free);
+        if self.free < self.active.div_ceil(4) && self.active < self.entries {
+            self.grow(self.active / 2);
+        }
+        self.claims += 1;
+        if self.claims >= RESIZE_EVERY {
+            self.shrink_if_idle();
+        }
+    }
+
+    /// A receive found the ring empty: circulate twice as many.
+    pub fn ran_dry(&mut self) {
+        if self.incremental && self.active < self.entries {
+            self.grow(self.active);
+        }
+    }
+
+    /// Circulates `more` buffers more (at least one), giving back the parked ones among
+    /// them.
+    #[cold]
+    fn grow(&mut self, more: u16) {
+        let next = (self.active as u32 + more.max(1) as u32).min(self.entries as u32) as u16;
+        let from = self.active;
+        self.active = next;
+        for bid in from..next {
+            if self.parked[bid as usize] {
+                self.parked[bid as usize] = false;
+                self.give(bid);
+            }
+        }
+    }
+
+    /// After [`RESIZE_EVERY`] claims: if the ring never had fewer than half of its
+    /// circulating buffers unstarted, circulate fewer (buffers above the new mark are
+    /// parked as they come back).
+    #[cold]
+    fn shrink_if_idle(&mut self) {
+        if self.low > self.active / 2 {
+            let fewer = self.low / 2;
+            self.active = self.active.saturating_sub(fewer).max(self.min_active);
+        }
+        self.claims = 0;
+        self.low = u16::MAX;
     }
 
     /// The bytes of a claimed range.
@@ -180,10 +286,16 @@ impl BufRing {
         !self.incremental || cqe_flags & CQE_BUF_MORE == 0
     }
 
-    /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`).
+    /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`), or
+    /// parks it if it is above those circulating.
     pub fn give(&mut self, bid: u16) {
         let bid = bid % self.entries;
         self.used[bid as usize] = 0;
+        if bid >= self.active {
+            self.parked[bid as usize] = true;
+            return;
+        }
+        self.free += 1;
         let index = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `index` < entries, so the entry lies in the ring mapping; the kernel only
         // reads entries between its head and the published tail, and this one is past it.

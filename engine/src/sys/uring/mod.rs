@@ -352,7 +352,8 @@ impl Uring {
     ) -> io::Result<Self> {
         let ring = probe::build_ring(SQ_ENTRIES, config.uring_defer_taskrun)?;
         let _ = ring.submitter().register_ring_fd();
-        let bufs = BufRing::new(&ring, entries, size, flags)?;
+        let min_active = config.uring_recv_buffers_min.clamp(1, entries as usize) as u16;
+        let bufs = BufRing::new(&ring, entries, size, flags, min_active)?;
         let min_timeout = ring.params().is_feature_min_timeout();
         let efd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         let entries = bufs.entries();

@@ -84,10 +84,10 @@ fn run() -> Result<Features, String> {
             return Err(format!("the kernel lacks the io_uring {name} opcode"));
         }
     }
-    let incremental = match BufRing::new(&ring, 8, 4096, RING_INC) {
+    let incremental = match BufRing::new(&ring, 8, 4096, RING_INC, 8) {
         Ok(_) => true,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            BufRing::new(&ring, 8, 4096, 0).map_err(|e| explain("provided-buffer ring", &e))?;
+            BufRing::new(&ring, 8, 4096, 0, 8).map_err(|e| explain("provided-buffer ring", &e))?;
             false
         }
         Err(e) => return Err(explain("provided-buffer ring", &e)),

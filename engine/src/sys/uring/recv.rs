@@ -93,6 +93,7 @@ impl Uring {
         }
         if res == -libc::ENOBUFS {
             self.counters.recv_enobufs += 1;
+            self.bufs.ran_dry();
         }
         let resume = !matches!(state, Some(Recv::Cancelling { resume: false }));
         match sink.reader(token) {

@@ -484,3 +484,82 @@ fn a_panic_with_a_send_in_flight_frees_nothing_the_kernel_still_holds() {
     assert_eq!(LEAKED.with(|l| l.get()), 0);
     drop((quiet, talker));
 }
+
+#[test]
+fn the_receive_ring_circulates_more_buffers_when_near_dry_and_fewer_after_a_quiet_stretch() {
+    if probe::probe().map_or(true, |f| !f.incremental_buffers) {
+        eprintln!("no incremental buffer consumption here: test skipped");
+        return;
+    }
+    let ring = io_uring::IoUring::new(8).expect("ring");
+    let mut b = bufring::BufRing::new(&ring, 16, 4096, bufring::RING_INC, 4).expect("bufs");
+    assert_eq!(b.active(), 4, "starts with the fewest");
+    // Buffers 4..16 are parked: giving one back does not put it in the ring.
+    for bid in 0..3 {
+        b.claim(bid, 100);
+    }
+    assert_eq!(b.active(), 4, "one of four still unstarted: no change");
+    b.claim(3, 100);
+    assert_eq!(b.active(), 6, "none left unstarted: half as many again");
+    b.ran_dry();
+    assert_eq!(b.active(), 12, "a receive found none: twice as many");
+    // A long stretch in which one buffer at a time is started and given back, as the
+    // kernel would: only circulating buffers are ever started. Two checks' worth: the
+    // first stretch still saw the ring run low above.
+    for i in 0..10_000u32 {
+        let bid = (i as usize % b.active()) as u16;
+        b.give(bid);
+        b.claim(bid, 10);
+    }
+    assert!(
+        b.active() < 12,
+        "fewer after a quiet stretch: {}",
+        b.active()
+    );
+    assert!(b.active() >= 4, "never below the least");
+    // Without incremental consumption every buffer circulates, always.
+    let ring2 = io_uring::IoUring::new(8).expect("ring");
+    let whole = bufring::BufRing::new(&ring2, 16, 4096, 0, 4).expect("bufs");
+    assert_eq!(whole.active(), 16);
+}
+
+#[test]
+fn a_ring_that_starts_with_two_buffers_takes_in_more_and_delivers_every_byte_in_order() {
+    if probe::probe().map_or(true, |f| !f.incremental_buffers) {
+        eprintln!("no incremental buffer consumption here: test skipped");
+        return;
+    }
+    let config = crate::Config {
+        uring_recv_buffers_min: 2,
+        ..crate::Config::default()
+    };
+    let mut u =
+        Uring::with_buffers(Vec::new(), (32, 4096, bufring::RING_INC), &config).expect("ring");
+    assert_eq!(u.bufs.active(), 2);
+    let mut sink = Recorder::default();
+    let mut peers: Vec<UnixStream> = (1..=8)
+        .map(|k| watched(&mut u, &mut sink, k, None))
+        .collect();
+    let mut sent: HashMap<u32, Vec<u8>> = HashMap::new();
+    // 8 peers x 48 KiB written before the worker looks: far more than two 4 KiB buffers.
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let key = i as u32 + 1;
+        let data = pattern(key as u8, 48 << 10);
+        std::io::Write::write_all(peer, &data).unwrap();
+        sent.insert(key, data);
+    }
+    poll_until(&mut u, &mut sink, |s| {
+        (1..=8).all(|k| s.input.get(&k).map_or(0, |b| b.len()) >= 48 << 10)
+    });
+    for k in 1..=8 {
+        assert!(
+            sink.input[&k] == sent[&k],
+            "peer {k}: bytes whole and in order"
+        );
+    }
+    assert!(u.bufs.active() > 2, "the ring took in more buffers");
+    u.finish();
+    for k in 1..=8 {
+        crate::net::close(sink.fds[&k]);
+    }
+}
