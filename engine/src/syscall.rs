@@ -41,6 +41,19 @@ pub(crate) mod direct {
     pub(crate) unsafe fn call<const N: usize>(nr: c_long, args: [c_long; N]) -> c_long {
         let a = |i: usize| if i < N { args[i] } else { 0 };
         let ret: c_long;
+        // One asm statement, its argument registers listed once per form.
+        macro_rules! syscall_insn {
+            ($($reg:tt = $i:literal),*) => {
+                std::arch::asm!(
+                    "syscall",
+                    inlateout("rax") nr => ret,
+                    $(in($reg) a($i),)*
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack, preserves_flags),
+                )
+            };
+        }
         // SAFETY: the x86-64 Linux system call convention: number in rax, arguments in
         // rdi, rsi, rdx, r10, r8, r9, result in rax; the kernel clobbers rcx and r11 and
         // nothing else, and touches no user stack. Memory the arguments point to is the
@@ -49,29 +62,15 @@ pub(crate) mod direct {
         // r10, r8 and r9 alone: the kernel does not read them for it.
         unsafe {
             if N <= 3 {
-                std::arch::asm!(
-                    "syscall",
-                    inlateout("rax") nr => ret,
-                    in("rdi") a(0),
-                    in("rsi") a(1),
-                    in("rdx") a(2),
-                    lateout("rcx") _,
-                    lateout("r11") _,
-                    options(nostack, preserves_flags),
-                );
+                syscall_insn!("rdi" = 0, "rsi" = 1, "rdx" = 2);
             } else {
-                std::arch::asm!(
-                    "syscall",
-                    inlateout("rax") nr => ret,
-                    in("rdi") a(0),
-                    in("rsi") a(1),
-                    in("rdx") a(2),
-                    in("r10") a(3),
-                    in("r8") a(4),
-                    in("r9") a(5),
-                    lateout("rcx") _,
-                    lateout("r11") _,
-                    options(nostack, preserves_flags),
+                syscall_insn!(
+                    "rdi" = 0,
+                    "rsi" = 1,
+                    "rdx" = 2,
+                    "r10" = 3,
+                    "r8" = 4,
+                    "r9" = 5
                 );
             }
         }

@@ -57,11 +57,18 @@ struct Dispatch<'a, H: Handler> {
     woken: bool,
 }
 
-impl<H: Handler> Sink for Dispatch<'_, H> {
-    fn reader(&self, token: Token) -> Option<RawFd> {
-        let key = self.core.lookup(token)?;
+impl<H: Handler> Dispatch<'_, H> {
+    /// The descriptor of live connection `key`, unless its reading is paused.
+    #[inline(always)]
+    fn reader_at(&self, key: usize) -> Option<RawFd> {
         let c = &self.core.conns[key];
         (!c.has(crate::conn::READ_PAUSED)).then_some(c.fd)
+    }
+}
+
+impl<H: Handler> Sink for Dispatch<'_, H> {
+    fn reader(&self, token: Token) -> Option<RawFd> {
+        self.reader_at(self.core.lookup(token)?)
     }
 
     fn alive(&self, token: Token) -> bool {
@@ -97,8 +104,7 @@ impl<H: Handler> Sink for Dispatch<'_, H> {
         if writable {
             self.core.writable(key);
         }
-        let c = &self.core.conns[key];
-        (!c.has(crate::conn::READ_PAUSED)).then_some(c.fd)
+        self.reader_at(key)
     }
 
     fn sent(&mut self, token: Token, result: io::Result<usize>, ended: bool) {

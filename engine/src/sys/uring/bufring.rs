@@ -295,7 +295,11 @@ impl BufRing {
             self.parked[bid as usize] = true;
             return;
         }
-        self.free += 1;
+        // Only incremental rings count their unstarted buffers (`claim` uncounts them);
+        // a whole-buffer ring gives back forever and would overflow the count.
+        if self.incremental {
+            self.free += 1;
+        }
         let index = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `index` < entries, so the entry lies in the ring mapping; the kernel only
         // reads entries between its head and the published tail, and this one is past it.
