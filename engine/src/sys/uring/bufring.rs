@@ -166,21 +166,31 @@ impl BufRing {
     /// The circulating set is always the lowest buffer ids, so that buffers that follow
     /// each other in memory mostly follow each other in the ring too
     /// ([`BufRing::continues`]).
-    #[inline]
+    #[inline(always)]
     pub fn claim(&mut self, bid: u16, len: usize) -> u32 {
-        let bid = (bid % self.entries) as usize;
-        let start = self.used[bid].min(self.size);
+        let (size, index) = (self.size, self.slot(bid) as usize);
+        let used = &mut self.used[index];
+        let start = (*used).min(size);
         if self.incremental {
+            *used = (start + len as u32).min(size);
             if start == 0 {
                 self.started();
             }
-            self.used[bid] = (start + len as u32).min(self.size);
         }
         start
     }
 
-    /// A receive started a buffer from the ring.
-    #[inline]
+    /// The index of buffer id `bid` (the kernel only posts ids below `entries`; masking
+    /// rather than `%` because `entries` is a power of two and a division costs ~25 cycles
+    /// on every receive).
+    #[inline(always)]
+    fn slot(&self, bid: u16) -> u16 {
+        bid & (self.entries - 1)
+    }
+
+    /// A receive started a buffer from the ring: once per buffer, not per receive, so it
+    /// stays out of line and `claim` stays small enough to inline.
+    #[inline(never)]
     fn started(&mut self) {
         self.free = self.free.saturating_sub(1);
         self.low = self.low.min(self.free);
@@ -233,7 +243,7 @@ impl BufRing {
     /// The kernel wrote them before posting the completion and writes this range again
     /// only after the buffer is given back, so the core may read and unmask in place.
     pub fn bytes(&mut self, bid: u16, start: u32, len: usize) -> &mut [u8] {
-        let bid = (bid % self.entries) as usize;
+        let bid = self.slot(bid) as usize;
         let start = start.min(self.size) as usize;
         let len = len.min(self.size as usize - start);
         self.claimed(bid * self.size as usize + start, len)
@@ -244,7 +254,7 @@ impl BufRing {
     /// to the ring in the order the kernel used them, so one connection's next receive
     /// after a buffer ran out usually lands at the start of the buffer that follows it.
     pub fn continues(&self, bid: u16, start: u32, len: usize, next: u16) -> bool {
-        let bid = bid % self.entries;
+        let bid = self.slot(bid);
         self.incremental
             && self.ends(start, len)
             && next < self.entries
@@ -264,7 +274,7 @@ impl BufRing {
     /// As [`BufRing::bytes`]: the kernel writes none of the range until those buffers
     /// are given back.
     pub fn bytes_across(&mut self, bid: u16, start: u32, len: usize) -> &mut [u8] {
-        let bid = (bid % self.entries) as usize;
+        let bid = self.slot(bid) as usize;
         let offset = bid * self.size as usize + start.min(self.size) as usize;
         self.claimed(offset, len.min(self.mem.len - offset))
     }
@@ -289,7 +299,7 @@ impl BufRing {
     /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`), or
     /// parks it if it is above those circulating.
     pub fn give(&mut self, bid: u16) {
-        let bid = bid % self.entries;
+        let bid = self.slot(bid);
         self.used[bid as usize] = 0;
         if bid >= self.active {
             self.parked[bid as usize] = true;
