@@ -1,5 +1,5 @@
-//! Unmasking throughput: the dispatched kernel against the byte loop, from one small
-//! frame to a maximum-size message.
+//! Unmasking throughput: the dispatched kernel (plain, and telling ASCII) against the byte
+//! loop, from one small frame to a maximum-size message.
 //!
 //! Small sizes are measured as a run of frames laid out as in a read buffer (each payload
 //! 6 bytes after the previous one, where the next masked header sits), one call per frame:
@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use throng_protocol::mask::{apply_mask, apply_mask_scalar};
+use throng_protocol::mask::{apply_mask, apply_mask_ascii, apply_mask_scalar};
 
 const SIZES: [(usize, &str); 5] = [
     (13, "13B"),
@@ -34,7 +34,14 @@ fn unmask(c: &mut Criterion) {
         // The first payload starts just past a header that starts on a cache line.
         let start = (buf.as_ptr().addr().wrapping_neg() & 63) + HEADER;
         group.throughput(Throughput::Bytes((frames * size) as u64));
-        for (kind, mask) in [("simd", apply_mask as Mask), ("scalar", apply_mask_scalar)] {
+        let ascii: Mask = |buf, key, offset| {
+            black_box(apply_mask_ascii(buf, key, offset));
+        };
+        for (kind, mask) in [
+            ("simd", apply_mask as Mask),
+            ("simd_ascii", ascii),
+            ("scalar", apply_mask_scalar),
+        ] {
             group.bench_function(format!("{kind}/{name}"), |b| {
                 b.iter(|| {
                     let mut at = start;

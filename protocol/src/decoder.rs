@@ -14,7 +14,7 @@ use crate::error::ProtocolError;
 use crate::frame::{FrameHead, OpCode, RSV1};
 use crate::mask::apply_mask;
 use crate::message::Message;
-use crate::utf8::{Utf8Stream, validate};
+use crate::utf8::{Utf8Stream, unmask_text, validate};
 
 /// Which side of the connection the decoder reads for; it decides the masking rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,14 +400,13 @@ impl Decoder {
             head[start - 2],
             head[start - 1],
         ];
-        apply_mask(payload, key, 0);
-        let payload = &*payload;
         let message = if b0 == 0x81 {
-            match validate(payload) {
+            match unmask_text(payload, key) {
                 Some(text) => Message::Text(text),
                 None => return Some(Err(ProtocolError::InvalidUtf8)),
             }
         } else {
+            apply_mask(payload, key, 0);
             Message::Binary(payload)
         };
         Some(Ok((message, end)))
@@ -548,19 +547,31 @@ fn deliver_single_frame<'a>(
     buf: &'a mut [u8],
 ) -> Result<Decoded<'a>, ProtocolError> {
     let payload = &mut buf[start..end];
+    let compressed = head.rsv & RSV1 != 0;
+    if head.opcode == OpCode::Text && !compressed {
+        let text =
+            unmask_text(payload, head.mask.unwrap_or([0; 4])).ok_or(ProtocolError::InvalidUtf8)?;
+        return Ok(Decoded {
+            consumed: end,
+            event: Some(Event::Data(Data {
+                kind: DataKind::Text,
+                payload: text.as_bytes(),
+                first: true,
+                last: true,
+                compressed,
+                text: TextProof::Whole(text),
+            })),
+        });
+    }
     if let Some(key) = head.mask {
         apply_mask(payload, key, 0);
     }
     let payload = &*payload;
-    let compressed = head.rsv & RSV1 != 0;
-    let (kind, text) = match (head.opcode, compressed) {
-        (OpCode::Text, false) => {
-            let text = validate(payload).ok_or(ProtocolError::InvalidUtf8)?;
-            (DataKind::Text, TextProof::Whole(text))
-        }
-        (OpCode::Text, true) => (DataKind::Text, TextProof::None),
-        _ => (DataKind::Binary, TextProof::None),
+    let kind = match head.opcode {
+        OpCode::Text => DataKind::Text,
+        _ => DataKind::Binary,
     };
+    let text = TextProof::None;
     let event = Event::Data(Data {
         kind,
         payload,

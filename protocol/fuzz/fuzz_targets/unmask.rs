@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng_protocol::mask::{apply_mask, apply_mask_scalar};
+use throng_protocol::mask::{apply_mask, apply_mask_ascii, apply_mask_scalar};
 use throng_protocol::utf8::{Utf8Stream, validate};
 
 fuzz_target!(|data: &[u8]| {
@@ -76,6 +76,12 @@ fn check_mask(payload: &[u8], key: [u8; 4], offset: usize, align: usize, sizes: 
         backing == want,
         "key {key:?} offset {offset} align {align} sizes {sizes:?}"
     );
+    // The ASCII-telling unmask, on the whole payload: the same bytes, and the same answer
+    // as std's check of the result.
+    backing[start..start + payload.len()].copy_from_slice(payload);
+    let ascii = apply_mask_ascii(&mut backing[start..start + payload.len()], key, offset);
+    assert!(backing == want, "ascii: key {key:?} offset {offset} align {align}");
+    assert_eq!(ascii, want[start..start + payload.len()].is_ascii());
 }
 
 fn check_utf8(text: &[u8], sizes: &[usize]) {

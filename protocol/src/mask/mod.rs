@@ -30,6 +30,21 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     word::apply(buf, key);
 }
 
+/// [`apply_mask`] that also tells whether every byte of `buf` is ASCII afterwards: one
+/// pass over a text payload instead of an unmasking one and a validating one, since most
+/// text is ASCII and ASCII is valid UTF-8 (callers validate the rest as usual).
+#[inline]
+pub fn apply_mask_ascii(buf: &mut [u8], key: [u8; 4], offset: usize) -> bool {
+    let key = advance(u32::from_ne_bytes(key), offset);
+    if key == 0 {
+        return buf.is_ascii();
+    }
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    return x86::apply_ascii(buf, key);
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    word::apply_ascii(buf, key)
+}
+
 /// The byte-at-a-time reference every fast path is checked against; same contract as
 /// [`apply_mask`].
 pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {

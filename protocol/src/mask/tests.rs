@@ -47,6 +47,70 @@ fn matches_scalar(min_len: usize, f: impl Fn(&mut [u8], [u8; 4], usize)) {
     }
 }
 
+/// Checks an ASCII-telling kernel `f`: at every alignment, length `min_len..MAX_LEN` and
+/// offset, a payload that unmasks to ASCII must unmask exactly as the scalar reference
+/// does and be called ASCII, and with one byte's high bit set (at the ends and at spread
+/// positions, so that each vector of every loop is seen carrying it) must be called not
+/// ASCII; nothing outside the slice may change.
+fn ascii_matches_scalar(min_len: usize, f: impl Fn(&mut [u8], [u8; 4], usize) -> bool) {
+    let mut got = vec![0xEEu8; 128 + MAX_LEN + 64];
+    let base = got.as_ptr().addr().wrapping_neg() & 63;
+    let key = KEYS[0];
+    for align in (0..64).step_by(ALIGN_STEP) {
+        for len in min_len..MAX_LEN {
+            let step = (len / 6).max(1);
+            let marks = (0..len).step_by(step).chain(len.checked_sub(1));
+            for mark in std::iter::once(None).chain(marks.map(Some)) {
+                for offset in 0..4 {
+                    let at = base + align;
+                    let mut plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    if let Some(m) = mark {
+                        plain[m] = 0xC3;
+                    }
+                    let mut masked = plain.clone();
+                    apply_mask_scalar(&mut masked, key, offset);
+                    got[at..at + len].copy_from_slice(&masked);
+                    let ascii = f(&mut got[at..at + len], key, offset);
+                    let case = || format!("align {align} len {len} offset {offset} mark {mark:?}");
+                    assert!(got[at..at + len] == plain[..], "{}", case());
+                    assert_eq!(ascii, mark.is_none(), "{}", case());
+                    // A vector store past either end would land within 64 bytes of it.
+                    assert!(
+                        got[at - align..at] == [0xEE; 64][..align],
+                        "{}: before",
+                        case()
+                    );
+                    assert!(got[at + len..][..64] == [0xEE; 64], "{}: after", case());
+                    got[at..at + len].fill(0xEE);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn apply_mask_ascii_matches_scalar() {
+    ascii_matches_scalar(0, apply_mask_ascii);
+    // The mask itself, whatever the bytes: as `apply_mask`.
+    matches_scalar(0, |b, k, o| {
+        let _ = apply_mask_ascii(b, k, o);
+    });
+}
+
+#[test]
+fn apply_mask_ascii_with_a_zero_key_only_checks() {
+    let mut text = *b"plain ascii";
+    assert!(apply_mask_ascii(&mut text, [0; 4], 0));
+    assert_eq!(&text, b"plain ascii");
+    let mut utf8 = "caf\u{e9}".as_bytes().to_vec();
+    assert!(!apply_mask_ascii(&mut utf8, [0; 4], 1));
+}
+
+#[test]
+fn word_ascii_matches_scalar() {
+    ascii_matches_scalar(0, |b, k, o| word::apply_ascii(b, key_word(k, o)));
+}
+
 #[test]
 fn scalar_matches_rfc_example() {
     // RFC 6455 5.7: "Hello" masked with 37 fa 21 3d.
@@ -119,6 +183,38 @@ mod x86_levels {
         }
         // SAFETY: the feature was just detected; lengths start at 16.
         matches_scalar(16, |b, k, o| unsafe { x86::avx2(b, key_word(k, o)) });
+    }
+
+    #[test]
+    fn avx512_ascii_matches_scalar() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // SAFETY: the feature was just detected; lengths start at 16.
+        ascii_matches_scalar(16, |b, k, o| unsafe {
+            x86::avx512_ascii(b, key_word(k, o))
+        });
+    }
+
+    #[test]
+    fn avx2_ascii_matches_scalar() {
+        if !is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        // SAFETY: the feature was just detected; lengths start at 16.
+        ascii_matches_scalar(16, |b, k, o| unsafe { x86::avx2_ascii(b, key_word(k, o)) });
+    }
+
+    #[test]
+    fn sse2_ascii_matches_scalar() {
+        if !is_x86_feature_detected!("sse2") {
+            eprintln!("skipped: no SSE2 on this CPU");
+            return;
+        }
+        // SAFETY: the feature was just detected; lengths start at 16.
+        ascii_matches_scalar(16, |b, k, o| unsafe { x86::sse2_ascii(b, key_word(k, o)) });
     }
 
     #[test]

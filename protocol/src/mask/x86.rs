@@ -41,6 +41,23 @@ pub(super) fn apply(buf: &mut [u8], key: u32) {
     }
 }
 
+/// [`apply`] that also tells whether every byte it stored is ASCII.
+#[inline(always)]
+pub(super) fn apply_ascii(buf: &mut [u8], key: u32) -> bool {
+    if buf.len() < 16 {
+        return word::short_ascii(buf, key);
+    }
+    match level() {
+        // SAFETY: as in `apply`.
+        AVX512 => unsafe { avx512_ascii(buf, key) },
+        // SAFETY: as in `apply`.
+        AVX2 => unsafe { avx2_ascii(buf, key) },
+        // SAFETY: as in `apply`.
+        SSE2 => unsafe { sse2_ascii(buf, key) },
+        _ => word::apply_ascii(buf, key),
+    }
+}
+
 #[inline(always)]
 fn level() -> u8 {
     match LEVEL.load(Ordering::Relaxed) {
@@ -65,9 +82,11 @@ fn detect() -> u8 {
     level
 }
 
-/// The kernel body for vectors of `$w` bytes; `buf.len() >= $w` must hold.
+/// The kernel body for vectors of `$w` bytes; `buf.len() >= $w` must hold. Evaluates to
+/// the OR of every vector it stored: the masked-only kernels drop it (and the compiler
+/// drops the ORs with it), the ASCII-checking ones test its high bits.
 macro_rules! ends_and_aligned_middle {
-    ($buf:ident, $key:ident, $w:literal, $splat:ident, $xor:ident,
+    ($buf:ident, $key:ident, $w:literal, $splat:ident, $xor:ident, $or:ident,
      $loadu:ident, $storeu:ident, $load:ident, $store:ident) => {{
         let len = $buf.len();
         let p = $buf.as_mut_ptr();
@@ -83,6 +102,7 @@ macro_rules! ends_and_aligned_middle {
                 ),
             )
         };
+        let mut acc = $or(head, tail);
         // With at most two vectors of bytes the ends cover everything.
         if len > 2 * $w {
             // Bytes to the next $w-byte boundary (fewer than $w: the head covers them).
@@ -100,12 +120,16 @@ macro_rules! ends_and_aligned_middle {
                     $store(q.add($w).cast(), b);
                     $store(q.add(2 * $w).cast(), c);
                     $store(q.add(3 * $w).cast(), d);
+                    acc = $or(acc, $or($or(a, b), $or(c, d)));
                 }
                 i += 4 * $w;
             }
             while i + $w <= len {
                 // SAFETY: p + i is $w-aligned and the vector from it ends within len.
-                unsafe { $store(p.add(i).cast(), $xor($load(p.add(i).cast()), k)) };
+                let v = unsafe { $xor($load(p.add(i).cast()), k) };
+                // SAFETY: as for the load.
+                unsafe { $store(p.add(i).cast(), v) };
+                acc = $or(acc, v);
                 i += $w;
             }
         }
@@ -114,6 +138,82 @@ macro_rules! ends_and_aligned_middle {
             $storeu(p.cast(), head);
             $storeu(p.add(tail_at).cast(), tail);
         }
+        acc
+    }};
+}
+
+/// The AVX-512 body for buffers over 128 bytes: true when a byte it stored has its high
+/// bit set.
+macro_rules! avx512_body {
+    ($buf:ident, $key:ident) => {{
+        let acc = ends_and_aligned_middle!(
+            $buf,
+            $key,
+            64,
+            _mm512_set1_epi32,
+            _mm512_xor_si512,
+            _mm512_or_si512,
+            _mm512_loadu_si512,
+            _mm512_storeu_si512,
+            _mm512_load_si512,
+            _mm512_store_si512
+        );
+        _mm512_test_epi32_mask(acc, _mm512_set1_epi32(0x8080_8080_u32 as i32)) != 0
+    }};
+}
+
+/// The AVX2 body, with 16-byte vectors for buffers under 32 bytes: true when a byte it
+/// stored has its high bit set.
+macro_rules! avx2_body {
+    ($buf:ident, $key:ident) => {{
+        if $buf.len() < 32 {
+            let acc = ends_and_aligned_middle!(
+                $buf,
+                $key,
+                16,
+                _mm_set1_epi32,
+                _mm_xor_si128,
+                _mm_or_si128,
+                _mm_loadu_si128,
+                _mm_storeu_si128,
+                _mm_load_si128,
+                _mm_store_si128
+            );
+            _mm_movemask_epi8(acc) != 0
+        } else {
+            let acc = ends_and_aligned_middle!(
+                $buf,
+                $key,
+                32,
+                _mm256_set1_epi32,
+                _mm256_xor_si256,
+                _mm256_or_si256,
+                _mm256_loadu_si256,
+                _mm256_storeu_si256,
+                _mm256_load_si256,
+                _mm256_store_si256
+            );
+            _mm256_movemask_epi8(acc) != 0
+        }
+    }};
+}
+
+/// The SSE2 body: true when a byte it stored has its high bit set.
+macro_rules! sse2_body {
+    ($buf:ident, $key:ident) => {{
+        let acc = ends_and_aligned_middle!(
+            $buf,
+            $key,
+            16,
+            _mm_set1_epi32,
+            _mm_xor_si128,
+            _mm_or_si128,
+            _mm_loadu_si128,
+            _mm_storeu_si128,
+            _mm_load_si128,
+            _mm_store_si128
+        );
+        _mm_movemask_epi8(acc) != 0
     }};
 }
 
@@ -133,51 +233,41 @@ pub(super) unsafe fn avx512(buf: &mut [u8], key: u32) {
         // SAFETY: avx512f implies avx2; the length is passed on.
         return unsafe { avx2(buf, key) };
     }
-    ends_and_aligned_middle!(
-        buf,
-        key,
-        64,
-        _mm512_set1_epi32,
-        _mm512_xor_si512,
-        _mm512_loadu_si512,
-        _mm512_storeu_si512,
-        _mm512_load_si512,
-        _mm512_store_si512
-    );
+    let _ = avx512_body!(buf, key);
 }
 
-/// AVX2 kernel, with 16-byte vectors for buffers under 32 bytes.
+/// [`avx512`] that also tells whether every byte it stored is ASCII.
+///
+/// # Safety
+///
+/// As for [`avx512`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn avx512_ascii(buf: &mut [u8], key: u32) -> bool {
+    if buf.len() <= 128 {
+        // SAFETY: avx512f implies avx2; the length is passed on.
+        return unsafe { avx2_ascii(buf, key) };
+    }
+    !avx512_body!(buf, key)
+}
+
+/// AVX2 kernel.
 ///
 /// # Safety
 ///
 /// The CPU must support avx2, and `buf` must be at least 16 bytes long.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn avx2(buf: &mut [u8], key: u32) {
-    if buf.len() < 32 {
-        ends_and_aligned_middle!(
-            buf,
-            key,
-            16,
-            _mm_set1_epi32,
-            _mm_xor_si128,
-            _mm_loadu_si128,
-            _mm_storeu_si128,
-            _mm_load_si128,
-            _mm_store_si128
-        );
-        return;
-    }
-    ends_and_aligned_middle!(
-        buf,
-        key,
-        32,
-        _mm256_set1_epi32,
-        _mm256_xor_si256,
-        _mm256_loadu_si256,
-        _mm256_storeu_si256,
-        _mm256_load_si256,
-        _mm256_store_si256
-    );
+    let _ = avx2_body!(buf, key);
+}
+
+/// [`avx2`] that also tells whether every byte it stored is ASCII.
+///
+/// # Safety
+///
+/// As for [`avx2`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn avx2_ascii(buf: &mut [u8], key: u32) -> bool {
+    !avx2_body!(buf, key)
 }
 
 /// SSE2 kernel.
@@ -187,15 +277,15 @@ pub(super) unsafe fn avx2(buf: &mut [u8], key: u32) {
 /// The CPU must support sse2, and `buf` must be at least 16 bytes long.
 #[target_feature(enable = "sse2")]
 pub(super) unsafe fn sse2(buf: &mut [u8], key: u32) {
-    ends_and_aligned_middle!(
-        buf,
-        key,
-        16,
-        _mm_set1_epi32,
-        _mm_xor_si128,
-        _mm_loadu_si128,
-        _mm_storeu_si128,
-        _mm_load_si128,
-        _mm_store_si128
-    );
+    let _ = sse2_body!(buf, key);
+}
+
+/// [`sse2`] that also tells whether every byte it stored is ASCII.
+///
+/// # Safety
+///
+/// As for [`sse2`].
+#[target_feature(enable = "sse2")]
+pub(super) unsafe fn sse2_ascii(buf: &mut [u8], key: u32) -> bool {
+    !sse2_body!(buf, key)
 }

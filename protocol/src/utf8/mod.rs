@@ -19,6 +19,23 @@ pub fn validate(bytes: &[u8]) -> Option<&str> {
     simdutf8::basic::from_utf8(bytes).ok()
 }
 
+/// Unmasks a whole text payload in place (RFC 6455 5.3, `key` from its frame header, the
+/// payload's first byte first) and returns it as text, or `None` when it is not UTF-8.
+/// The unmasking pass also tells whether every byte is ASCII, which is UTF-8 with no
+/// further check; only other text is validated.
+#[inline(always)]
+pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> Option<&str> {
+    if crate::mask::apply_mask_ascii(payload, key, 0) {
+        debug_assert!(payload.is_ascii());
+        // SAFETY: every byte is below 0x80 (what `apply_mask_ascii` returning true means;
+        // its unit tests check that against the scalar reference at every alignment), and
+        // a run of ASCII bytes is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(payload) })
+    } else {
+        validate(payload)
+    }
+}
+
 /// Streaming validator for one message: carries an incomplete trailing character (at most
 /// 3 bytes) over to the next chunk. Reset it (assign the default) for each message; after
 /// an error its state is meaningless.
