@@ -14,7 +14,9 @@ use crate::handler::Handler;
 const MAX_STASH: usize = 14 + 125;
 
 impl<S> Core<S> {
-    /// Plaintext arrived for a connection.
+    /// Plaintext arrived for a connection. Inlined into [`Core::input`] with the frame
+    /// loop: the read path is one function from the backend's completion to the handler.
+    #[inline(always)]
     pub(super) fn plain_input<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
@@ -29,21 +31,30 @@ impl<S> Core<S> {
                     c.since = self.now;
                     c.flags &= !PING_SENT;
                 }
-                self.frame_input(h, key, bytes)
+                self.frames(h, key, bytes)
             }
             // The answer is out or going out; input is read and discarded until EOF.
             Phase::Http | Phase::Draining => {}
         }
     }
 
-    /// Frames: first complete what was stashed from the last input, then decode the rest
-    /// in place, stashing an incomplete header or control frame.
+    /// [`Core::frames`] out of line, for the input that follows a handshake or a request
+    /// in the same read.
+    #[inline(never)]
     pub(super) fn frame_input<H: Handler<State = S>>(
         &mut self,
         h: &mut H,
         key: usize,
         bytes: &mut [u8],
     ) {
+        self.frames(h, key, bytes)
+    }
+
+    /// Frames: first complete what was stashed from the last input, then decode the rest
+    /// in place, stashing an incomplete header or control frame. Inlined into the read
+    /// path (one function from the backend's completion to the handler, not three).
+    #[inline(always)]
+    fn frames<H: Handler<State = S>>(&mut self, h: &mut H, key: usize, bytes: &mut [u8]) {
         let has_stash = self.conns[key]
             .spill
             .as_ref()

@@ -65,6 +65,9 @@ impl<S> Core<S> {
     /// ([`Core::timers_behind`] keeps the run loop from sleeping meanwhile). Deadlines are
     /// reckoned on the clock, never on the lagging buckets.
     pub fn advance<H: Handler<State = S>>(&mut self, h: &mut H) {
+        if !self.timers_behind() {
+            return; // most turns: still in the tick already visited; no batch to zero
+        }
         let mut budget = timer::TURN_BUDGET;
         let mut batch = [0u32; timer::CHUNK];
         if !self.visit_rest(h, &mut budget, &mut batch) {

@@ -60,6 +60,16 @@ pub(super) struct SendOp {
 }
 
 impl Uring {
+    /// The part of a direct write the socket did not take (`n` bytes went), sent on the
+    /// ring. Out of line, off the flush loop's path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn send_rest(&mut self, fd: RawFd, token: Token, piece: &Piece, n: usize) {
+        let mut rest = piece.clone();
+        rest.advance(n);
+        self.send_piece(fd, token, &rest);
+    }
+
     /// Sends one piece for a connection with nothing else pending: the piece (a shared
     /// count on its arena chunk) lives in the send record until the completion.
     pub(super) fn send_piece(&mut self, fd: RawFd, token: Token, piece: &Piece) {
