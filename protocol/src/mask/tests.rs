@@ -20,6 +20,16 @@ const KEY_COUNT: usize = 1;
 const ALIGN_STEP: usize = 1;
 #[cfg(miri)]
 const ALIGN_STEP: usize = 16;
+/// High bytes planted per length by the ASCII checks (besides one at the last byte), and
+/// every how many lengths they run; under Miri only the last byte is planted.
+#[cfg(not(miri))]
+const MARKS: usize = 6;
+#[cfg(miri)]
+const MARKS: usize = 0;
+#[cfg(not(miri))]
+const ASCII_LEN_STEP: usize = 1;
+#[cfg(miri)]
+const ASCII_LEN_STEP: usize = 2;
 
 /// Checks `f` against the scalar reference at every start alignment 0..64 (relative to a
 /// 64-byte boundary), every length `min_len..400` and every offset 0..4, for each key.
@@ -53,35 +63,36 @@ fn matches_scalar(min_len: usize, f: impl Fn(&mut [u8], [u8; 4], usize)) {
 /// positions, so that each vector of every loop is seen carrying it) must be called not
 /// ASCII; nothing outside the slice may change.
 fn ascii_matches_scalar(min_len: usize, f: impl Fn(&mut [u8], [u8; 4], usize) -> bool) {
-    let mut got = vec![0xEEu8; 128 + MAX_LEN + 64];
-    let base = got.as_ptr().addr().wrapping_neg() & 63;
+    let mut got = vec![0xEEu8; 64 + 128 + MAX_LEN + 64];
+    // 64 bytes before the first case's start, past a 64-byte boundary.
+    let base = 64 + (got.as_ptr().addr().wrapping_neg() & 63);
     let key = KEYS[0];
     for align in (0..64).step_by(ALIGN_STEP) {
-        for len in min_len..MAX_LEN {
-            let step = (len / 6).max(1);
-            let marks = (0..len).step_by(step).chain(len.checked_sub(1));
+        let at = base + align;
+        // Lengths grow, so each case's bytes lie inside the next one's: one fill per start.
+        got.fill(0xEE);
+        for len in (min_len..MAX_LEN).step_by(ASCII_LEN_STEP) {
+            let mut plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let spread = (0..len).step_by((len / MARKS.max(1)).max(1)).take(MARKS);
+            let marks = spread.chain(len.checked_sub(1));
             for mark in std::iter::once(None).chain(marks.map(Some)) {
+                if let Some(m) = mark {
+                    plain[m] = 0xC3;
+                }
                 for offset in 0..4 {
-                    let at = base + align;
-                    let mut plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-                    if let Some(m) = mark {
-                        plain[m] = 0xC3;
-                    }
-                    let mut masked = plain.clone();
-                    apply_mask_scalar(&mut masked, key, offset);
-                    got[at..at + len].copy_from_slice(&masked);
-                    let ascii = f(&mut got[at..at + len], key, offset);
+                    let slot = &mut got[at..at + len];
+                    slot.copy_from_slice(&plain);
+                    apply_mask_scalar(slot, key, offset);
+                    let ascii = f(slot, key, offset);
                     let case = || format!("align {align} len {len} offset {offset} mark {mark:?}");
                     assert!(got[at..at + len] == plain[..], "{}", case());
                     assert_eq!(ascii, mark.is_none(), "{}", case());
                     // A vector store past either end would land within 64 bytes of it.
-                    assert!(
-                        got[at - align..at] == [0xEE; 64][..align],
-                        "{}: before",
-                        case()
-                    );
+                    assert!(got[at - 64..at] == [0xEE; 64], "{}: before", case());
                     assert!(got[at + len..][..64] == [0xEE; 64], "{}: after", case());
-                    got[at..at + len].fill(0xEE);
+                }
+                if let Some(m) = mark {
+                    plain[m] = b'a' + (m % 26) as u8;
                 }
             }
         }
