@@ -129,6 +129,7 @@ fn apply<B: Backend, S>(backend: &mut B, core: &mut Core<S>) {
     }
 }
 
+/// [`apply`]'s work when there are operations, out of the run loop's line.
 #[inline(never)]
 fn apply_ops<B: Backend, S>(backend: &mut B, core: &mut Core<S>) {
     let mut ops = std::mem::take(&mut core.ops);

@@ -162,42 +162,6 @@ macro_rules! avx512_body {
     }};
 }
 
-/// The AVX2 body, with 16-byte vectors for buffers under 32 bytes: true when a byte it
-/// stored has its high bit set.
-macro_rules! avx2_body {
-    ($buf:ident, $key:ident) => {{
-        if $buf.len() < 32 {
-            let acc = ends_and_aligned_middle!(
-                $buf,
-                $key,
-                16,
-                _mm_set1_epi32,
-                _mm_xor_si128,
-                _mm_or_si128,
-                _mm_loadu_si128,
-                _mm_storeu_si128,
-                _mm_load_si128,
-                _mm_store_si128
-            );
-            _mm_movemask_epi8(acc) != 0
-        } else {
-            let acc = ends_and_aligned_middle!(
-                $buf,
-                $key,
-                32,
-                _mm256_set1_epi32,
-                _mm256_xor_si256,
-                _mm256_or_si256,
-                _mm256_loadu_si256,
-                _mm256_storeu_si256,
-                _mm256_load_si256,
-                _mm256_store_si256
-            );
-            _mm256_movemask_epi8(acc) != 0
-        }
-    }};
-}
-
 /// The SSE2 body: true when a byte it stored has its high bit set.
 macro_rules! sse2_body {
     ($buf:ident, $key:ident) => {{
@@ -214,6 +178,30 @@ macro_rules! sse2_body {
             _mm_store_si128
         );
         _mm_movemask_epi8(acc) != 0
+    }};
+}
+
+/// The AVX2 body, with the SSE2 one (16-byte vectors) for buffers under 32 bytes: true when a byte it
+/// stored has its high bit set.
+macro_rules! avx2_body {
+    ($buf:ident, $key:ident) => {{
+        if $buf.len() < 32 {
+            sse2_body!($buf, $key)
+        } else {
+            let acc = ends_and_aligned_middle!(
+                $buf,
+                $key,
+                32,
+                _mm256_set1_epi32,
+                _mm256_xor_si256,
+                _mm256_or_si256,
+                _mm256_loadu_si256,
+                _mm256_storeu_si256,
+                _mm256_load_si256,
+                _mm256_store_si256
+            );
+            _mm256_movemask_epi8(acc) != 0
+        }
     }};
 }
 
