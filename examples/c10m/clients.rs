@@ -313,9 +313,9 @@ impl Clients {
     }
 
     /// Closes every connection from the client side and waits for the processes to exit.
-    /// At most `at_once` processes close at the same time: one process gives up on the
-    /// close handshakes it has not finished after 30 s, and a million closing together on
-    /// two shared cores take longer than that.
+    /// At most `at_once` processes close at the same time: a process gives up on its
+    /// close handshakes once none has finished for 30 s, and a million closing together on
+    /// two shared cores starve some processes that long.
     pub fn close(&mut self, timeout: Duration, at_once: usize) -> io::Result<Closed> {
         let procs = self.procs.len();
         let mut next = 0;

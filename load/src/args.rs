@@ -15,8 +15,11 @@ pub const USAGE: &str = "\
 usage:
   throng-load hold --url ws[s]://HOST:PORT/PATH --connections N [--source-offset K]
                    [--open-window W (256)] [--open-timeout SECS (120)] [--cafile PEM]
+                   [--close-stall SECS (30)]
       N connections held open, pings answered; JSON lines on stdout; commands on stdin:
-      expect-broadcast | stats | close (EOF: close)
+      expect-broadcast | stats | close (EOF: close). The close waits for the close
+      handshakes while they keep finishing; after --close-stall with none finished,
+      the rest count as close failures
   throng-load echo --url ws[s]://HOST:PORT/PATH --connections N --size BYTES
                    [--rate MSGS_PER_S] --duration SECS [--warmup SECS (1)]
                    [--processes P] [--json] [--source-offset K]
@@ -239,6 +242,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 "source-offset",
                 "open-window",
                 "open-timeout",
+                "close-stall",
                 "cafile",
             ])?;
             let url = parse_url(f.required("url")?)?;
@@ -255,6 +259,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 source_offset: f.count("source-offset", Some(0))?,
                 open_window: f.count("open-window", Some(256))?.max(1),
                 open_timeout: f.seconds("open-timeout", Some(120.0))?,
+                close_stall: f.seconds("close-stall", Some(30.0))?,
                 tls,
             }))
         }
@@ -479,6 +484,13 @@ mod tests {
         };
         assert_eq!((o.connections, o.source_offset, o.open_window), (7, 3, 256));
         assert_eq!(o.open_timeout, Duration::from_millis(500));
+        assert_eq!(o.close_stall, Duration::from_secs(30));
+        let Ok(Command::Hold(o)) = parse(&args(
+            "hold --url ws://127.0.0.1:9/ --connections 7 --close-stall 1.5",
+        )) else {
+            panic!("not parsed");
+        };
+        assert_eq!(o.close_stall, Duration::from_millis(1500));
         for bad in [
             "",
             "holdx",
@@ -491,6 +503,7 @@ mod tests {
             "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout nan",
             "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout -1",
             "hold --url ws://127.0.0.1:9/ --connections 5 --open-timeout 1e300",
+            "hold --url ws://127.0.0.1:9/ --connections 5 --close-stall -1",
             "hold --url ws://127.0.0.1:9/ --connections 5 --connections 6",
             "hold --url ws://127.0.0.1:9/ --connections 5 --json",
             "hold --url ws://127.0.0.1:9/ --connections 5 stray",

@@ -3,7 +3,8 @@
 //! answers (the server pings every 200 ms and closes a connection whose pong is 300 ms
 //! late), a broadcast reaching every connection, a clean close; connections the server
 //! closes counted as failures; a refused ramp reported with its error; failures make
-//! the exit status 1.
+//! the exit status 1; a close that waits while handshakes keep finishing and gives up
+//! after `--close-stall` without one.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -313,4 +314,92 @@ fn bad_arguments_are_usage_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("usage:") && !err.contains("panicked"), "{err}");
     }
+}
+
+/// Accepts `n` WebSocket upgrades on loopback, then answers the clients' close frames one
+/// connection at a time, one every `every` (a slow server), or never (`None`: a server
+/// that stopped answering; it reads and ignores everything).
+fn slow_server(n: usize, every: Option<Duration>) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+                req.push(byte[0]);
+            }
+            let text = String::from_utf8(req).unwrap();
+            let key = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .or_else(|| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                })
+                .expect("a key header");
+            let accept = throng_protocol::handshake::accept_key(key.trim().as_bytes());
+            let reply = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                std::str::from_utf8(&accept).unwrap()
+            );
+            s.write_all(reply.as_bytes()).unwrap();
+            held.push(s);
+        }
+        for mut s in held {
+            let mut sink = [0u8; 1024];
+            let Some(every) = every else {
+                // Drain until the peer goes, answering nothing.
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                continue;
+            };
+            // The client's masked close frame (2 + 4 + 2 bytes, code 1000, no reason).
+            s.read_exact(&mut sink[..8]).unwrap();
+            assert_eq!(sink[0], 0x88, "a close frame");
+            std::thread::sleep(every);
+            s.write_all(&[0x88, 0x02, 0x03, 0xe8]).unwrap();
+            // The server closes the TCP connection first (RFC 6455 section 7.1.1).
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn the_close_gives_up_once_no_handshake_finishes_for_the_stall_time() {
+    let n = 5;
+    let (addr, server) = slow_server(n, None);
+    let mut hold = Hold::start(&format!("ws://{addr}/"), n, &["--close-stall", "1"]);
+    assert_eq!(hold.next("ramped")["connected"], n);
+    let t0 = Instant::now();
+    let closed = hold.eof();
+    let waited = t0.elapsed();
+    assert_eq!(closed["closed_cleanly"], 0, "{closed}");
+    assert_eq!(closed["close_failures"], n, "{closed}");
+    // It waited the stall time, not the 30 s default, and not less.
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(hold.exit().code(), Some(1));
+    server.join().unwrap();
+}
+
+#[test]
+fn the_close_waits_as_long_as_handshakes_keep_finishing() {
+    // Five closes answered 0.5 s apart take 2.5 s, more than the 1 s stall time, yet
+    // each one finishes within it: all five are clean.
+    let n = 5;
+    let (addr, server) = slow_server(n, Some(Duration::from_millis(500)));
+    let mut hold = Hold::start(&format!("ws://{addr}/"), n, &["--close-stall", "1"]);
+    assert_eq!(hold.next("ramped")["connected"], n);
+    let t0 = Instant::now();
+    let closed = hold.eof();
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(closed["closed_cleanly"], n, "{closed}");
+    assert_eq!(closed["close_failures"], 0, "{closed}");
+    assert_eq!(hold.exit().code(), Some(0));
+    server.join().unwrap();
 }
