@@ -617,13 +617,14 @@ pub fn run(options: Options) -> io::Result<Report> {
                     let tag = format!("{}_{}", size, conns);
                     let what = format!("Echo {}, {} conns", size_label(size), thousands(conns));
                     run.say(format_args!(
-                        "[echo {} x {} r{}] {server}: {:.0} msg/s, server CPU {:.0}%, {:.0} ns/msg",
+                        "[echo {} x {} r{}] {server}: {:.0} msg/s, server CPU {:.0}%, {:.0} ns/msg, slowest connection {:.0}% of the mean",
                         size_label(size),
                         conns,
                         round + 1,
                         r.rate(),
                         100.0 * r.server_cpu_ns as f64 / (r.seconds * 1e9),
-                        r.server_ns_per_message()
+                        r.server_ns_per_message(),
+                        100.0 * r.slowest_share()
                     ));
                     run.record(
                         Spec {
@@ -657,6 +658,17 @@ pub fn run(options: Options) -> io::Result<Report> {
                         },
                         server,
                         100.0 * r.server_cpu_ns as f64 / (r.seconds * 1e9),
+                    );
+                    run.record(
+                        Spec {
+                            key: &format!("echo_fair_{tag}"),
+                            label: &format!("{what}: slowest connection's echoes, % of the mean"),
+                            unit: "%",
+                            better: Better::Higher,
+                            diagnostic: true,
+                        },
+                        server,
+                        100.0 * r.slowest_share(),
                     );
                 }
             }

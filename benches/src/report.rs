@@ -341,7 +341,7 @@ pub fn markdown(report: &Report) -> String {
     }
     let diag: Vec<&Figure> = report.figures.iter().filter(|f| f.diagnostic).collect();
     if !diag.is_empty() {
-        out.push_str("\nServer CPU (diagnostics: what each server spent, read from /proc/PID/task/*/schedstat over the same windows)\n\n");
+        out.push_str("\nDiagnostics: server CPU (what each server spent, read from /proc/PID/task/*/schedstat over the same windows) and, for echo, the fewest echoes one connection got in the window as a share of the mean connection's (100%: all served alike; a server that serves some connections over and over while others wait gets its rate that way)\n\n");
         table(&mut out, report, &diag);
     }
     out

@@ -1,6 +1,7 @@
 //! The whole harness on a tiny configuration (20 connections, a fraction of a second per
 //! figure): every server starts, answers every measurement, and every figure is in the
 //! table, the JSON and the chart. No timing is asserted: that is what `compare` is for.
+//! One property is: throng's echo serves every connection alike.
 
 use std::path::PathBuf;
 
@@ -81,6 +82,26 @@ fn every_server_answers_every_figure() {
                 figure.ratio(server).is_some(),
                 "{key}: no ratio for {server}"
             );
+        }
+    }
+
+    // Fairness: every echo figure has its slowest-connection share; throng serves its
+    // connections in arrival order, so at 20 connections none falls far behind.
+    for size in &plan.echo_sizes {
+        for conns in &plan.echo_conns {
+            let key = format!("echo_fair_{size}_{conns}");
+            let figure = report
+                .figure(&key)
+                .unwrap_or_else(|| panic!("figure {key} missing"));
+            for &server in &ran {
+                let v = figure
+                    .median(server)
+                    .unwrap_or_else(|| panic!("{key}: no value for {server}"));
+                assert!(v.is_finite() && v >= 0.0, "{key}: {server} gave {v}");
+                if matches!(server, ServerKind::ThrongEpoll | ServerKind::ThrongUring) {
+                    assert!(v > 50.0, "{key}: {server} served its slowest at {v}%");
+                }
+            }
         }
     }
 

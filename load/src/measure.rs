@@ -242,6 +242,11 @@ fn echo_once(fleet: &mut Fleet, timeout: Duration) -> io::Result<()> {
 pub struct EchoResult {
     /// Echoes received in the window.
     pub messages: u64,
+    /// Connections that took part.
+    pub conns: usize,
+    /// The fewest echoes one connection received in the window: a server that serves
+    /// some connections over and over while others wait shows here, not in the rate.
+    pub slowest: u64,
     /// Window length (seconds).
     pub seconds: f64,
     /// Server CPU time in the window (nanoseconds, all its threads).
@@ -257,6 +262,11 @@ impl EchoResult {
     pub fn server_ns_per_message(&self) -> f64 {
         self.server_cpu_ns as f64 / (self.messages.max(1)) as f64
     }
+    /// The slowest connection's echoes as a share of the mean connection's (1.0: every
+    /// connection was served alike).
+    pub fn slowest_share(&self) -> f64 {
+        self.slowest as f64 * self.conns as f64 / self.messages.max(1) as f64
+    }
 }
 
 struct EchoLoop<'a> {
@@ -264,11 +274,13 @@ struct EchoLoop<'a> {
     expect: &'a [u8],
     counting: bool,
     count: u64,
+    /// Echoes counted per connection (by fleet index).
+    each: Vec<u32>,
     bad: u64,
 }
 
 impl Driver for EchoLoop<'_> {
-    fn message(&mut self, _: usize, conn: &mut Conn, m: Msg<'_>) {
+    fn message(&mut self, index: usize, conn: &mut Conn, m: Msg<'_>) {
         if m.len != self.expect.len() as u64
             || !m.text
             || *m.prefix != self.expect[..m.prefix.len()]
@@ -276,6 +288,9 @@ impl Driver for EchoLoop<'_> {
             self.bad += 1;
         }
         self.count += u64::from(self.counting);
+        if let Some(n) = self.each.get_mut(index) {
+            *n += u32::from(self.counting);
+        }
         conn.send(self.frame);
     }
 }
@@ -305,6 +320,7 @@ pub fn echo(
             expect: &payload,
             counting: false,
             count: 0,
+            each: vec![0; fleet.conns.len()],
             bad: 0,
         };
         for c in fleet.conns.iter_mut() {
@@ -320,12 +336,15 @@ pub fn echo(
             if began.is_none() && now >= start {
                 d.counting = true;
                 d.count = 0;
+                d.each.fill(0);
                 began = Some((now, if t == 0 { target.cpu_ns() } else { 0 }));
             }
             if now >= end {
                 let (b, cpu0) = began.unwrap_or((now, 0));
                 result = EchoResult {
                     messages: d.count,
+                    conns: d.each.len(),
+                    slowest: d.each.iter().copied().min().map_or(0, u64::from),
                     seconds: (now - b).as_secs_f64(),
                     server_cpu_ns: if t == 0 {
                         target.cpu_ns().saturating_sub(cpu0)
@@ -350,6 +369,14 @@ pub fn echo(
     let seconds = parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
     Ok(EchoResult {
         messages: parts.iter().map(|p| p.messages).sum(),
+        conns: parts.iter().map(|p| p.conns).sum(),
+        // A thread may hold no connection (fewer connections than threads).
+        slowest: parts
+            .iter()
+            .filter(|p| p.conns > 0)
+            .map(|p| p.slowest)
+            .min()
+            .unwrap_or(0),
         seconds,
         server_cpu_ns: parts[0].server_cpu_ns,
     })
