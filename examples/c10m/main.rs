@@ -586,7 +586,7 @@ fn run(args: &Args) -> Result<u64, Stop> {
     let at_once = (100_000 / per_process).max(1);
     let closed = load.close(Duration::from_secs(120 + n as u64 / 5_000), at_once)?;
     let close_secs = close_started.elapsed().as_secs_f64();
-    let mut report = [0u64; 9];
+    let mut report = [0u64; 11];
     for s in &mut servers {
         for (sum, v) in report.iter_mut().zip(numbers(&s.ask("quit")?)) {
             *sum += v;
@@ -603,13 +603,16 @@ fn run(args: &Args) -> Result<u64, Stop> {
         timed_out,
         refused_full,
         send_dropped,
+        pong_timeouts,
+        recv_enobufs,
     ] = report;
     say.line(format!(
         "close: {} closed cleanly by the clients in {close_secs:.1} s, {} close failures, {} \
          load processes exited badly; server: {opened} opened, {server_clean} closed cleanly, \
          {abnormal} abnormally, {refused_full} refused, {timed_out} timers expired (of \
-         any kind: a wait for the FIN after a clean close counts but is no failure), \
-         {left_open} still open at shutdown ({forced} forced)",
+         any kind: a wait for the FIN after a clean close counts but is no failure; \
+         {pong_timeouts} of them pong timeouts), {left_open} still open at shutdown ({forced} \
+         forced); io_uring receive ring found empty {recv_enobufs} times",
         closed.closed_cleanly, closed.close_failures, closed.exit_failures
     ));
 
@@ -693,6 +696,8 @@ fn run(args: &Args) -> Result<u64, Stop> {
             "broadcast_received": b.received,
             "closed_cleanly": closed.closed_cleanly,
             "server_closed_cleanly": server_clean,
+            "server_pong_timeouts": pong_timeouts,
+            "server_recv_enobufs": recv_enobufs,
             "server_timers_expired": timed_out,
             "failures": failures_total,
             "failure_kinds": failures,

@@ -8,7 +8,8 @@
 //! (the same message written to every socket by a bare loop) -> `published REACHED DROPPED`;
 //! `mem` -> `mem SLOTS POOL_IN_USE POOL_FREE POOL_ALLOCATED` (summed over the workers);
 //! `quit` (or EOF) -> graceful shutdown, then `report AT_SHUTDOWN CLEAN FORCED OPENED
-//! CLOSED_CLEANLY CLOSED_ABNORMALLY TIMED_OUT REFUSED_FULL DROPPED`.
+//! CLOSED_CLEANLY CLOSED_ABNORMALLY TIMED_OUT REFUSED_FULL DROPPED PONG_TIMEOUTS
+//! RECV_ENOBUFS`.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
@@ -158,7 +159,7 @@ pub fn run(opts: Options) -> std::io::Result<()> {
     let s = r.stats;
     writeln!(
         out,
-        "report {} {} {} {} {} {} {} {} {}",
+        "report {} {} {} {} {} {} {} {} {} {} {}",
         r.connections,
         r.closed_cleanly,
         r.forced,
@@ -167,7 +168,9 @@ pub fn run(opts: Options) -> std::io::Result<()> {
         s.closed_abnormally,
         s.timed_out,
         s.refused_full,
-        s.dropped
+        s.dropped,
+        s.pong_timeouts,
+        s.recv_enobufs
     )?;
     out.flush()
 }
