@@ -616,13 +616,13 @@ pub fn run(options: Options) -> io::Result<Report> {
                     };
                     let tag = format!("{}_{}", size, conns);
                     let what = format!("Echo {}, {} conns", size_label(size), thousands(conns));
+                    let busy = 100.0 * r.server_cpu_ns as f64 / (r.seconds * 1e9);
                     run.say(format_args!(
-                        "[echo {} x {} r{}] {server}: {:.0} msg/s, server CPU {:.0}%, {:.0} ns/msg, slowest connection {:.0}% of the mean",
+                        "[echo {} x {} r{}] {server}: {:.0} msg/s, server CPU {busy:.0}%, {:.0} ns/msg, slowest connection {:.0}% of the mean",
                         size_label(size),
                         conns,
                         round + 1,
                         r.rate(),
-                        100.0 * r.server_cpu_ns as f64 / (r.seconds * 1e9),
                         r.server_ns_per_message(),
                         100.0 * r.slowest_share()
                     ));
@@ -637,39 +637,33 @@ pub fn run(options: Options) -> io::Result<Report> {
                         server,
                         r.rate(),
                     );
-                    run.record(
-                        Spec {
-                            key: &format!("echo_cpu_{tag}"),
-                            label: &format!("{what}: server CPU per message"),
-                            unit: "ns",
-                            better: Better::Lower,
+                    let diagnostics = [
+                        (
+                            "cpu",
+                            "server CPU per message",
+                            "ns",
+                            Better::Lower,
+                            r.server_ns_per_message(),
+                        ),
+                        ("busy", "server CPU busy", "%", Better::Higher, busy),
+                        (
+                            "fair",
+                            "slowest connection's echoes, % of the mean",
+                            "%",
+                            Better::Higher,
+                            100.0 * r.slowest_share(),
+                        ),
+                    ];
+                    for (key, label, unit, better, value) in diagnostics {
+                        let spec = Spec {
+                            key: &format!("echo_{key}_{tag}"),
+                            label: &format!("{what}: {label}"),
+                            unit,
+                            better,
                             diagnostic: true,
-                        },
-                        server,
-                        r.server_ns_per_message(),
-                    );
-                    run.record(
-                        Spec {
-                            key: &format!("echo_busy_{tag}"),
-                            label: &format!("{what}: server CPU busy"),
-                            unit: "%",
-                            better: Better::Higher,
-                            diagnostic: true,
-                        },
-                        server,
-                        100.0 * r.server_cpu_ns as f64 / (r.seconds * 1e9),
-                    );
-                    run.record(
-                        Spec {
-                            key: &format!("echo_fair_{tag}"),
-                            label: &format!("{what}: slowest connection's echoes, % of the mean"),
-                            unit: "%",
-                            better: Better::Higher,
-                            diagnostic: true,
-                        },
-                        server,
-                        100.0 * r.slowest_share(),
-                    );
+                        };
+                        run.record(spec, server, value);
+                    }
                 }
             }
         }

@@ -70,10 +70,7 @@ fn every_server_answers_every_figure() {
             .figure(key)
             .unwrap_or_else(|| panic!("figure {key} missing"));
         for &server in &ran {
-            let v = figure
-                .median(server)
-                .unwrap_or_else(|| panic!("{key}: no value for {server}"));
-            assert!(v.is_finite() && v >= 0.0, "{key}: {server} gave {v}");
+            let v = value(figure, key, server);
             if key != "memory" {
                 // Memory may round to zero pages at 20 connections; nothing else may.
                 assert!(v > 0.0, "{key}: {server} gave 0");
@@ -94,10 +91,7 @@ fn every_server_answers_every_figure() {
                 .figure(&key)
                 .unwrap_or_else(|| panic!("figure {key} missing"));
             for &server in &ran {
-                let v = figure
-                    .median(server)
-                    .unwrap_or_else(|| panic!("{key}: no value for {server}"));
-                assert!(v.is_finite() && v >= 0.0, "{key}: {server} gave {v}");
+                let v = value(figure, &key, server);
                 if matches!(server, ServerKind::ThrongEpoll | ServerKind::ThrongUring) {
                     assert!(v > 50.0, "{key}: {server} served its slowest at {v}%");
                 }
@@ -131,4 +125,13 @@ fn every_server_answers_every_figure() {
         "smoke comparison took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A figure's median for `server`: present, finite and not negative.
+fn value(figure: &compare::Figure, key: &str, server: ServerKind) -> f64 {
+    let v = figure
+        .median(server)
+        .unwrap_or_else(|| panic!("{key}: no value for {server}"));
+    assert!(v.is_finite() && v >= 0.0, "{key}: {server} gave {v}");
+    v
 }
