@@ -148,6 +148,16 @@ impl BufRing {
         self.active as usize
     }
 
+    /// Bytes the circulating buffers hold.
+    pub fn active_bytes(&self) -> usize {
+        self.active as usize * self.size as usize
+    }
+
+    /// Bytes per buffer.
+    pub fn size(&self) -> usize {
+        self.size as usize
+    }
+
     /// Number of buffers.
     pub fn entries(&self) -> usize {
         self.entries as usize

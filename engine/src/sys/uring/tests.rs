@@ -34,6 +34,8 @@ struct Recorder {
     /// (counted bytes, ended) per `sent` report.
     sent: Vec<(usize, bool)>,
     errors: usize,
+    /// Wakeups reported.
+    woken: usize,
 }
 
 impl Sink for Recorder {
@@ -62,7 +64,9 @@ impl Sink for Recorder {
             Err(_) => self.errors += 1,
         }
     }
-    fn woken(&mut self) {}
+    fn woken(&mut self) {
+        self.woken += 1;
+    }
 }
 
 /// A connected pair: the backend's end (raw descriptor) and the peer.
@@ -561,5 +565,44 @@ fn a_ring_that_starts_with_two_buffers_takes_in_more_and_delivers_every_byte_in_
     u.finish();
     for k in 1..=8 {
         crate::net::close(sink.fds[&k]);
+    }
+}
+
+#[test]
+fn one_turn_takes_every_completion_the_kernel_holds_and_a_wakeup_behind_them() {
+    // The kernel runs some 20 deferred completions per wait; the rest, and a wakeup
+    // queued after them, must not wait for later turns.
+    const CONNS: u32 = 300;
+    let Some(mut u) = uring((64, 4096, bufring::RING_INC)) else {
+        return;
+    };
+    let mut sink = Recorder::default();
+    let mut peers: Vec<UnixStream> = (0..CONNS)
+        .map(|key| watched(&mut u, &mut sink, key, None))
+        .collect();
+    poll(&mut u, Duration::ZERO, &mut sink); // submits the receives
+    assert!(sink.input.is_empty());
+    for (i, peer) in peers.iter_mut().enumerate() {
+        std::io::Write::write_all(peer, &pattern(i as u8, 8)).unwrap();
+    }
+    u.waker().unwrap().wake().unwrap();
+    // Let every completion reach the ring's deferred list before the one turn.
+    std::thread::sleep(Duration::from_millis(50));
+    poll(&mut u, Duration::from_millis(100), &mut sink);
+    assert_eq!(
+        sink.input.len(),
+        CONNS as usize,
+        "every connection's input arrived in one turn"
+    );
+    for (key, bytes) in &sink.input {
+        assert_eq!(*bytes, pattern(*key as u8, 8), "connection {key}");
+    }
+    assert_eq!(
+        sink.woken, 1,
+        "the wakeup behind them was seen in the same turn"
+    );
+    u.finish();
+    for fd in sink.fds.values() {
+        crate::net::close(*fd);
     }
 }
