@@ -143,14 +143,8 @@ impl BufRing {
     }
 
     /// Buffers that circulate now.
-    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.active as usize
-    }
-
-    /// Bytes the circulating buffers hold.
-    pub fn active_bytes(&self) -> usize {
-        self.active as usize * self.size as usize
     }
 
     /// Bytes per buffer.

@@ -696,9 +696,11 @@ impl Backend for Uring {
                 // ring's room left a few connections with 10-13% of the mean's echoes.
                 let (recvs, bytes) = self.turn_recv;
                 let avg = (bytes / recvs.max(1)).max(1);
-                let nr = match avg * 16 <= self.bufs.size() {
-                    true => (self.bufs.active_bytes() / 2 / avg).min(DRAIN_NR),
-                    false => 0,
+                let size = self.bufs.size();
+                let nr = if avg * 16 <= size {
+                    (self.bufs.active() * size / 2 / avg).min(DRAIN_NR)
+                } else {
+                    0
                 };
                 if nr > KERNEL_TW_BATCH {
                     drains += 1;
