@@ -152,4 +152,14 @@ impl<H: Handler> Inbox<H> {
     pub fn clear_pending(&self) {
         self.wakeup.pending.store(false, Ordering::Release);
     }
+
+    /// Whether something was posted since the last [`clear_pending`](Self::clear_pending),
+    /// whether or not the backend has delivered its wakeup yet. One load per turn: on
+    /// io_uring the wakeup's completion queues behind every completion ahead of it, and
+    /// the kernel hands out about 20 per wait, so a post seen only through it can wait
+    /// as many turns as that backlog takes.
+    #[inline]
+    pub fn posted(&self) -> bool {
+        self.wakeup.pending.load(Ordering::Acquire)
+    }
 }

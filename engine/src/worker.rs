@@ -187,7 +187,7 @@ pub(crate) fn run<H: Handler, B: Backend>(
             woken: false,
         };
         backend.dispatch(&mut dispatch);
-        let woken = dispatch.woken;
+        let woken = dispatch.woken || inbox.posted();
         let counters = backend.counters();
         core.stats.recv_enobufs = counters.recv_enobufs;
         core.stats.accept_backoffs = counters.accept_backoffs;
