@@ -359,10 +359,16 @@ impl Drop for LoadProcess {
     }
 }
 
-/// Checks a load report: every connection open, no errors, nothing lost.
-fn check_load(v: &Value, conns: usize) -> io::Result<u64> {
+/// Checks a load report: every connection open, no errors, and (unless `lost_ok`)
+/// nothing lost. Returns the echoes counted.
+fn check_load(v: &Value, conns: usize, lost_ok: bool) -> io::Result<u64> {
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
-    if n("open") != Some(conns as u64) || n("errors") != Some(0) || n("lost") != Some(0) {
+    let lost = n("lost");
+    if n("open") != Some(conns as u64)
+        || n("errors") != Some(0)
+        || (!lost_ok && lost != Some(0))
+        || lost.is_none()
+    {
         return Err(io::Error::other(format!("the load run was not clean: {v}")));
     }
     n("messages").ok_or_else(|| io::Error::other(format!("no message count in {v}")))
@@ -452,7 +458,18 @@ fn measure(
         o.warmup + Duration::from_secs(120),
         "warm-up report",
     )?;
-    check_load(&v, conns)?;
+    // The warm-up only has to run the code once; under valgrind a slow server (Bun's
+    // JavaScript) may still owe a few echoes when its 2 s drain ends, and those count
+    // as lost. Any of them the server still handles after the ramp's zeroing is a few
+    // echoes' work against the window's hundred thousand. The window's report must have
+    // none.
+    check_load(&v, conns, true)?;
+    if let Some(lost) = v.get("lost").and_then(Value::as_u64).filter(|&l| l > 0) {
+        say(
+            o,
+            format_args!("  warm-up: {lost} echoes still owed at its end"),
+        );
+    }
     warm.finish()?;
 
     // 2. Ramp, stop at ready, zero.
@@ -481,7 +498,7 @@ fn measure(
     writeln!(stdin, "go")?;
     stdin.flush()?;
     let v = next_json(&load.lines, answer, "report")?;
-    let messages = check_load(&v, conns)?;
+    let messages = check_load(&v, conns, false)?;
 
     // 4. Dump, then let the connections close.
     let reason = format!("{}-{size}", server.id());

@@ -6,21 +6,19 @@
 
 mod common;
 
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
 
 use common::*;
 use throng_engine::{Decision, Handler, Message, UpgradeRequest, WebSocket};
 use tungstenite::Message as TMessage;
 
-/// Echoes; the text `stall` holds the worker in its handler for [`STALL`], and from then
-/// on the messages handled are counted.
+/// Echoes; the text `stall` holds the worker in its handler until the test lets it go,
+/// and from then on the messages handled are counted.
 struct Staller {
     stalled: mpsc::Sender<()>,
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
     after: Option<usize>,
 }
-
-const STALL: Duration = Duration::from_millis(300);
 
 impl Handler for Staller {
     type State = ();
@@ -30,7 +28,7 @@ impl Handler for Staller {
     fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, message: Message<'_>) {
         if message == Message::Text("stall") {
             let _ = self.stalled.send(());
-            std::thread::sleep(STALL);
+            let _ = self.release.lock().unwrap().recv_timeout(EVENT_TIMEOUT);
             self.after = Some(0);
             return;
         }
@@ -49,9 +47,12 @@ fn a_job_posted_during_a_turn_runs_before_the_input_queued_ahead_of_it() {
     const SIZE: usize = 8 << 10;
     for backend in backends() {
         let (stalled_tx, stalled) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel();
+        let release = Arc::new(Mutex::new(release));
         let config = config(backend).with_workers(1);
         let server = throng_engine::Server::start(config, move |_| Staller {
             stalled: stalled_tx.clone(),
+            release: release.clone(),
             after: None,
         })
         .expect("starts");
@@ -73,6 +74,7 @@ fn a_job_posted_during_a_turn_runs_before_the_input_queued_ahead_of_it() {
         assert!(server.handle().post(0, move |h, _| {
             let _ = seen_tx.send(h.after);
         }));
+        release_tx.send(()).unwrap();
         let after = seen
             .recv_timeout(EVENT_TIMEOUT)
             .expect("the job runs")
@@ -93,6 +95,6 @@ fn a_job_posted_during_a_turn_runs_before_the_input_queued_ahead_of_it() {
             }
         }
         drop(staller);
-        server.shutdown();
+        server.shutdown().expect("shuts down");
     }
 }
