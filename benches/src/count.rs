@@ -360,18 +360,17 @@ impl Drop for LoadProcess {
 }
 
 /// Checks a load report: every connection open, no errors, and (unless `lost_ok`)
-/// nothing lost. Returns the echoes counted.
-fn check_load(v: &Value, conns: usize, lost_ok: bool) -> io::Result<u64> {
+/// nothing lost. Returns the echoes counted and the echoes lost.
+fn check_load(v: &Value, conns: usize, lost_ok: bool) -> io::Result<(u64, u64)> {
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
-    let lost = n("lost");
-    if n("open") != Some(conns as u64)
-        || n("errors") != Some(0)
-        || (!lost_ok && lost != Some(0))
-        || lost.is_none()
-    {
-        return Err(io::Error::other(format!("the load run was not clean: {v}")));
+    let unclean = || io::Error::other(format!("the load run was not clean: {v}"));
+    let lost = n("lost").ok_or_else(unclean)?;
+    if n("open") != Some(conns as u64) || n("errors") != Some(0) || (lost > 0 && !lost_ok) {
+        return Err(unclean());
     }
-    n("messages").ok_or_else(|| io::Error::other(format!("no message count in {v}")))
+    let messages =
+        n("messages").ok_or_else(|| io::Error::other(format!("no message count in {v}")))?;
+    Ok((messages, lost))
 }
 
 fn say(o: &Options, what: std::fmt::Arguments<'_>) {
@@ -463,8 +462,8 @@ fn measure(
     // as lost. Any of them the server still handles after the ramp's zeroing is a few
     // echoes' work against the window's hundred thousand. The window's report must have
     // none.
-    check_load(&v, conns, true)?;
-    if let Some(lost) = v.get("lost").and_then(Value::as_u64).filter(|&l| l > 0) {
+    let (_, lost) = check_load(&v, conns, true)?;
+    if lost > 0 {
         say(
             o,
             format_args!("  warm-up: {lost} echoes still owed at its end"),
@@ -498,7 +497,7 @@ fn measure(
     writeln!(stdin, "go")?;
     stdin.flush()?;
     let v = next_json(&load.lines, answer, "report")?;
-    let messages = check_load(&v, conns, false)?;
+    let (messages, _) = check_load(&v, conns, false)?;
 
     // 4. Dump, then let the connections close.
     let reason = format!("{}-{size}", server.id());
